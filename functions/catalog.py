@@ -1,0 +1,33 @@
+"""Which Lambda serves what. The CDK api construct and the local gateway both route from this,
+so a route cannot exist in one and not the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HttpFunction:
+    name: str  # folder under functions/, and the construct id stem
+    routes: tuple[tuple[str, str], ...]  # (method, path template)
+    description: str
+
+    @property
+    def module(self) -> str:
+        return f"functions.{self.name}.handler"
+
+
+INGEST = HttpFunction(
+    name="ingest",
+    routes=(("POST", "/api/v1/events"),),
+    description="Validates and stores usage events exactly once",
+)
+API = HttpFunction(
+    name="api",
+    routes=(("GET", "/api/v1/events"),),
+    description="Lists events (and, later, meters and usage queries)",
+)
+HTTP_FUNCTIONS = (INGEST, API)
+
+# The events-table stream consumer.
+PROCESSOR_MODULE = "functions.processor.handler"

@@ -1,0 +1,43 @@
+"""POST /api/v1/events: validate a request's events as a whole, then store each exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from meterline.domain.timeutil import now_ms
+from meterline.http.resolver import build_resolver, logger, namespace_of, problem_response, request_body
+from meterline.services.ingest import ingest
+from meterline.settings import settings
+from meterline.storage.events_store import EventsStore, StorageUnavailable
+
+app = build_resolver()
+_store: EventsStore | None = None
+
+
+def events_store() -> EventsStore:
+    global _store
+    if _store is None:
+        _store = EventsStore(retention_days=settings().retention_days)
+    return _store
+
+
+@app.exception_handler(StorageUnavailable)
+def _storage_unavailable(error: StorageUnavailable) -> Response:
+    logger.error("event write failed", extra={"error": str(error)})
+    return problem_response(503, "storage-unavailable", "Storage unavailable",
+                            "some events could not be stored; retrying the same request is safe")
+
+
+@app.post("/api/v1/events")
+def ingest_events() -> Response:
+    result = ingest(events_store(), namespace_of(app.current_event.raw_event), request_body(app),
+                    app.current_event.headers.get("content-type"), now_ms())
+    logger.debug("ingested", extra={"stored": result.stored, "duplicates": result.duplicates})
+    return Response(status_code=204)
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

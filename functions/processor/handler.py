@@ -1,0 +1,50 @@
+"""The events-table stream consumer (DynamoDB Streams -> Lambda, partial batch failures).
+
+Each record is decoded on its own (a record that cannot be decoded is reported as a batch item
+failure); the batch's derived writes are then made together. If those fail the invocation raises, so
+Lambda retries (and bisects) the batch; every derived write is idempotent under redelivery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from meterline.domain.events import StoredEvent
+from meterline.domain.timeutil import now_ms
+from meterline.processing.event_indexing import decode_insert, index_events
+from meterline.settings import settings
+from meterline.storage.usage_store import UsageStore
+
+logger = Logger(service="meterline")
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+_usage: UsageStore | None = None
+
+
+def usage_store() -> UsageStore:
+    global _usage
+    if _usage is None:
+        _usage = UsageStore(retention_days=settings().retention_days)
+    return _usage
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records: list[dict[str, Any]] = event.get("Records") or []
+    decoded: list[StoredEvent] = []
+
+    def decode(record: DynamoDBRecord) -> None:
+        stored = decode_insert(record.raw_event)
+        if stored is not None:
+            decoded.append(stored)
+
+    with processor(records=records, handler=decode, lambda_context=context):
+        processor.process()
+    pages = index_events(records, decoded, usage_store(), now_ms()) if records else 0
+    response = processor.response()
+    logger.info("stream batch", extra={"records": len(records), "events": len(decoded), "index_pages": pages,
+                                       "failed": len(response["batchItemFailures"])})
+    return response

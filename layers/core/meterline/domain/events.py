@@ -1,0 +1,201 @@
+"""CloudEvents as Meterline accepts them: parsing, validation and the limits of one request.
+
+A request is validated as a whole before anything is stored: one bad event refuses the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.errors import FieldError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_EVENT_BYTES = 64 * 1024
+# id and source form the idempotency key (a DynamoDB key is at most 2,048 bytes); subject and
+# type are keys of counters and indexes.
+MAX_ATTRIBUTE_BYTES = 256
+
+SINGLE = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+JSON = "application/json"
+ACCEPTED_CONTENT_TYPES = (SINGLE, BATCH, JSON)
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+# Parsed once, during validation, into UTC epoch milliseconds.
+EpochMs = Annotated[StrictStr, AfterValidator(lambda value: to_epoch_ms(parse_rfc3339(value)))]
+
+
+class CloudEvent(BaseModel):
+    """One usage event (CloudEvents 1.0, structured mode). Unknown extension attributes are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: NonEmpty
+    source: NonEmpty
+    specversion: Literal["1.0"]
+    type: NonEmpty
+    subject: NonEmpty
+    time: EpochMs | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    dataschema: StrictStr | None = None
+    data: dict[str, Any] | None = None
+
+    @field_validator("id", "source", "type", "subject")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        if len(value) > MAX_ATTRIBUTE_BYTES // 4 and len(value.encode()) > MAX_ATTRIBUTE_BYTES:
+            raise ValueError(f"must be at most {MAX_ATTRIBUTE_BYTES} bytes long")
+        return value
+
+
+_BATCH_ADAPTER = TypeAdapter(list[CloudEvent])
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare media type of a Content-Type header, or raise 415."""
+    bare = (content_type or "").split(";", 1)[0].strip().lower()
+    if bare not in ACCEPTED_CONTENT_TYPES:
+        shown = bare or "none"
+        raise UnsupportedMediaType(
+            f"Content-Type {shown} is not accepted; send {SINGLE}, {BATCH} or {JSON}",
+            [FieldError("Content-Type", f"must be one of {', '.join(ACCEPTED_CONTENT_TYPES)}")],
+        )
+    return bare
+
+
+def parse_events(body: bytes, content_type: str | None, received_ms: int) -> list[CloudEvent]:
+    """Parse and validate the body of POST /api/v1/events. Raises a MeterlineError on any problem.
+
+    Every returned event has `time` resolved to UTC epoch milliseconds (the time of receipt if absent).
+    """
+    kind = media_type(content_type)
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}", kind="malformed-json",
+                           title="Malformed JSON") from None
+
+    is_batch = isinstance(payload, list)
+    if kind == SINGLE and not isinstance(payload, dict):
+        raise InvalidInput(f"{SINGLE} takes one event as a JSON object; send arrays as {BATCH}")
+    if kind == BATCH and not is_batch:
+        raise InvalidInput(f"{BATCH} takes a JSON array of events")
+    if not is_batch and not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object (one event) or an array of events")
+    raw_events: list[Any] = payload if is_batch else [payload]
+    if not raw_events:
+        raise InvalidInput("the batch is empty; send at least one event")
+    if len(raw_events) > MAX_EVENTS_PER_REQUEST:
+        raise PayloadTooLarge(
+            f"the batch holds {len(raw_events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request"
+        )
+    if len(body) > MAX_EVENT_BYTES:  # only then can a single event exceed the per-event limit
+        _check_event_sizes(raw_events, is_batch)
+
+    try:
+        events = _BATCH_ADAPTER.validate_python(raw_events)
+    except ValidationError as exc:
+        errors = [_field_error(err, is_batch) for err in exc.errors(include_url=False)]
+        bad = len({e.index for e in errors})
+        raise InvalidInput(
+            f"{bad} invalid event{'s' if bad > 1 else ''}, nothing was stored: "
+            + "; ".join(_describe(e) for e in errors[:10]),
+            errors,
+            kind="invalid-events",
+            title="Invalid events",
+        ) from None
+
+    for ev in events:
+        if ev.time is None:
+            ev.time = received_ms
+    return events
+
+
+def _check_event_sizes(raw_events: list[Any], is_batch: bool) -> None:
+    errors = []
+    for index, raw in enumerate(raw_events):
+        size = len(orjson.dumps(raw))
+        if size > MAX_EVENT_BYTES:
+            errors.append(FieldError("", f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}",
+                                     index if is_batch else None))
+    if errors:
+        raise PayloadTooLarge(
+            f"{len(errors)} event(s) exceed the limit of {MAX_EVENT_BYTES} bytes per event", errors
+        )
+
+
+_REASONS = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "literal_error": None,  # pydantic's own message names the allowed values
+    "dict_type": "must be a JSON object or null",
+    "model_type": "must be a JSON object (a CloudEvent)",
+    "list_type": "must be a JSON array",
+}
+
+
+def _field_error(err: Any, is_batch: bool) -> FieldError:
+    loc = list(err["loc"])
+    index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+    field = ".".join(str(part) for part in loc)
+    reason = _REASONS.get(err["type"]) or _clean_message(err["msg"])
+    return FieldError(field, reason, index if is_batch else None)
+
+
+def _clean_message(msg: str) -> str:
+    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
+    return msg[:1].lower() + msg[1:]
+
+
+def _describe(err: FieldError) -> str:
+    where = f"event {err.index}: " if err.index is not None else ""
+    return f"{where}{err.field or 'event'} {err.reason}"
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """An event as it is stored: the idempotency key, its UTC time in ms and when it was ingested."""
+
+    namespace: str
+    id: str
+    source: str
+    type: str
+    subject: str
+    time_ms: int
+    ingested_ms: int
+    data: dict[str, Any] | None
+    dataschema: str | None = None
+
+    def as_cloudevent(self) -> dict[str, Any]:
+        """The event in CloudEvents JSON form, as the API shows it."""
+        event: dict[str, Any] = {
+            "id": self.id,
+            "source": self.source,
+            "specversion": "1.0",
+            "type": self.type,
+            "subject": self.subject,
+            "time": format_ms(self.time_ms),
+        }
+        if self.dataschema is not None:
+            event["dataschema"] = self.dataschema
+        if self.data is not None:
+            event["data"] = self.data
+        return event

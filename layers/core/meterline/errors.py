@@ -1,0 +1,62 @@
+"""Domain errors. They carry what went wrong; meterline.http.problems maps them to HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FieldError:
+    """One offending field: where it is (`index` inside a batch, if any) and why it was refused."""
+
+    field: str
+    reason: str
+    index: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "reason": self.reason}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+@dataclass
+class MeterlineError(Exception):
+    """Base of every error a caller can cause. `kind` names the problem type."""
+
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)
+    kind: str = "invalid-request"
+    title: str = "The request is not valid"
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class InvalidInput(MeterlineError):
+    """Malformed or out-of-range input (HTTP 400)."""
+
+
+@dataclass
+class PayloadTooLarge(MeterlineError):
+    kind: str = "payload-too-large"
+    title: str = "The request body is too large"
+
+
+@dataclass
+class UnsupportedMediaType(MeterlineError):
+    kind: str = "unsupported-media-type"
+    title: str = "The content type is not supported"
+
+
+@dataclass
+class NotFound(MeterlineError):
+    kind: str = "not-found"
+    title: str = "Not found"
+
+
+@dataclass
+class Conflict(MeterlineError):
+    kind: str = "conflict"
+    title: str = "Conflict"

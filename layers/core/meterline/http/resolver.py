@@ -1,0 +1,77 @@
+"""What every HTTP Lambda shares: a Powertools resolver whose errors are problem+json, and the
+namespace of the caller (the seam where API-key auth plugs in)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from meterline.errors import FieldError, InvalidInput, MeterlineError
+from meterline.http.problems import PROBLEM_JSON, problem_body, problem_for
+from meterline.settings import NAMESPACE_PATTERN, settings
+
+logger = Logger(service="meterline")
+
+
+def problem_response(status: int, kind: str, title: str, detail: str,
+                     errors: list[FieldError] | None = None) -> Response:
+    return Response(status_code=status, content_type=PROBLEM_JSON,
+                    body=orjson.dumps(problem_body(status, kind, title, detail, errors)).decode())
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(status_code=status, content_type="application/json", body=orjson.dumps(payload).decode())
+
+
+def build_resolver() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver()
+
+    @app.exception_handler(MeterlineError)
+    def _domain_error(error: MeterlineError) -> Response:
+        status, body = problem_for(error, instance=app.current_event.path)
+        return Response(status_code=status, content_type=PROBLEM_JSON, body=body.decode())
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(error: RequestValidationError) -> Response:
+        errors = [FieldError(".".join(str(p) for p in e.get("loc", ())), e.get("msg", "is invalid"))
+                  for e in error.errors()]
+        return problem_response(400, "invalid-request", "The request is not valid",
+                                "; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+
+    @app.not_found
+    def _not_found(_: Exception) -> Response:
+        return problem_response(404, "not-found", "Not found",
+                                f"no route for {app.current_event.http_method} {app.current_event.path}")
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        logger.exception("unhandled error")
+        return problem_response(500, "internal", "Internal error",
+                                "the request failed on the server; it is safe to retry")
+
+    return app
+
+
+def namespace_of(event: dict[str, Any]) -> str:
+    """The caller's namespace: set by the API-key authorizer when one is configured (its Lambda
+    authorizer context carries `namespace`), else the stack's default namespace."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    namespace = (authorizer.get("lambda") or {}).get("namespace")
+    if namespace is None:
+        return settings().default_namespace
+    if not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
+        raise InvalidInput("the authorizer gave an invalid namespace")
+    return namespace
+
+
+def request_body(app: APIGatewayHttpResolver) -> bytes:
+    event = app.current_event
+    if event.is_base64_encoded:
+        import base64
+
+        return base64.b64decode(event.body or "")
+    return (event.body or "").encode()

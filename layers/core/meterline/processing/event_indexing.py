@@ -1,0 +1,37 @@
+"""The stream processor's work on one batch of events-table records: decode the new events and
+write the event index. Collaborators are injected so tests can hand in fakes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from meterline.domain.event_index import build_pages
+from meterline.domain.events import StoredEvent
+from meterline.storage.events_store import stored_event_from_item
+from meterline.storage.usage_store import UsageStore
+
+
+def decode_insert(record: dict[str, Any]) -> StoredEvent | None:
+    """The event a stream record inserted, or None for records that carry no new event
+    (REMOVE from TTL expiry, or a MODIFY, which Meterline never makes)."""
+    if record.get("eventName") != "INSERT":
+        return None
+    return stored_event_from_item(record["dynamodb"]["NewImage"])
+
+
+def batch_id(records: Sequence[dict[str, Any]]) -> str:
+    """Stable for a given run of records, so a redelivered identical batch overwrites its own pages."""
+    first, last = records[0]["dynamodb"]["SequenceNumber"], records[-1]["dynamodb"]["SequenceNumber"]
+    digest = hashlib.blake2b(f"{records[0].get('eventSourceARN')}|{first}|{last}".encode(), digest_size=6)
+    return f"{first}-{digest.hexdigest()}"
+
+
+def index_events(records: Sequence[dict[str, Any]], events: Sequence[StoredEvent], store: UsageStore,
+                 now_ms: int) -> int:
+    if not events:
+        return 0
+    pages = build_pages(events, batch_id(records))
+    store.put_index_pages(pages, now_ms)
+    return len(pages)

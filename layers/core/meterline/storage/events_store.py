@@ -1,0 +1,156 @@
+"""The events table: conditional puts keyed on (namespace, source, id), and reads by key."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from meterline.domain.events import CloudEvent, StoredEvent
+from meterline.storage.dynamo import dynamodb_client, table_name
+from meterline.storage.tables import EVENTS_TABLE
+
+DEFAULT_RETENTION_DAYS = 400
+
+
+def event_key(namespace: str, source: str, event_id: str) -> str:
+    """The partition key. The length prefix keeps ("a#b", "c") and ("a", "b#c") apart."""
+    return f"{namespace}#{len(source)}#{source}#{event_id}"
+
+
+@dataclass(frozen=True)
+class PutResult:
+    stored: int
+    duplicates: int
+
+
+class StorageUnavailable(Exception):
+    """DynamoDB refused or failed a write that was not a duplicate; the caller may retry."""
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _shared_executor(workers: int) -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="events-put")
+    return _executor
+
+
+def stored_event_from_item(item: dict[str, Any]) -> StoredEvent:
+    """Decode an item (GetItem result or stream image, both in DynamoDB's attribute-value form)."""
+    data = item.get("data")
+    schema = item.get("dataschema")
+    return StoredEvent(
+        namespace=item["ns"]["S"],
+        id=item["id"]["S"],
+        source=item["source"]["S"],
+        type=item["type"]["S"],
+        subject=item["subject"]["S"],
+        time_ms=int(item["time"]["N"]),
+        ingested_ms=int(item["ingestedAt"]["N"]),
+        data=orjson.loads(data["S"]) if data is not None else None,
+        dataschema=schema["S"] if schema is not None else None,
+    )
+
+
+class EventsStore:
+    """Writes each event at most once, concurrently, and reads events back by key."""
+
+    MAX_CONCURRENCY = 32
+
+    def __init__(self, client: Any = None, table: str | None = None,
+                 retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
+        self._client = client
+        self._table = table
+        self._retention_s = retention_days * 86_400
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+    @property
+    def table(self) -> str:
+        if self._table is None:
+            self._table = table_name(EVENTS_TABLE)
+        return self._table
+
+    def item(self, namespace: str, event: CloudEvent, ingested_ms: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": {"S": event_key(namespace, event.source, event.id)},
+            "ns": {"S": namespace},
+            "id": {"S": event.id},
+            "source": {"S": event.source},
+            "type": {"S": event.type},
+            "subject": {"S": event.subject},
+            "time": {"N": str(event.time)},
+            "ingestedAt": {"N": str(ingested_ms)},
+            # TTL counts from ingestion, so a duplicate is refused for the whole retention period.
+            "expiresAt": {"N": str(ingested_ms // 1000 + self._retention_s)},
+        }
+        if event.data is not None:
+            item["data"] = {"S": orjson.dumps(event.data).decode()}
+        if event.dataschema is not None:
+            item["dataschema"] = {"S": event.dataschema}
+        return item
+
+    def put_new(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> PutResult:
+        """Store every event whose key is new; a duplicate changes nothing. Returns only once every
+        write has been acknowledged; raises StorageUnavailable if any write failed."""
+        items = [self.item(namespace, event, ingested_ms) for event in events]
+        if len(items) <= 1:
+            stored, duplicates = self._put_all(items)
+            return PutResult(stored, duplicates)
+        lanes = min(self.MAX_CONCURRENCY, len(items))
+        executor = _shared_executor(self.MAX_CONCURRENCY)
+        futures = [executor.submit(self._put_all, items[lane::lanes]) for lane in range(lanes)]
+        wait(futures)
+        stored = duplicates = 0
+        failure: BaseException | None = None
+        for future in futures:
+            if future.exception() is not None:
+                failure = failure or future.exception()
+                continue
+            lane_stored, lane_duplicates = future.result()
+            stored += lane_stored
+            duplicates += lane_duplicates
+        if failure is not None:
+            raise StorageUnavailable(str(failure)) from failure
+        return PutResult(stored, duplicates)
+
+    def _put_all(self, items: Iterable[dict[str, Any]]) -> tuple[int, int]:
+        stored = duplicates = 0
+        client = self.client
+        conditional_failed = client.exceptions.ConditionalCheckFailedException
+        for item in items:
+            try:
+                client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+                stored += 1
+            except conditional_failed:
+                duplicates += 1
+        return stored, duplicates
+
+    def get_many(self, namespace: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], StoredEvent]:
+        """Fetch events by (source, id); missing ones (e.g. expired) are absent from the result."""
+        found: dict[tuple[str, str], StoredEvent] = {}
+        pending = [{"pk": {"S": event_key(namespace, source, event_id)}} for source, event_id in dict.fromkeys(keys)]
+        while pending:
+            chunk, pending = pending[:100], pending[100:]
+            request: dict[str, Any] = {self.table: {"Keys": chunk}}
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table, []):
+                    event = stored_event_from_item(item)
+                    found[(event.source, event.id)] = event
+                request = response.get("UnprocessedKeys") or {}
+        return found

@@ -1,0 +1,50 @@
+# Meterline developer commands. `make dev` and `make test` install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := true
+
+.PHONY: install dev test test-fast bench lint format synth deploy destroy clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[local,infra,test]"
+	touch $(STAMP)
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $(NPM_STAMP)
+
+install: $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/meterline dev --host 127.0.0.1 --port 8888
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2
+
+bench: $(STAMP)
+	@for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+
+synth: $(STAMP) $(NPM_STAMP)
+	npx --no-install cdk synth --no-notices --quiet
+
+deploy: $(STAMP) $(NPM_STAMP)
+	npx --no-install cdk deploy --no-notices
+
+destroy: $(STAMP) $(NPM_STAMP)
+	npx --no-install cdk destroy --no-notices
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .pytest_cache .hypothesis

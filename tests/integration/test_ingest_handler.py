@@ -1,0 +1,135 @@
+"""The ingest handler against moto: what is stored, exactly once, and nothing for bad input."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import orjson
+import pytest
+
+from functions.ingest import handler as ingest
+from meterline.storage.events_store import EventsStore, event_key
+from tests.conftest import cloud_event, scan_all, stream_records
+from tests.integration.http import call
+
+EVENTS = os.environ["EVENTS_TABLE"]
+
+
+def post(body: object, content_type: str = "application/cloudevents-batch+json", **kwargs: object):
+    return call(ingest, "POST", "/api/v1/events", body=body, content_type=content_type, **kwargs)
+
+
+def test_single_event_is_stored_with_its_attributes(aws) -> None:
+    reply = post(cloud_event(1), "application/cloudevents+json")
+    assert reply.status == 204 and reply.body == b""
+    [item] = scan_all(aws, EVENTS)
+    assert item["pk"]["S"] == event_key("default", "chat-app", "evt-1")
+    assert item["subject"]["S"] == "customer-1"
+    assert item["time"]["N"] == "1704067200001"
+    assert orjson.loads(item["data"]["S"]) == {"tokens": "123456", "model": "gpt4-turbo", "type": "output"}
+    ingested = int(item["ingestedAt"]["N"])
+    assert int(item["expiresAt"]["N"]) == ingested // 1000 + 400 * 86_400
+
+
+def test_batch_is_stored_and_duplicates_change_nothing(aws) -> None:
+    batch = [cloud_event(i, subject=f"c-{i % 3}") for i in range(250)]
+    assert post(batch).status == 204
+    first = {i["pk"]["S"]: i for i in scan_all(aws, EVENTS)}
+    assert len(first) == 250
+
+    # A retry with different content under the same (source, id) is a success that changes nothing.
+    retry = [cloud_event(i, subject="someone-else", data={"tokens": 1}) for i in range(250)]
+    assert post(retry + [cloud_event(999)]).status == 204
+    after = {i["pk"]["S"]: i for i in scan_all(aws, EVENTS)}
+    assert len(after) == 251
+    assert all(after[pk] == item for pk, item in first.items())
+    inserts = [r for r in stream_records(EVENTS) if r["eventName"] == "INSERT"]
+    assert len(inserts) == 251
+
+
+def test_same_id_from_different_sources_are_different_events(aws) -> None:
+    assert post([cloud_event(1, source="a#b", id="c"), cloud_event(1, source="a", id="b#c")]).status == 204
+    assert len(scan_all(aws, EVENTS)) == 2
+
+
+def test_same_batch_from_8_threads_is_stored_exactly_once(aws) -> None:
+    batch = [cloud_event(i) for i in range(200)]
+    body = orjson.dumps(batch)
+    store = EventsStore(retention_days=400)
+    from meterline.domain.events import parse_events
+
+    barrier = threading.Barrier(8)
+    results = []
+
+    def send() -> None:
+        events = parse_events(body, "application/json", 1)
+        barrier.wait()
+        results.append(store.put_new("default", events, 1))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.stored for r in results) == 200
+    assert sum(r.duplicates for r in results) == 7 * 200
+    assert len(scan_all(aws, EVENTS)) == 200
+    assert len([r for r in stream_records(EVENTS) if r["eventName"] == "INSERT"]) == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "kind"),
+    [
+        ({"raw_body": b"{not json", "content_type": "application/json"}, 400, "malformed-json"),
+        ({"body": [], "content_type": "application/json"}, 400, "invalid-request"),
+        ({"body": [cloud_event(1), cloud_event(2, subject="")]}, 400, "invalid-events"),
+        ({"body": [cloud_event(1), {"id": "x"}]}, 400, "invalid-events"),
+        ({"body": cloud_event(1), "content_type": "text/plain"}, 415, "unsupported-media-type"),
+        ({"body": cloud_event(1), "content_type": None}, 415, "unsupported-media-type"),
+        ({"body": [cloud_event(i) for i in range(1001)]}, 413, "payload-too-large"),
+        ({"body": [cloud_event(1, data={"x": "y" * 70_000})]}, 413, "payload-too-large"),
+        ({"raw_body": b"[" + b" " * (1024 * 1024) + b"]", "content_type": "application/json"}, 413,
+         "payload-too-large"),
+    ],
+)
+def test_bad_input_is_a_precise_problem_and_stores_nothing(aws, kwargs: dict, status: int, kind: str) -> None:
+    content_type = kwargs.pop("content_type", "application/cloudevents-batch+json")
+    reply = post(kwargs.pop("body", None), content_type, **kwargs)
+    assert reply.status == status
+    assert reply.content_type == "application/problem+json"
+    problem = reply.json()
+    assert problem["status"] == status
+    assert problem["type"] == f"urn:meterline:problem:{kind}"
+    assert problem["title"] and problem["detail"]
+    assert scan_all(aws, EVENTS) == []
+
+
+def test_batch_problem_names_index_and_field(aws) -> None:
+    reply = post([cloud_event(0), cloud_event(1, time="not-a-time"), cloud_event(2, subject=None)])
+    assert reply.status == 400
+    assert [(e["index"], e["field"]) for e in reply.json()["errors"]] == [(1, "time"), (2, "subject")]
+
+
+def test_storage_failure_is_503_and_retry_is_safe(aws, monkeypatch) -> None:
+    store = ingest.events_store()
+    original = store._put_all
+    calls = {"n": 0}
+
+    def flaky(items):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("throttled")
+        return original(items)
+
+    monkeypatch.setattr(store, "_put_all", flaky)
+    batch = [cloud_event(i) for i in range(50)]
+    reply = post(batch)
+    assert reply.status == 503 and reply.json()["type"] == "urn:meterline:problem:storage-unavailable"
+    assert post(batch).status == 204
+    assert len(scan_all(aws, EVENTS)) == 50
+
+
+def test_unknown_route_is_404_problem(aws) -> None:
+    reply = call(ingest, "POST", "/api/v1/nothing", body={}, content_type="application/json")
+    assert reply.status == 404 and reply.content_type == "application/problem+json"

@@ -24,8 +24,15 @@ INGEST = HttpFunction(
 )
 API = HttpFunction(
     name="api",
-    routes=(("GET", "/api/v1/events"),),
-    description="Lists events (and, later, meters and usage queries)",
+    routes=(
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/meters"),
+        ("POST", "/api/v1/meters"),
+        ("GET", "/api/v1/meters/{idOrSlug}"),
+        ("PUT", "/api/v1/meters/{idOrSlug}"),
+        ("DELETE", "/api/v1/meters/{idOrSlug}"),
+    ),
+    description="Lists events and manages meters (usage queries join it later)",
 )
 HTTP_FUNCTIONS = (INGEST, API)
 

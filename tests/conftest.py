@@ -24,6 +24,7 @@ os.environ.update(
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
         "EVENTS_TABLE": "test-events",
         "USAGE_TABLE": "test-usage",
+        "CATALOG_TABLE": "test-catalog",
         "METERLINE_METERS_FILE": str(EXAMPLE_METERS),
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_SERVICE_NAME": "meterline",

@@ -1,4 +1,5 @@
-"""The read side of the HTTP API: GET /api/v1/events (meters and queries join it later)."""
+"""The read and manage side of the HTTP API: GET /api/v1/events and the meters resource
+(GET/POST /api/v1/meters, GET/PUT/DELETE /api/v1/meters/{idOrSlug})."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from meterline.http.resolver import build_resolver, json_response, namespace_of
+from meterline.domain.timeutil import now_ms
+from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
+from meterline.services import meters
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
 from meterline.settings import settings
 from meterline.storage.events_store import EventsStore
+from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore
 
 app = build_resolver()
 _stores: tuple[EventsStore, UsageStore] | None = None
+_meters_store: MetersStore | None = None
 
 
 def stores() -> tuple[EventsStore, UsageStore]:
@@ -26,12 +31,54 @@ def stores() -> tuple[EventsStore, UsageStore]:
     return _stores
 
 
+def meters_store() -> MetersStore:
+    global _meters_store
+    if _meters_store is None:
+        _meters_store = MetersStore()
+    return _meters_store
+
+
+def _namespace() -> str:
+    return namespace_of(app.current_event.raw_event)
+
+
 @app.get("/api/v1/events")
 def get_events() -> Response:
     query = ListEventsQuery.from_params(app.current_event.query_string_parameters or {})
     events, index = stores()
-    listed = list_events(namespace_of(app.current_event.raw_event), query, index, events, meter_catalog())
-    return json_response(listed)
+    namespace = _namespace()
+    return json_response(list_events(namespace, query, index, events, meter_catalog(namespace)))
+
+
+@app.get("/api/v1/meters")
+def list_meters() -> Response:
+    query = meters.ListMetersQuery.from_params(app.current_event.query_string_parameters or {})
+    return json_response([m.to_api() for m in meters.list_meters(meters_store(), _namespace(), query)])
+
+
+@app.post("/api/v1/meters")
+def create_meter() -> Response:
+    meter = meters.create_meter(meters_store(), _namespace(), request_body(app),
+                                app.current_event.headers.get("content-type"), now_ms())
+    return json_response(meter.to_api(), status=201)
+
+
+@app.get("/api/v1/meters/<id_or_slug>")
+def get_meter(id_or_slug: str) -> Response:
+    return json_response(meters.get_meter(meters_store(), _namespace(), id_or_slug).to_api())
+
+
+@app.put("/api/v1/meters/<id_or_slug>")
+def update_meter(id_or_slug: str) -> Response:
+    meter = meters.update_meter(meters_store(), _namespace(), id_or_slug, request_body(app),
+                                app.current_event.headers.get("content-type"), now_ms())
+    return json_response(meter.to_api())
+
+
+@app.delete("/api/v1/meters/<id_or_slug>")
+def delete_meter(id_or_slug: str) -> Response:
+    meters.delete_meter(meters_store(), _namespace(), id_or_slug)
+    return Response(status_code=204)
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

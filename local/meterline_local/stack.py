@@ -51,7 +51,7 @@ def _serialize_moto_calls() -> None:
 
 def prepare_environment(config: LocalConfig) -> dict[str, str]:
     """Environment the handlers read, as the CDK stack sets it for each Lambda."""
-    from meterline.storage.tables import EVENTS_TABLE, USAGE_TABLE
+    from meterline.storage.tables import ALL_TABLES
 
     env = {
         "AWS_DEFAULT_REGION": REGION,
@@ -59,10 +59,10 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",  # moto's streams need it (see TOOLCHAIN.md)
-        EVENTS_TABLE.env_var: f"{config.table_prefix}-events",
-        USAGE_TABLE.env_var: f"{config.table_prefix}-usage",
+        **{spec.env_var: f"{config.table_prefix}-{spec.logical_name.lower()}" for spec in ALL_TABLES},
         "METERLINE_DEFAULT_NAMESPACE": config.namespace,
         "METERLINE_RETENTION_DAYS": str(config.retention_days),
+        "METERLINE_METER_CACHE_SECONDS": "1",  # meters changed through the API apply within a second
         "POWERTOOLS_SERVICE_NAME": "meterline",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     }
@@ -88,10 +88,11 @@ class LocalStack:
         return f"http://{host}:{port}"
 
     def start(self) -> LocalStack:
+        declared_meters: list[Any] = []
         if self.config.meters_file is not None:
             from meterline.domain.meters import load_meters_file
 
-            load_meters_file(self.config.meters_file)  # fail fast on a bad config file
+            declared_meters = load_meters_file(self.config.meters_file)  # fail fast on a bad config file
         env = prepare_environment(self.config)
         from moto import mock_aws
 
@@ -100,6 +101,7 @@ class LocalStack:
         _serialize_moto_calls()
 
         import boto3
+
         from meterline.storage.dynamo import reset_client
         from meterline.storage.tables import ALL_TABLES
 
@@ -115,6 +117,7 @@ class LocalStack:
                 )
             if spec.stream_view_type:
                 stream_arn = description["LatestStreamArn"]
+        self._seed_meters(declared_meters)
 
         from functions.catalog import HTTP_FUNCTIONS, PROCESSOR_MODULE
         from meterline_local.http_gateway import LocalGateway, Route
@@ -145,6 +148,18 @@ class LocalStack:
         )
         self.poller.start()
         return self
+
+    def _seed_meters(self, meters: list[Any]) -> None:
+        """The meters of the YAML file become stored meters of the default namespace, as if created
+        through the API: those whose slug is new are created, existing ones are left as they are."""
+        if not meters:
+            return
+        from meterline.domain.timeutil import now_ms
+        from meterline.services.meters import seed_meters
+        from meterline.storage.meters_store import MetersStore
+
+        created = seed_meters(MetersStore(), self.config.namespace, meters, now_ms())
+        log.info("seeded %d of %d meters from %s", len(created), len(meters), self.config.meters_file)
 
     def stop(self) -> None:
         if self.poller is not None:

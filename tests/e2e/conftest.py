@@ -21,7 +21,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[str]:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTS_TABLE", "USAGE_TABLE"))}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_TABLE")}
     process = subprocess.Popen(
         [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

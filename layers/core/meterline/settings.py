@@ -34,3 +34,26 @@ class Settings:
 @cache
 def settings() -> Settings:
     return Settings.from_env()
+
+
+@dataclass(frozen=True)
+class CompactionTiming:
+    """When the compactor folds a quarter: `grace` after it ends. A stream batch decides on-time or
+    late `write_margin` before that, so its writes land before the compactor reads (the margin must
+    exceed the processor's timeout)."""
+
+    grace_ms: int
+    write_margin_ms: int
+
+    @classmethod
+    def from_env(cls) -> CompactionTiming:
+        grace = float(os.environ.get("METERLINE_COMPACTION_GRACE_SECONDS", "180"))
+        margin = float(os.environ.get("METERLINE_WRITE_MARGIN_SECONDS", "90"))
+        if not 0 < margin < grace:
+            raise RuntimeError("need 0 < METERLINE_WRITE_MARGIN_SECONDS < METERLINE_COMPACTION_GRACE_SECONDS")
+        return cls(grace_ms=int(grace * 1000), write_margin_ms=int(margin * 1000))
+
+
+@cache
+def compaction_timing() -> CompactionTiming:
+    return CompactionTiming.from_env()

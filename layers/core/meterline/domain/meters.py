@@ -1,4 +1,8 @@
-"""Meter definitions (OpenMeter's `meters:` shape), their validation, and reading values from events.
+"""Meters: their definition (OpenMeter's `meters:` shape, in YAML or through the API), validation,
+the rules of what an update may change, and reading values from events.
+
+A `Meter` is what a user declares plus, once stored, the read-only fields Meterline sets: `id` (a
+ULID), `createdAt`, `updatedAt` and the `backfill` status. JSON field names are OpenMeter's (camelCase).
 
 JSONPath expressions are compiled once per meter. Simple dotted paths (`$.a.b`) are read with plain
 dict lookups; anything else goes through jsonpath-ng, imported only when a meter needs it.
@@ -9,19 +13,32 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.errors import FieldError, InvalidInput
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:_[a-z0-9]+)*$"
+MAX_SLUG_LENGTH = 64
 GROUP_KEY_PATTERN = re.compile(r"^[a-zA-Z_][0-9a-zA-Z_]*$")
+# A ULID: 26 characters of Crockford base32, the first at most 7 (128 bits).
+ULID_PATTERN = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$", re.IGNORECASE)
+_SLUG = re.compile(SLUG_PATTERN)
 _SIMPLE_PATH = re.compile(r"^\$(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _NUMERIC = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+
+# Set by Meterline, never by a request body.
+READ_ONLY_FIELDS = ("id", "createdAt", "updatedAt", "backfill")
+# Fixed at creation: a PUT may repeat them unchanged, never change them.
+IMMUTABLE_FIELDS = ("slug", "eventType", "aggregation", "valueProperty", "eventFrom", "windowSize")
+# What a PUT may change (groupBy only by adding keys).
+UPDATABLE_FIELDS = ("name", "description", "metadata", "groupBy")
 
 
 class Aggregation(StrEnum):
@@ -40,45 +57,250 @@ class WindowSize(StrEnum):
     DAY = "DAY"
 
 
-class Meter(BaseModel):
-    """A meter as a user declares it."""
+class BackfillState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def _normalised_time(value: Any) -> str | None:
+    """An RFC 3339 date-time as UTC with milliseconds (ValueError with a reason otherwise)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return format_ms(to_epoch_ms(parse_rfc3339(value)))
+
+
+class BackfillStatus(BaseModel):
+    """Progress of rebuilding a meter's counters from the events table (read-only in the API)."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    slug: str = Field(pattern=SLUG_PATTERN, max_length=64)
-    name: str | None = None
-    description: str | None = None
+    status: BackfillState
+    started_at: str | None = Field(default=None, alias="startedAt")
+    completed_at: str | None = Field(default=None, alias="completedAt")
+    events_scanned: int | None = Field(default=None, alias="eventsScanned", ge=0)
+    error: str | None = None
+
+    @field_validator("started_at", "completed_at", mode="before")
+    @classmethod
+    def _times(cls, value: Any) -> str | None:
+        return _normalised_time(value)
+
+
+class Meter(BaseModel):
+    """A meter as a user declares it, plus the read-only fields Meterline sets once it is stored.
+
+    Field order matters: validators of later fields read earlier ones (valueProperty reads aggregation,
+    groupBy reads valueProperty).
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    slug: str = Field(pattern=SLUG_PATTERN, max_length=MAX_SLUG_LENGTH)
+    name: str | None = Field(default=None, min_length=1)
+    description: str | None = Field(default=None, min_length=1)
     event_type: str = Field(alias="eventType", min_length=1)
     aggregation: Aggregation
-    value_property: str | None = Field(default=None, alias="valueProperty")
+    value_property: str | None = Field(default=None, alias="valueProperty", validate_default=True)
     group_by: dict[str, str] = Field(default_factory=dict, alias="groupBy")
     event_from: str | None = Field(default=None, alias="eventFrom")
     window_size: WindowSize | None = Field(default=None, alias="windowSize")  # legacy, echoed only
     metadata: dict[str, str] | None = None
+    # Read-only: set by Meterline when the meter is stored.
+    id: str | None = Field(default=None, pattern=ULID_PATTERN.pattern)
+    created_at: str | None = Field(default=None, alias="createdAt")
+    updated_at: str | None = Field(default=None, alias="updatedAt")
+    backfill: BackfillStatus | None = None
+
+    @field_validator("value_property")
+    @classmethod
+    def _value_property(cls, value: str | None, info: ValidationInfo) -> str | None:
+        aggregation = info.data.get("aggregation")
+        if aggregation is None:  # the aggregation itself is invalid and reported on its own
+            return value
+        if aggregation is Aggregation.COUNT:
+            if value is not None:
+                raise ValueError("must be absent for COUNT (it counts events)")
+            return None
+        if not value:
+            raise ValueError(f"is required for {aggregation} (a JSONPath into data starting with $)")
+        if not value.startswith("$"):
+            raise ValueError(f"{value!r} must start with $ (a JSONPath into data)")
+        _compile(value)
+        return value
 
     @field_validator("group_by")
     @classmethod
-    def _group_by(cls, group_by: dict[str, str]) -> dict[str, str]:
+    def _group_by(cls, group_by: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        value_property = info.data.get("value_property")
         for key, path in group_by.items():
             if not GROUP_KEY_PATTERN.match(key):
                 raise ValueError(f"key {key!r} must match {GROUP_KEY_PATTERN.pattern}")
-            if not isinstance(path, str) or not path.startswith("$"):
-                raise ValueError(f"{key}: {path!r} must be a JSONPath starting with $")
-            _compile(path)
+            if not path.startswith("$"):
+                raise _group_by_error(key, f"{path!r} must be a JSONPath starting with $")
+            try:
+                _compile(path)
+            except ValueError as exc:
+                raise _group_by_error(key, str(exc)) from None
+            if value_property is not None and path == value_property:
+                raise _group_by_error(key, f"{path!r} must differ from valueProperty")
         return group_by
 
-    @model_validator(mode="after")
-    def _value_property(self) -> Meter:
-        if self.aggregation is Aggregation.COUNT:
-            if self.value_property is not None:
-                raise ValueError("valueProperty must be absent for COUNT")
-        else:
-            if not self.value_property or not self.value_property.startswith("$"):
-                raise ValueError(f"valueProperty is required for {self.aggregation} and must start with $")
-            _compile(self.value_property)
-            if self.value_property in self.group_by.values():
-                raise ValueError("groupBy values must differ from valueProperty")
-        return self
+    @field_validator("event_from", "created_at", "updated_at", mode="before")
+    @classmethod
+    def _times(cls, value: Any) -> str | None:
+        return _normalised_time(value)
+
+    def to_api(self) -> dict[str, Any]:
+        """The meter as the API shows it (and as it is stored): camelCase, absent fields omitted."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _group_by_error(key: str, reason: str) -> PydanticCustomError:
+    """An error about one groupBy entry; its field is reported as groupBy.<key>."""
+    return PydanticCustomError("group_by_value", "{reason}", {"key": key, "reason": reason})
+
+
+_ALIASES = {name: info.alias or name for name, info in Meter.model_fields.items()}
+_ALIASES.update({name: info.alias or name for name, info in BackfillStatus.model_fields.items()})
+
+_REASONS = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of a meter",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+}
+
+
+def _field_errors(exc: ValidationError, index: int | None = None) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"]]
+        if loc and err["type"] != "extra_forbidden":  # an unknown field is named as it was sent
+            loc[0] = _ALIASES.get(loc[0], loc[0])
+        if err["type"] == "group_by_value":
+            loc.append(err["ctx"]["key"])
+        field = ".".join(loc) or "meter"
+        reason = _REASONS.get(err["type"])
+        if reason is None:
+            if err["type"] == "string_pattern_mismatch":
+                reason = f"must match {err['ctx']['pattern']}"
+            elif err["type"] == "string_too_long":
+                reason = f"must be at most {err['ctx']['max_length']} characters long"
+            else:
+                msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+                reason = msg[:1].lower() + msg[1:]
+        errors.append(FieldError(field, reason, index))
+    return errors
+
+
+def describe(errors: Sequence[FieldError]) -> str:
+    return "; ".join(f"{'meter ' + str(e.index) + ': ' if e.index is not None else ''}{e.field} {e.reason}"
+                     for e in errors)
+
+
+def _validated(raw: Any, index: int | None = None) -> tuple[Meter | None, list[FieldError]]:
+    """Validate a user's meter definition: by OpenMeter's JSON names only, read-only fields refused."""
+    errors = []
+    if isinstance(raw, Mapping):
+        errors = [FieldError(key, "is read-only; Meterline sets it", index) for key in READ_ONLY_FIELDS if key in raw]
+        raw = {key: value for key, value in raw.items() if key not in READ_ONLY_FIELDS}
+    try:
+        meter = Meter.model_validate(raw, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        return None, errors + _field_errors(exc, index)
+    return (None if errors else meter), errors
+
+
+def meter_definition(raw: Any) -> Meter:
+    """A meter from a create request's body; InvalidInput naming every offending field."""
+    meter, errors = _validated(raw)
+    if meter is None:
+        raise InvalidInput(f"invalid meter: {describe(errors)}", errors)
+    return meter
+
+
+def new_meter(definition: Meter, meter_id: str, now_ms: int) -> Meter:
+    """The stored form of a new meter: its id, timestamps, a name (the slug unless given, as OpenMeter
+    does) and a pending backfill, since a new meter must see the events stored before it."""
+    now = format_ms(now_ms)
+    return definition.model_copy(update={
+        "id": meter_id,
+        "name": definition.name or definition.slug,
+        "created_at": now,
+        "updated_at": now,
+        "backfill": BackfillStatus(status=BackfillState.PENDING),
+    })
+
+
+def updated_meter(current: Meter, raw: Any, now_ms: int) -> Meter:
+    """Apply a PUT body to a stored meter.
+
+    A PUT replaces name (the slug when absent, as OpenMeter does), description and metadata (cleared
+    when absent), and may add groupBy keys (an absent groupBy keeps the current ones). Existing groupBy
+    keys cannot be changed or removed; slug, eventType, aggregation, valueProperty, eventFrom and
+    windowSize may be repeated unchanged but not changed; read-only fields are refused. Adding groupBy
+    keys resets the backfill to pending. Raises InvalidInput naming each offending field.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("the body must be a JSON object", [FieldError("meter", "must be a JSON object")])
+    shown = current.to_api()
+    errors: list[FieldError] = []
+    for key, value in raw.items():
+        if key in READ_ONLY_FIELDS:
+            errors.append(FieldError(key, "is read-only; Meterline sets it"))
+        elif key in IMMUTABLE_FIELDS:
+            if not _same(key, value, shown.get(key)):
+                errors.append(FieldError(key, f"cannot be changed (it is {shown.get(key)!r}); create a new meter"))
+        elif key not in UPDATABLE_FIELDS:
+            errors.append(FieldError(key, "is not a field of a meter"))
+    group_by = raw.get("groupBy")
+    if group_by is None:
+        group_by = current.group_by
+    elif isinstance(group_by, Mapping):
+        for key, path in current.group_by.items():
+            if key not in group_by:
+                errors.append(FieldError(f"groupBy.{key}", "cannot be removed; groupBy keys can only be added"))
+            elif group_by[key] != path:
+                errors.append(FieldError(f"groupBy.{key}", f"cannot be changed (it is {path!r})"))
+    if errors:
+        raise InvalidInput(f"invalid meter update: {describe(errors)}", errors)
+
+    data = {key: value for key, value in shown.items() if key not in ("name", "description", "metadata")}
+    data.update({key: raw[key] for key in ("name", "description", "metadata") if raw.get(key) is not None})
+    data.setdefault("name", current.slug)
+    data["groupBy"] = group_by
+    data["updatedAt"] = format_ms(now_ms)
+    if isinstance(group_by, Mapping) and set(group_by) - set(current.group_by):
+        data["backfill"] = {"status": BackfillState.PENDING.value}
+    try:
+        return Meter.model_validate(data, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        raise InvalidInput(f"invalid meter update: {describe(errors)}", errors) from None
+
+
+def _same(key: str, given: Any, current: Any) -> bool:
+    if key == "eventFrom" and isinstance(given, str) and current is not None:
+        try:
+            return _normalised_time(given) == current
+        except ValueError:
+            return False
+    return given == current
+
+
+def is_ulid(value: str) -> bool:
+    return bool(ULID_PATTERN.match(value))
+
+
+def is_slug(value: str) -> bool:
+    return len(value) <= MAX_SLUG_LENGTH and bool(_SLUG.match(value))
 
 
 class CompiledMeter:
@@ -88,6 +310,14 @@ class CompiledMeter:
         self.meter = meter
         self._value = _compile(meter.value_property) if meter.value_property else None
         self._groups = {key: _compile(path) for key, path in meter.group_by.items()}
+
+    @property
+    def value_getter(self) -> Getter | None:
+        return self._value
+
+    @property
+    def group_getters(self) -> dict[str, Getter]:
+        return self._groups
 
     def value_problem(self, data: dict[str, Any] | None) -> str | None:
         """Why this event cannot be counted by this meter, or None if it can."""
@@ -110,9 +340,7 @@ def parse_number(raw: Any) -> float | None:
     """A JSON number or numeric string as a finite float; None for anything else (NaN, Inf, bool)."""
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, (int, float)):
-        value = float(raw)
-    elif isinstance(raw, str) and _NUMERIC.match(raw):
+    if isinstance(raw, (int, float)) or isinstance(raw, str) and _NUMERIC.match(raw):
         value = float(raw)
     else:
         return None
@@ -176,21 +404,18 @@ def parse_meters(document: Any, source: str = "meters") -> list[Meter]:
         raise InvalidInput(f"{source}: expected a mapping with a `meters:` list")
     meters: list[Meter] = []
     errors: list[FieldError] = []
-    for index, raw in enumerate(document.get("meters") or []):
-        try:
-            meters.append(Meter.model_validate(raw))
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                field = ".".join(str(part) for part in err["loc"]) or "meter"
-                errors.append(FieldError(field, err["msg"].removeprefix("Value error, "), index))
     seen: set[str] = set()
-    for index, meter in enumerate(meters):
+    for index, raw in enumerate(document.get("meters") or []):
+        meter, problems = _validated(raw, index)
+        errors.extend(problems)
+        if meter is None:
+            continue
         if meter.slug in seen:
             errors.append(FieldError("slug", f"duplicate slug {meter.slug}", index))
         seen.add(meter.slug)
+        meters.append(meter)
     if errors:
-        raise InvalidInput(f"{source}: invalid meter definitions: "
-                           + "; ".join(f"meter {e.index}: {e.field} {e.reason}" for e in errors), errors)
+        raise InvalidInput(f"{source}: invalid meter definitions: {describe(errors)}", errors)
     return meters
 
 

@@ -59,4 +59,12 @@ USAGE_TABLE = TableSpec(
     ttl_attribute="expiresAt",
 )
 
-ALL_TABLES = (EVENTS_TABLE, USAGE_TABLE)
+# What users configure: meters now; features, entitlements and reports later. Small and read-mostly.
+CATALOG_TABLE = TableSpec(
+    logical_name="Catalog",
+    env_var="CATALOG_TABLE",
+    partition_key="pk",
+    sort_key="sk",
+)
+
+ALL_TABLES = (EVENTS_TABLE, USAGE_TABLE, CATALOG_TABLE)

@@ -1,0 +1,1 @@
+"""Meterline's infrastructure as CDK: the `Meterline` construct and the app that deploys it."""

@@ -1,0 +1,183 @@
+"""The HTTP API: one Lambda per entry of functions.catalog.HTTP_FUNCTIONS, routed from the same
+catalog the local gateway routes from, on a `$default` stage with throttling and JSON access logs.
+
+The authorizer seam: with an authorizer (a prop, or the ARN of an existing Lambda authorizer with
+simple responses), every route requires it and the handlers read the caller's namespace from
+`requestContext.authorizer.lambda.namespace`; without one (the default) every request is in the
+default namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import jsii
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from functions.catalog import HTTP_FUNCTIONS, HttpFunction
+from infra.config import MeterlineProps
+from infra.lambdas import MeterlineFunction, SharedLayers, removal_policy
+from meterline.storage.tables import TableSpec
+
+# One JSON object per request; no headers, so no credentials, reach the logs.
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTime",
+    "method": "$context.httpMethod",
+    "routeKey": "$context.routeKey",
+    "path": "$context.path",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integrationErrorMessage",
+    "error": "$context.error.message",
+    "authorizerError": "$context.authorizer.error",
+    "userAgent": "$context.identity.userAgent",
+}
+
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "accept"]
+CORS_ALLOW_METHODS = [
+    apigwv2.CorsHttpMethod.GET,
+    apigwv2.CorsHttpMethod.POST,
+    apigwv2.CorsHttpMethod.PUT,
+    apigwv2.CorsHttpMethod.DELETE,
+    apigwv2.CorsHttpMethod.OPTIONS,
+]
+
+
+@jsii.implements(apigwv2.IAccessLogSettings)
+class _AccessLogSettings:
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._destination = apigwv2.LogGroupLogDestination(log_group)
+
+    @property
+    def destination(self) -> apigwv2.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigw.AccessLogFormat:
+        return apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")))
+
+
+class Api(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        props: MeterlineProps,
+        layers: SharedLayers,
+        tables: Mapping[TableSpec, dynamodb.ITable],
+        catalog: tuple[HttpFunction, ...] = HTTP_FUNCTIONS,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.functions: dict[str, MeterlineFunction] = {
+            spec.name: MeterlineFunction(
+                self, function_construct_id(spec.name),
+                name=spec.name, description=spec.description, props=props, layers=layers, tables=tables,
+            )
+            for spec in catalog
+        }
+
+        self.http_api = apigwv2.HttpApi(
+            self, "HttpApi",
+            api_name=f"{Stack.of(self).stack_name}-api",
+            description=f"Meterline ({props.stage}): OpenMeter v1 API",
+            create_default_stage=False,
+            cors_preflight=_cors(props),
+        )
+        self.access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=props.log_retention, removal_policy=removal_policy(props)
+        )
+        self.domain_name = _domain(self, props)
+        self.stage = apigwv2.HttpStage(
+            self, "DefaultStage",
+            http_api=self.http_api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigwv2.ThrottleSettings(
+                rate_limit=props.api_throttle_rate_limit, burst_limit=props.api_throttle_burst_limit
+            ),
+            access_log_settings=_AccessLogSettings(self.access_logs),
+            domain_mapping=apigwv2.DomainMappingOptions(domain_name=self.domain_name) if self.domain_name else None,
+        )
+
+        self.authorizer = _authorizer(self, props)
+        for spec in catalog:
+            # One invoke permission per function for the whole API, not one per route: the OpenMeter
+            # API has dozens of routes and a function's resource policy is capped at 20 KB.
+            integration = integrations.HttpLambdaIntegration(
+                f"{function_construct_id(spec.name)}Integration", self.functions[spec.name].function,
+                scope_permission_to_route=False,
+            )
+            for method, path in spec.routes:
+                self.http_api.add_routes(
+                    path=path,
+                    methods=[apigwv2.HttpMethod[method]],
+                    integration=integration,
+                    authorizer=self.authorizer,
+                )
+
+    @property
+    def url(self) -> str:
+        """The API's base URL (the execute-api endpoint of the `$default` stage)."""
+        url = self.stage.url
+        assert url is not None
+        return url
+
+
+def function_construct_id(name: str) -> str:
+    """The construct id of the catalog function `name` under the Api construct (`ingest` -> `Ingest`)."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _cors(props: MeterlineProps) -> apigwv2.CorsPreflightOptions | None:
+    if not props.cors_allow_origins:
+        return None
+    return apigwv2.CorsPreflightOptions(
+        allow_origins=list(props.cors_allow_origins),
+        allow_methods=CORS_ALLOW_METHODS,
+        allow_headers=CORS_ALLOW_HEADERS,
+        allow_credentials=False,
+        max_age=Duration.hours(1),
+    )
+
+
+def _domain(scope: Construct, props: MeterlineProps) -> apigwv2.DomainName | None:
+    if props.domain_name is None or props.certificate_arn is None:
+        return None
+    return apigwv2.DomainName(
+        scope, "Domain",
+        domain_name=props.domain_name,
+        certificate=acm.Certificate.from_certificate_arn(scope, "Certificate", props.certificate_arn),
+        security_policy=apigwv2.SecurityPolicy.TLS_1_2,
+    )
+
+
+def _authorizer(scope: Construct, props: MeterlineProps) -> apigwv2.IHttpRouteAuthorizer | None:
+    if props.authorizer is not None:
+        return props.authorizer
+    if props.authorizer_function_arn is None:
+        return None
+    function = lambda_.Function.from_function_attributes(
+        scope, "AuthorizerFunction", function_arn=props.authorizer_function_arn, same_environment=True
+    )
+    return authorizers.HttpLambdaAuthorizer(
+        "Authorizer", function,
+        response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+        identity_source=["$request.header.Authorization"],
+        results_cache_ttl=Duration.minutes(5),
+    )

@@ -1,0 +1,194 @@
+"""The settings of one Meterline deployment: `MeterlineProps` for users who embed the construct,
+`MeterlineProps.from_context` for the app (`cdk deploy -c stage=prod -c alarmEmail=...`).
+
+Every default lives here, once. Context values from the command line arrive as strings, those
+from cdk.json as JSON values: both are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_logs as logs
+from constructs import Node
+
+STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # as meterline.settings checks it at run time
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PRODUCTION_STAGES = ("prod",)
+
+# The context keys the app reads (documented in docs/infrastructure.md), mapped to prop names.
+CONTEXT_KEYS: dict[str, str] = {
+    "stage": "stage",
+    "retentionDays": "retention_days",
+    "logLevel": "log_level",
+    "logRetentionDays": "log_retention_days",
+    "alarmEmail": "alarm_email",
+    "domainName": "domain_name",
+    "certificateArn": "certificate_arn",
+    "defaultNamespace": "default_namespace",
+    "streamBatchSize": "stream_batch_size",
+    "streamBatchingWindowSeconds": "stream_batching_window_seconds",
+    "streamRetryAttempts": "stream_retry_attempts",
+    "apiThrottleRateLimit": "api_throttle_rate_limit",
+    "apiThrottleBurstLimit": "api_throttle_burst_limit",
+    "corsAllowOrigins": "cors_allow_origins",
+    "authorizerFunctionArn": "authorizer_function_arn",
+}
+
+# Context key of the test-only switch that skips pip for the dependency layer (see infra/bundling.py).
+BUNDLE_DEPENDENCIES_CONTEXT = "meterline:bundleDependencies"
+
+
+@dataclass(frozen=True)
+class MeterlineProps:
+    """What a deployment may change. Defaults are those of a development stage."""
+
+    # "prod" turns on deletion protection and RETAIN for the data (see `production`).
+    stage: str = "dev"
+    # How long events (and derived items) live: the events table's TTL, METERLINE_RETENTION_DAYS.
+    retention_days: int = 400
+    # Powertools / Lambda application log level.
+    log_level: str = "INFO"
+    # CloudWatch Logs retention of the Lambda and access log groups (a value CloudWatch accepts).
+    log_retention_days: int = 30
+    # Subscribed to the alarm topic when set (the address must confirm the subscription).
+    alarm_email: str | None = None
+    # Custom domain for the API: both or neither (the ACM certificate must be in the stack's region).
+    domain_name: str | None = None
+    certificate_arn: str | None = None
+    # The namespace of requests that carry no authorizer context.
+    default_namespace: str = "default"
+    # Events-table stream -> processor.
+    stream_batch_size: int = 100
+    stream_batching_window_seconds: int = 5
+    stream_retry_attempts: int = 10
+    # HTTP API stage throttling (requests per second, and burst); each ingest request carries up to
+    # 100 events.
+    api_throttle_rate_limit: int = 500
+    api_throttle_burst_limit: int = 1000
+    # CORS: origins allowed to call the API from a browser; empty turns CORS off.
+    cors_allow_origins: tuple[str, ...] = ("*",)
+    # The authorizer seam (off by default). Either an authorizer object (embedding users), or the ARN
+    # of an existing Lambda authorizer with simple responses whose context carries `namespace`.
+    authorizer: apigwv2.IHttpRouteAuthorizer | None = None
+    authorizer_function_arn: str | None = None
+    # Alarm thresholds.
+    iterator_age_alarm_seconds: int = 300
+    api_5xx_alarm_percent: float = 1.0
+
+    def __post_init__(self) -> None:
+        errors = list(self._errors())
+        if errors:
+            raise ValueError("invalid Meterline settings: " + "; ".join(errors))
+
+    def _errors(self) -> list[str]:
+        errors = []
+        if not STAGE_PATTERN.match(self.stage):
+            errors.append(f"stage {self.stage!r} must match {STAGE_PATTERN.pattern}")
+        if not 1 <= self.retention_days <= 3650:
+            errors.append("retentionDays must be between 1 and 3650")
+        if self.log_level not in LOG_LEVELS:
+            errors.append(f"logLevel must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_retention_days not in _RETENTION_BY_DAYS:
+            errors.append(f"logRetentionDays must be one of {sorted(_RETENTION_BY_DAYS)}")
+        if self.alarm_email is not None and not EMAIL_PATTERN.match(self.alarm_email):
+            errors.append("alarmEmail is not an email address")
+        if (self.domain_name is None) != (self.certificate_arn is None):
+            errors.append("domainName and certificateArn go together")
+        if self.certificate_arn is not None and not self.certificate_arn.startswith("arn:"):
+            errors.append("certificateArn must be an ACM certificate ARN")
+        if not NAMESPACE_PATTERN.match(self.default_namespace):
+            errors.append(f"defaultNamespace must match {NAMESPACE_PATTERN.pattern}")
+        if not 1 <= self.stream_batch_size <= 10_000:
+            errors.append("streamBatchSize must be between 1 and 10000")
+        if not 0 <= self.stream_batching_window_seconds <= 300:
+            errors.append("streamBatchingWindowSeconds must be between 0 and 300")
+        if not 0 <= self.stream_retry_attempts <= 10_000:
+            errors.append("streamRetryAttempts must be between 0 and 10000 (retries are always bounded)")
+        if self.api_throttle_rate_limit < 1 or self.api_throttle_burst_limit < 1:
+            errors.append("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
+        if self.authorizer is not None and self.authorizer_function_arn is not None:
+            errors.append("give authorizer or authorizerFunctionArn, not both")
+        if self.authorizer_function_arn is not None and not self.authorizer_function_arn.startswith("arn:"):
+            errors.append("authorizerFunctionArn must be a Lambda function ARN")
+        return errors
+
+    @property
+    def production(self) -> bool:
+        """Production data is protected: deletion protection on, and RETAIN on removal."""
+        return self.stage in PRODUCTION_STAGES
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return _RETENTION_BY_DAYS[self.log_retention_days]
+
+    @property
+    def stream_batching_window(self) -> Duration:
+        return Duration.seconds(self.stream_batching_window_seconds)
+
+    @property
+    def authorizer_enabled(self) -> bool:
+        return self.authorizer is not None or self.authorizer_function_arn is not None
+
+    @classmethod
+    def from_context(cls, node: Node) -> MeterlineProps:
+        """Read the props from CDK context (cdk.json, `-c key=value`); unset keys keep the defaults."""
+        values: dict[str, Any] = {}
+        for key, prop in CONTEXT_KEYS.items():
+            raw = node.try_get_context(key)
+            if raw is None or raw == "":
+                continue
+            values[prop] = _coerce(prop, raw)
+        return cls(**values)
+
+
+def _coerce(prop: str, raw: Any) -> Any:
+    default = MeterlineProps.__dataclass_fields__[prop].default
+    if prop == "cors_allow_origins":
+        if isinstance(raw, str):
+            return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+        return tuple(str(origin) for origin in raw)
+    if isinstance(default, int):
+        try:
+            return int(str(raw))
+        except ValueError as error:
+            raise ValueError(f"context value {raw!r} for {prop} is not an integer") from error
+    if prop == "log_level":
+        return str(raw).upper()
+    return str(raw)
+
+
+def bool_context(node: Node, key: str, default: bool) -> bool:
+    raw = node.try_get_context(key)
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        return raw
+    return str(raw).lower() in ("1", "true", "yes")
+
+
+_RETENTION_BY_DAYS: dict[int, logs.RetentionDays] = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}

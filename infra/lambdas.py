@@ -1,0 +1,173 @@
+"""What every Meterline Lambda has in common, and what each one may touch.
+
+One role per function with exactly the DynamoDB actions it needs (declared in TABLE_ACCESS, so a new
+function without a declaration fails the synth instead of getting broad rights), its own log group
+with retention, arm64, Python 3.12, JSON logs at the stage's log level, X-Ray active tracing, and the
+two shared layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.bundling import PYTHON_VERSION, REPO_ROOT, core_layer_code, dependency_layer_code
+from infra.config import MeterlineProps
+from meterline.storage.tables import TableSpec
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+assert RUNTIME.name == f"python{PYTHON_VERSION}", "the runtime and the dependency layer's target must agree"
+ARCHITECTURE = lambda_.Architecture.ARM_64
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+HANDLER = "handler.handler"
+SERVICE_NAME = "meterline"
+
+_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+
+# The DynamoDB actions each function may perform, per table (by TableSpec.logical_name). Nothing else
+# is granted on the tables (the processor's stream read comes from its event source mapping). Each
+# function gets the name of exactly these tables in its environment (TableSpec.env_var).
+TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ingest": {"Events": ("dynamodb:PutItem",)},
+    "api": {
+        "Events": _READ,
+        "Usage": _READ,
+        # Meters are managed through the API (meterline.storage.meters_store).
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
+    },
+    "processor": {
+        "Usage": ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class FunctionSizing:
+    memory_mb: int
+    timeout: Duration
+
+
+# Memory buys CPU in Lambda; 512 MB arm64 keeps a 100-event ingest well inside its budget.
+# HTTP functions stay below API Gateway's 30 s integration timeout.
+SIZING: dict[str, FunctionSizing] = {
+    "ingest": FunctionSizing(512, Duration.seconds(15)),
+    "api": FunctionSizing(512, Duration.seconds(15)),
+    "processor": FunctionSizing(512, Duration.seconds(60)),
+}
+DEFAULT_SIZING = FunctionSizing(512, Duration.seconds(15))
+
+
+def removal_policy(props: MeterlineProps) -> RemovalPolicy:
+    return RemovalPolicy.RETAIN if props.production else RemovalPolicy.DESTROY
+
+
+class SharedLayers(Construct):
+    """The core package layer and the dependency layer, shared by every function."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, bundle_dependencies: bool = True) -> None:
+        super().__init__(scope, construct_id)
+        self.core = lambda_.LayerVersion(
+            self, "Core",
+            code=core_layer_code(),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="Meterline shared core (python/meterline)",
+        )
+        self.dependencies = lambda_.LayerVersion(
+            self, "Dependencies",
+            code=dependency_layer_code(bundle=bundle_dependencies),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="Meterline third-party packages (layers/deps/requirements.txt)",
+        )
+
+    @property
+    def all(self) -> list[lambda_.ILayerVersion]:
+        return [self.dependencies, self.core]
+
+
+class MeterlineFunction(Construct):
+    """One handler folder `functions/<name>/` as a Lambda with its own role and log group."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        description: str,
+        props: MeterlineProps,
+        layers: SharedLayers,
+        tables: Mapping[TableSpec, dynamodb.ITable],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if name not in TABLE_ACCESS:
+            raise ValueError(f"function {name!r} has no entry in infra.lambdas.TABLE_ACCESS: declare what it may touch")
+        source = FUNCTIONS_DIR / name
+        if not (source / "handler.py").is_file():
+            raise ValueError(f"{source}/handler.py does not exist")
+        sizing = SIZING.get(name, DEFAULT_SIZING)
+
+        self.role = iam.Role(
+            self, "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Meterline {name} function",
+        )
+        self.log_group = logs.LogGroup(
+            self, "Logs",
+            retention=props.log_retention,
+            removal_policy=removal_policy(props),
+        )
+        self.log_group.grant_write(self.role)
+
+        by_name = {spec.logical_name: (spec, table) for spec, table in tables.items()}
+        unknown = set(TABLE_ACCESS[name]) - set(by_name)
+        if unknown:
+            raise ValueError(f"TABLE_ACCESS[{name!r}] names tables that meterline.storage.tables does not define: "
+                             f"{sorted(unknown)}")
+        access = [(by_name[table][0], by_name[table][1], actions) for table, actions in TABLE_ACCESS[name].items()]
+
+        environment = {
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_LOG_LEVEL": props.log_level,
+            "METERLINE_DEFAULT_NAMESPACE": props.default_namespace,
+            "METERLINE_RETENTION_DAYS": str(props.retention_days),
+        }
+        for spec, table, _ in access:
+            environment[spec.env_var] = table.table_name
+
+        self.function = lambda_.Function(
+            self, "Function",
+            description=description,
+            code=lambda_.Code.from_asset(str(source), exclude=["__pycache__", "*.pyc"]),
+            handler=HANDLER,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            memory_size=sizing.memory_mb,
+            timeout=sizing.timeout,
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=_APPLICATION_LOG_LEVEL[props.log_level],
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            tracing=lambda_.Tracing.ACTIVE,
+            layers=layers.all,
+            environment=environment,
+        )
+        for _, table, actions in access:
+            table.grant(self.role, *actions)
+
+
+_APPLICATION_LOG_LEVEL = {
+    "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
+    "INFO": lambda_.ApplicationLogLevel.INFO,
+    "WARNING": lambda_.ApplicationLogLevel.WARN,
+    "ERROR": lambda_.ApplicationLogLevel.ERROR,
+}

@@ -1,0 +1,58 @@
+"""cdk-nag: the AwsSolutions checks run on every synth of the app, and every finding Meterline
+acknowledges is listed here, with its reason, in one place.
+
+`acknowledge` is called by the Meterline construct itself, so an app that embeds the construct and
+runs its own cdk-nag sees the same acknowledgments. Each one is scoped to the constructs it is about;
+nothing is acknowledged stack-wide.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_cdk import Acknowledgment, App, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+if TYPE_CHECKING:
+    from infra.construct import Meterline
+
+XRAY_AND_STREAMS_WILDCARD = (
+    "X-Ray's PutTraceSegments and PutTelemetryRecords (added by Tracing.ACTIVE) and DynamoDB "
+    "ListStreams (added by the stream event source, processor only) support no resource-level "
+    "permissions: AWS requires Resource '*'. Every DynamoDB table action is scoped to its table ARN."
+)
+PINNED_RUNTIME = (
+    "Python 3.12 is pinned on purpose: the dependency layer is built for cp312 (infra/bundling.py "
+    "PYTHON_VERSION) and the two must move together; 3.12 is a supported Lambda runtime. Moving on is "
+    "a one-line change plus a re-run of the tests."
+)
+NO_AUTHORIZER = (
+    "The authorizer is a seam that is off by default (props.authorizer / context authorizerFunctionArn); "
+    "without one every request is served in the default namespace, which suits a private or "
+    "development deployment. docs/infrastructure.md says to set one before exposing the API."
+)
+STREAM_FAILURE_QUEUE = (
+    "This queue is the on-failure destination of the stream event source mapping: it is itself the "
+    "dead-letter queue of the stream processor (retained 14 days, alarmed on depth), so a DLQ of its "
+    "own would only move the same messages once more."
+)
+
+
+def enable(app: App) -> None:
+    """Run AwsSolutions on the app's synth: an unacknowledged finding fails it."""
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
+def acknowledge(meterline: Meterline) -> None:
+    functions = [*meterline.api.functions.values(), meterline.processing.processor]
+    for function in functions:
+        _ack(function.role, "AwsSolutions-IAM5[Resource::*]", XRAY_AND_STREAMS_WILDCARD)
+        _ack(function.function, "AwsSolutions-L1", PINNED_RUNTIME)
+    if not meterline.props.authorizer_enabled:
+        _ack(meterline.api.http_api, "AwsSolutions-APIG4", NO_AUTHORIZER)
+    _ack(meterline.processing.failure_queue, "AwsSolutions-SQS3", STREAM_FAILURE_QUEUE)
+
+
+def _ack(scope: IConstruct, rule: str, reason: str) -> None:
+    Validations.of(scope).acknowledge(Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason))

@@ -1,0 +1,72 @@
+"""The events-table stream consumer: DynamoDB Streams -> the processor Lambda.
+
+The mapping delivers batches in order per shard with one concurrent batch per shard
+(ParallelizationFactor 1), honours partial batch responses (ReportBatchItemFailures), bisects a batch
+whose invocation fails, retries a bounded number of times and then records the batch's position in an
+SQS on-failure queue (the stream keeps records 24 h; the events table stays the source of truth for a
+recount). These are the semantics the local stack's stream poller emulates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import MeterlineProps
+from infra.lambdas import MeterlineFunction, SharedLayers
+from meterline.storage.tables import EVENTS_TABLE, TableSpec
+
+PROCESSOR_NAME = "processor"
+
+
+class StreamProcessing(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        props: MeterlineProps,
+        layers: SharedLayers,
+        tables: Mapping[TableSpec, dynamodb.ITable],
+        source: TableSpec = EVENTS_TABLE,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not source.stream_view_type:
+            raise ValueError(f"the {source.logical_name} table has no stream to process")
+
+        # Holds the shard and sequence-number range of each batch that exhausted its retries.
+        self.failure_queue = sqs.Queue(
+            self, "FailureQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.processor = MeterlineFunction(
+            self, "Processor",
+            name=PROCESSOR_NAME,
+            description="Consumes the events stream: event index and windowed counters",
+            props=props, layers=layers, tables=tables,
+        )
+        self.event_source = sources.DynamoEventSource(
+            tables[source],
+            starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+            batch_size=props.stream_batch_size,
+            max_batching_window=props.stream_batching_window,
+            bisect_batch_on_error=True,
+            report_batch_item_failures=True,
+            retry_attempts=props.stream_retry_attempts,
+            parallelization_factor=1,
+            on_failure=sources.SqsDlq(self.failure_queue),
+        )
+        self.processor.function.add_event_source(self.event_source)
+
+    @property
+    def function(self) -> lambda_.Function:
+        return self.processor.function

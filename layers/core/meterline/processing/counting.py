@@ -1,0 +1,89 @@
+"""The stream processor's counting step: turn a batch's events into rows and write them.
+
+Rows are written, never added: each batch writes one raw page per (namespace, counter set, minute,
+subject bucket) it touches, keyed by the batch id, and one manifest per event quarter (plus, for late
+data, one per processing minute) telling the compactor which pages to fold into quarter and day slots.
+A redelivered batch rewrites pages (same or different batch id); rows carry their event's identity,
+so every reader counts each event once whatever was written twice.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from meterline.domain.counting import MeterCounter, subject_bucket
+from meterline.domain.events import StoredEvent
+from meterline.domain.meters import MeterCatalog
+from meterline.domain.slots import MINUTE_MS, QUARTER_MS, floor_to
+from meterline.settings import CompactionTiming
+from meterline.storage.usage_store import UsageStore, raw_partition
+
+_counters_by_catalog: weakref.WeakKeyDictionary[MeterCatalog, dict[str, list[MeterCounter]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def counters_for(catalog: MeterCatalog) -> dict[str, list[MeterCounter]]:
+    """The catalog's meters as counters, by event type; built once per catalog object."""
+    counters = _counters_by_catalog.get(catalog)
+    if counters is None:
+        counters = defaultdict(list)
+        for meter in catalog.meters:
+            for compiled in catalog.for_event_type(meter.event_type):
+                if compiled.meter is meter:
+                    counters[meter.event_type].append(MeterCounter(compiled))
+        _counters_by_catalog[catalog] = counters
+    return counters
+
+
+@dataclass
+class CountResult:
+    rows: int = 0
+    pages: int = 0
+    manifests: int = 0
+
+
+def is_late(quarter_ms: int, now_ms: int, timing: CompactionTiming) -> bool:
+    """A quarter is late once the compactor may already have folded it: its manifest then goes to the
+    late queue. `write_margin` covers the time between this decision and the write landing."""
+    return quarter_ms + QUARTER_MS + timing.grace_ms - timing.write_margin_ms <= now_ms
+
+
+def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterCatalog], store: UsageStore,
+                 batch_id: str, now_ms: int, timing: CompactionTiming) -> CountResult:
+    pages: dict[str, list[list]] = defaultdict(list)
+    parts: dict[str, tuple[str, str, int, int]] = {}
+    for event in events:
+        counters = counters_for(catalogs(event.namespace)).get(event.type)
+        if not counters:
+            continue
+        minute = floor_to(event.time_ms, MINUTE_MS)
+        bucket = subject_bucket(event.subject)
+        for counter in counters:
+            row = counter.row(event)
+            if row is None:
+                continue
+            partition = raw_partition(event.namespace, counter.counter_set, minute, bucket)
+            pages[partition].append(row.as_list())
+            parts[partition] = (event.namespace, counter.counter_set, minute, bucket)
+    result = CountResult(rows=sum(len(rows) for rows in pages.values()))
+    if not pages:
+        return result
+    result.pages = store.put_raw_pages(pages, batch_id, now_ms)
+
+    # manifest#{quarter} lists every raw partition of a quarter (the compactor's on-time work, and
+    # the directory a query reads raw rows through); late#{minute} also lists late ones, whose
+    # quarters the compactor may already have folded.
+    manifests: dict[str, list[list]] = defaultdict(list)
+    for namespace, counter_set, minute, bucket in parts.values():
+        quarter = floor_to(minute, QUARTER_MS)
+        part = [namespace, counter_set, minute, bucket]
+        manifests[f"manifest#{quarter}"].append(part)
+        if is_late(quarter, now_ms, timing):
+            manifests[f"late#{floor_to(now_ms, MINUTE_MS)}"].append(part)
+    for key, listed in manifests.items():
+        store.put_manifest(key, batch_id, listed, now_ms)
+    result.manifests = len(manifests)
+    return result

@@ -1,0 +1,157 @@
+"""Managing meters: GET/POST /api/v1/meters, GET/PUT/DELETE /api/v1/meters/{idOrSlug}, and seeding the
+meters of a YAML file. Bodies are validated as a whole before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from meterline.domain.meters import Meter, meter_definition, new_meter, updated_meter
+from meterline.errors import Conflict, FieldError, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from meterline.services import meter_source
+from meterline.storage.meters_store import MetersStore
+
+JSON = "application/json"
+MAX_BODY_BYTES = 64 * 1024
+# A PUT re-reads and re-applies itself when the meter changed between its read and its write.
+UPDATE_ATTEMPTS = 5
+MAX_PAGE_SIZE = 1000
+ORDER_BY = {
+    "key": lambda m: (m.slug,),
+    "name": lambda m: (m.name or m.slug, m.slug),
+    "aggregation": lambda m: (m.aggregation.value, m.slug),
+    "createdAt": lambda m: (m.created_at or "", m.slug),
+    "updatedAt": lambda m: (m.updated_at or "", m.slug),
+}
+LIST_PARAMS = {"page", "pageSize", "order", "orderBy", "includeDeleted"}
+
+
+def new_meter_id() -> str:
+    from ulid import ULID
+
+    return str(ULID())
+
+
+def json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The JSON object of a request body: 415 unless application/json, 413 beyond 64 KiB, 400 otherwise."""
+    bare = (content_type or "").split(";", 1)[0].strip().lower()
+    if bare != JSON:
+        raise UnsupportedMediaType(f"Content-Type {bare or 'none'} is not accepted; send {JSON}",
+                                   [FieldError("Content-Type", f"must be {JSON}")])
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}", kind="malformed-json",
+                           title="Malformed JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object (a meter)", [FieldError("meter", "must be a JSON object")])
+    return payload
+
+
+class ListMetersQuery:
+    """OpenMeter's list parameters: page (from 1), pageSize (all when absent), order ASC|DESC, orderBy
+    key|name|aggregation|createdAt|updatedAt, includeDeleted (accepted; deleted meters are not kept)."""
+
+    def __init__(self, *, page: int = 1, page_size: int | None = None, descending: bool = False,
+                 order_by: str = "key") -> None:
+        self.page = page
+        self.page_size = page_size
+        self.descending = descending
+        self.order_by = order_by
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> ListMetersQuery:
+        errors = [FieldError(name, "is not a supported query parameter") for name in sorted(set(params) - LIST_PARAMS)]
+
+        def integer(name: str, low: int, high: int) -> int | None:
+            raw = params.get(name)
+            if raw is None:
+                return None
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                errors.append(FieldError(name, f"must be an integer from {low} to {high}"))
+                return None
+            return int(raw)
+
+        page = integer("page", 1, 1_000_000) or 1
+        page_size = integer("pageSize", 1, MAX_PAGE_SIZE)
+        order = params.get("order", "ASC").upper()
+        if order not in ("ASC", "DESC"):
+            errors.append(FieldError("order", "must be ASC or DESC"))
+        order_by = params.get("orderBy", "key")
+        if order_by not in ORDER_BY:
+            errors.append(FieldError("orderBy", f"must be one of {', '.join(ORDER_BY)}"))
+        if params.get("includeDeleted", "false").lower() not in ("true", "false"):
+            errors.append(FieldError("includeDeleted", "must be true or false"))
+        if errors:
+            raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+        return cls(page=page, page_size=page_size, descending=order == "DESC", order_by=order_by)
+
+    def apply(self, meters: Iterable[Meter]) -> list[Meter]:
+        ordered = sorted(meters, key=ORDER_BY[self.order_by], reverse=self.descending)
+        if self.page_size is None:
+            return ordered if self.page == 1 else []
+        start = (self.page - 1) * self.page_size
+        return ordered[start:start + self.page_size]
+
+
+def _not_found(id_or_slug: str) -> NotFound:
+    return NotFound(f"there is no meter {id_or_slug!r}", [FieldError("idOrSlug", "no meter has this id or slug")])
+
+
+def list_meters(store: MetersStore, namespace: str, query: ListMetersQuery) -> list[Meter]:
+    return query.apply(store.meters(namespace))
+
+
+def get_meter(store: MetersStore, namespace: str, id_or_slug: str) -> Meter:
+    stored = store.find(namespace, id_or_slug)
+    if stored is None:
+        raise _not_found(id_or_slug)
+    return stored.meter
+
+
+def create_meter(store: MetersStore, namespace: str, body: bytes, content_type: str | None, now_ms: int) -> Meter:
+    """Validate and store a new meter; 409 if its slug is taken. Its backfill starts out pending."""
+    meter = new_meter(meter_definition(json_object(body, content_type)), new_meter_id(), now_ms)
+    if not store.create(namespace, meter):
+        raise Conflict(f"a meter with slug {meter.slug!r} already exists",
+                       [FieldError("slug", "is already taken by another meter")])
+    meter_source.invalidate(namespace)
+    return meter
+
+
+def update_meter(store: MetersStore, namespace: str, id_or_slug: str, body: bytes, content_type: str | None,
+                 now_ms: int) -> Meter:
+    """Apply a PUT (see meterline.domain.meters.updated_meter for what it may change)."""
+    payload = json_object(body, content_type)
+    for _ in range(UPDATE_ATTEMPTS):
+        stored = store.find(namespace, id_or_slug)
+        if stored is None:
+            raise _not_found(id_or_slug)
+        meter = updated_meter(stored.meter, payload, now_ms)
+        if store.replace(namespace, meter, stored.version):
+            meter_source.invalidate(namespace)
+            return meter
+    raise Conflict(f"meter {id_or_slug!r} kept changing while it was being updated; retry")
+
+
+def delete_meter(store: MetersStore, namespace: str, id_or_slug: str) -> None:
+    stored = store.find(namespace, id_or_slug)
+    if stored is None or not store.delete(namespace, stored.meter.slug, stored.meter.id):
+        raise _not_found(id_or_slug)
+    meter_source.invalidate(namespace)
+
+
+def seed_meters(store: MetersStore, namespace: str, meters: Iterable[Meter], now_ms: int) -> list[str]:
+    """Store declared meters (e.g. from a YAML file) whose slug the namespace does not have yet; meters
+    already stored are left as they are. Returns the slugs created."""
+    created = []
+    for definition in meters:
+        if store.create(namespace, new_meter(definition, new_meter_id(), now_ms)):
+            created.append(definition.slug)
+    if created:
+        meter_source.invalidate(namespace)
+    return created

@@ -1,0 +1,263 @@
+"""Usage queries: windows in any IANA time zone, answered from day slots, quarter-hour slots and raw
+rows, each part of time from exactly one of them.
+
+Below the compactor's horizons the slots are complete; above them (the fresh tail) raw rows are read
+and de-duplicated by event identity. Window edges that are not on a UTC quarter-hour (a `from` of
+10:07:30, a MINUTE window) are read from raw rows too, filtered to the millisecond.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from meterline.domain.counting import (
+    Row,
+    counter_set_id,
+    encode_groups,
+    final,
+    fold,
+    merge,
+    subject_bucket,
+)
+from meterline.domain.meters import Aggregation, Meter
+from meterline.domain.slots import DAY_MS, MINUTE_MS, QUARTER_MS, day_of_month, floor_to, month_start, quarter_index
+from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
+from meterline.errors import FieldError, InvalidInput
+from meterline.storage.usage_store import UsageStore, raw_partition, slot_partition
+
+SUBJECT = "subject"
+
+
+@dataclass
+class UsageQuery:
+    from_ms: int
+    to_ms: int
+    window_size: WindowSize | None = None
+    time_zone: str = "UTC"
+    subjects: list[str] | None = None
+    group_by: list[str] = field(default_factory=list)
+    filter_group_by: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return resolve_time_zone(self.time_zone)
+
+    @classmethod
+    def parse(cls, meter: Meter, raw: Mapping[str, Any], now_ms: int, default_range_ms: int) -> UsageQuery:
+        """Validate query parameters (already collected from the query string or a JSON body):
+        from/to strings, windowSize, windowTimeZone, subject and groupBy lists, filterGroupBy mapping."""
+        errors: list[FieldError] = []
+
+        def when(name: str) -> int | None:
+            value = raw.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                errors.append(FieldError(name, "must be an RFC 3339 date-time string"))
+                return None
+            try:
+                return to_epoch_ms(parse_rfc3339(value))
+            except ValueError as exc:
+                errors.append(FieldError(name, str(exc)))
+                return None
+
+        from_ms, to_ms = when("from"), when("to")
+        window_size = None
+        if raw.get("windowSize") is not None:
+            try:
+                window_size = WindowSize(raw["windowSize"])
+            except ValueError:
+                errors.append(FieldError("windowSize", "must be one of MINUTE, HOUR, DAY, MONTH"))
+        time_zone = raw.get("windowTimeZone") or "UTC"
+        try:
+            resolve_time_zone(time_zone)
+        except (ValueError, TypeError) as exc:
+            errors.append(FieldError("windowTimeZone", str(exc)))
+        subjects = _string_list(raw.get("subject"), "subject", errors)
+        group_by = _string_list(raw.get("groupBy"), "groupBy", errors) or []
+        for key in group_by:
+            if key != SUBJECT and key not in meter.group_by:
+                errors.append(FieldError("groupBy", f"meter {meter.slug} has no groupBy key {key!r}"))
+        filters: dict[str, list[str]] = {}
+        raw_filters = raw.get("filterGroupBy") or {}
+        if not isinstance(raw_filters, Mapping):
+            errors.append(FieldError("filterGroupBy", "must map groupBy keys to values"))
+            raw_filters = {}
+        for key, values in raw_filters.items():
+            if key not in meter.group_by:
+                errors.append(FieldError(f"filterGroupBy[{key}]", f"meter {meter.slug} has no groupBy key {key!r}"))
+                continue
+            listed = [values] if isinstance(values, str) else values
+            if not isinstance(listed, list) or not listed or not all(isinstance(v, str) for v in listed):
+                errors.append(FieldError(f"filterGroupBy[{key}]", "must be a string or a non-empty list of strings"))
+                continue
+            filters[key] = listed
+        if errors:
+            raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+        to_ms = now_ms if to_ms is None else to_ms
+        from_ms = to_ms - default_range_ms if from_ms is None else from_ms
+        if from_ms >= to_ms:
+            raise InvalidInput("from must be before to", [FieldError("from", "must be before to")])
+        return cls(from_ms, to_ms, window_size, time_zone, subjects, group_by, filters)
+
+
+def _string_list(value: Any, name: str, errors: list[FieldError]) -> list[str] | None:
+    if value is None:
+        return None
+    listed = [value] if isinstance(value, str) else value
+    if not isinstance(listed, list) or not all(isinstance(v, str) and v for v in listed):
+        errors.append(FieldError(name, "must be a list of non-empty strings"))
+        return None
+    return list(dict.fromkeys(listed))
+
+
+@dataclass
+class _Plan:
+    windows: list[tuple[int, int]]
+    day_slots: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # month -> day starts
+    quarter_slots: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # day -> quarters
+    raw_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, max_windows: int = 10_000) -> _Plan:
+    if query.window_size is None:
+        windows = [(query.from_ms, query.to_ms)]
+    else:
+        windows = plan_windows(query.from_ms, query.to_ms, query.window_size, query.zone, max_windows=max_windows)
+    result = _Plan(windows)
+    for start, end in windows:
+        lo = min(-(-start // QUARTER_MS) * QUARTER_MS, end)
+        hi = max(lo, min(floor_to(end, QUARTER_MS), quarter_horizon))
+        if lo > start:
+            result.raw_ranges.append((start, lo))
+        if hi < end:
+            result.raw_ranges.append((hi, end))
+        if hi <= lo:
+            continue
+        split = max(lo, min(hi, floor_to(day_horizon, DAY_MS)))
+        pieces = []
+        if split > lo:
+            pieces.append((lo, split, (Resolution.QUARTER, Resolution.DAY)))
+        if hi > split:
+            pieces.append((split, hi, (Resolution.QUARTER,)))
+        for a, b, levels in pieces:
+            for bucket in cover(a, b, Resolution.QUARTER, levels=levels).buckets:
+                if bucket.resolution is Resolution.DAY:
+                    result.day_slots[month_start(bucket.start_ms)].append(bucket.start_ms)
+                else:
+                    result.quarter_slots[floor_to(bucket.start_ms, DAY_MS)].append(bucket.start_ms)
+    return result
+
+
+class UsageReader:
+    def __init__(self, store: UsageStore) -> None:
+        self.store = store
+        self._manifests: dict[int, list[list[Any]]] = {}  # per query
+
+    def query(self, namespace: str, meter: Meter, query: UsageQuery) -> list[dict[str, Any]]:
+        self._manifests = {}
+        state = self.store.get_compaction_state()
+        the_plan = plan(query, state.get("quarterHorizon", 0), state.get("dayHorizon", 0))
+        counter_set = counter_set_id(meter)
+        aggregation = meter.aggregation
+        group_keys = list(meter.group_by)
+        selected = [k for k in query.group_by if k != SUBJECT]
+        by_subject = SUBJECT in query.group_by or query.subjects is not None
+        filters = [(group_keys.index(k), set(v)) for k, v in query.filter_group_by.items()]
+        window_starts = [w[0] for w in the_plan.windows]
+        accumulated: dict[tuple[int, str | None, tuple[str, ...]], Any] = {}
+        decoded: dict[str, tuple[str, ...] | None] = {}
+
+        def groups_of(encoded: str) -> tuple[str, ...] | None:
+            """Selected group values, or None if a filter excludes the group."""
+            if encoded not in decoded:
+                values = orjson.loads(encoded)
+                values += [""] * (len(group_keys) - len(values))
+                if any(values[i] not in allowed for i, allowed in filters):
+                    decoded[encoded] = None
+                else:
+                    decoded[encoded] = tuple(values[group_keys.index(k)] for k in selected)
+            return decoded[encoded]
+
+        def add(time_ms: int, subject: str, encoded: str, state: Any) -> None:
+            groups = groups_of(encoded)
+            if groups is None:
+                return
+            window = bisect.bisect_right(window_starts, time_ms) - 1
+            key = (window, subject if by_subject else None, groups)
+            accumulated[key] = merge(aggregation, accumulated.get(key), state)
+
+        subjects = query.subjects
+        self._read_slots(namespace, "d", counter_set, the_plan.day_slots, day_of_month, DAY_MS, subjects, add)
+        self._read_slots(namespace, "q", counter_set, the_plan.quarter_slots, quarter_index, QUARTER_MS,
+                         subjects, add)
+        self._read_raw(namespace, counter_set, aggregation, the_plan.raw_ranges, subjects, add)
+
+        rows = []
+        for (window, subject, groups), state in sorted(accumulated.items(), key=lambda kv: (
+                kv[0][0], kv[0][1] or "", kv[0][2])):
+            start, end = the_plan.windows[window]
+            rows.append({
+                "value": final(aggregation, state),
+                "windowStart": format_ms(start),
+                "windowEnd": format_ms(end),
+                "subject": subject,
+                "groupBy": dict(zip(selected, groups, strict=True)),
+            })
+        return rows
+
+    def _read_slots(self, namespace: str, level: str, counter_set: str, wanted: dict[int, list[int]],
+                    index_of: Any, length: int, subjects: Sequence[str] | None, add: Any) -> None:
+        for period, starts in wanted.items():
+            partition = slot_partition(namespace, level, period)
+            by_index = {index_of(start): start for start in starts}
+            if subjects is None:
+                slots = self.store.read_slots(partition, counter_set)
+            else:
+                first, last = min(by_index), max(by_index)
+                slots = [s for subject in subjects
+                         for s in self.store.read_slots(partition, counter_set, subject, first, last)]
+            for subject, index, encoded_states in slots:
+                start = by_index.get(index)
+                if start is None:
+                    continue
+                for encoded_groups, state in orjson.loads(encoded_states).items():
+                    add(start, subject, encoded_groups, state)
+
+    def _read_raw(self, namespace: str, counter_set: str, aggregation: Aggregation,
+                  ranges: list[tuple[int, int]], subjects: Sequence[str] | None, add: Any) -> None:
+        """Raw rows of the given time ranges, found through the quarters' manifests (so empty minutes
+        cost nothing), de-duplicated by event identity and cut to the millisecond."""
+        buckets = {subject_bucket(s) for s in subjects} if subjects is not None else None
+        wanted_subjects = set(subjects) if subjects is not None else None
+        partitions: dict[str, tuple[int, int]] = {}
+        for start, end in ranges:
+            for quarter in range(floor_to(start, QUARTER_MS), end, QUARTER_MS):
+                for ns, cs, minute, bucket in self._manifest(quarter):
+                    if (ns == namespace and cs == counter_set and start - MINUTE_MS < minute < end
+                            and (buckets is None or bucket in buckets)):
+                        partitions.setdefault(raw_partition(ns, cs, minute, bucket), (start, end))
+        seen: set[tuple[str, str]] = set()
+        for partition in partitions:
+            for raw in self.store.read_raw(partition):
+                row = Row.from_list(raw)
+                if (row.source, row.id) in seen or not any(a <= row.time_ms < b for a, b in ranges):
+                    continue
+                if wanted_subjects is not None and row.subject not in wanted_subjects:
+                    continue
+                seen.add((row.source, row.id))
+                add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
+
+    def _manifest(self, quarter: int) -> list[list[Any]]:
+        cached = self._manifests.get(quarter)
+        if cached is None:
+            cached = self._manifests[quarter] = self.store.read_manifests(f"manifest#{quarter}")
+        return cached

@@ -1,0 +1,336 @@
+"""Properties of the synthesized development stack (default props), asserted on the template."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from functions.catalog import HTTP_FUNCTIONS
+from infra.api import function_construct_id
+from infra.lambdas import TABLE_ACCESS
+from meterline.storage.tables import ALL_TABLES, EVENTS_TABLE, USAGE_TABLE
+from tests.infra.synth import Synthesized
+
+XRAY_ACTIONS = {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+
+def _ids(dev: Synthesized) -> dict[str, str]:
+    """Logical ids of the resources the tests talk about, by construct path."""
+    ids = {spec.name: dev.logical_id(f"Api/{function_construct_id(spec.name)}/Function") for spec in HTTP_FUNCTIONS}
+    ids["processor"] = dev.logical_id("Processing/Processor/Function")
+    for spec in ALL_TABLES:
+        ids[spec.logical_name] = dev.logical_id(f"Storage/{spec.logical_name}")
+    ids["failure_queue"] = dev.logical_id("Processing/FailureQueue")
+    ids["delivery_queue"] = dev.logical_id("Exports/DeliveryQueue")
+    ids["delivery_dlq"] = dev.logical_id("Exports/DeliveryDeadLetterQueue")
+    ids["scheduler_role"] = dev.logical_id("Exports/SchedulerRole")
+    ids["topic"] = dev.logical_id("Monitoring/AlarmTopic")
+    ids["http_api"] = dev.logical_id("Api/HttpApi")
+    ids["access_logs"] = dev.logical_id("Api/AccessLogs")
+    ids["core_layer"] = dev.logical_id("Layers/Core")
+    return ids
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(dev: Synthesized, function_id: str) -> list[dict[str, Any]]:
+    """Every statement of every policy attached to the function's role, actions and resources as lists."""
+    role_ref = dev.data["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = dev.data["Resources"][role_ref]["Properties"]
+    assert "ManagedPolicyArns" not in role and "Policies" not in role
+    statements = []
+    for policy in dev.resources("AWS::IAM::Policy").values():
+        if {"Ref": role_ref} in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                statements.append({**statement, "Action": _as_list(statement["Action"]),
+                                   "Resource": _as_list(statement["Resource"])})
+    return statements
+
+
+def table_actions(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """DynamoDB actions by resource (as JSON), leaving out ListStreams (resource '*')."""
+    granted: dict[str, set[str]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        actions = {a for a in statement["Action"] if a.startswith("dynamodb:") and a != "dynamodb:ListStreams"}
+        for resource in statement["Resource"]:
+            if actions:
+                granted.setdefault(json.dumps(resource, sort_keys=True), set()).update(actions)
+    return granted
+
+
+def arn(logical_id: str, attribute: str = "Arn") -> str:
+    return json.dumps({"Fn::GetAtt": [logical_id, attribute]}, sort_keys=True)
+
+
+def test_stream_event_source_mapping_settings(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    dev.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "EventSourceArn": {"Fn::GetAtt": [ids["Events"], "StreamArn"]},
+        "FunctionName": {"Ref": ids["processor"]},
+        "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": 100,
+        "MaximumBatchingWindowInSeconds": 5,
+        "BisectBatchOnFunctionError": True,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "MaximumRetryAttempts": 10,
+        "ParallelizationFactor": 1,
+        "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [ids["failure_queue"], "Arn"]}}},
+    })
+
+
+def test_ingest_role_may_only_put_items_in_the_events_table(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    statements = role_statements(dev, ids["ingest"])
+    actions = {a for s in statements for a in s["Action"]}
+    assert actions == {"dynamodb:PutItem"} | XRAY_ACTIONS | LOG_ACTIONS
+    assert table_actions(statements) == {arn(ids["Events"]): {"dynamodb:PutItem"}}
+    for statement in statements:
+        if set(statement["Action"]) & LOG_ACTIONS:
+            log_group = dev.data["Resources"][ids["ingest"]]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            assert statement["Resource"] == [{"Fn::GetAtt": [log_group, "Arn"]}]
+        if statement["Resource"] == ["*"]:
+            assert set(statement["Action"]) <= XRAY_ACTIONS
+
+
+def test_api_role_reads_events_and_usage_and_manages_the_catalog(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
+    assert table_actions(role_statements(dev, ids["api"])) == {
+        arn(ids["Events"]): read,
+        arn(ids["Usage"]): read,
+        arn(ids["Catalog"]): read | {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+    }
+
+
+def test_processor_role_reads_the_stream_and_writes_only_the_usage_table(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    statements = role_statements(dev, ids["processor"])
+    assert table_actions(statements) == {
+        arn(ids["Usage"]): {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"},
+        arn(ids["Events"], "StreamArn"): {"dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                          "dynamodb:GetShardIterator"},
+    }
+    sqs = {a for s in statements for a in s["Action"] if a.startswith("sqs:")}
+    assert sqs == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    assert all(s["Resource"] == [{"Fn::GetAtt": [ids["failure_queue"], "Arn"]}]
+               for s in statements if set(s["Action"]) & sqs)
+
+
+def test_every_function_has_a_declared_access_to_defined_tables(dev: Synthesized) -> None:
+    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"processor"}
+    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 1)
+    defined = {spec.logical_name for spec in ALL_TABLES}
+    used = {table for access in TABLE_ACCESS.values() for table in access}
+    assert used == defined  # no grant to an unknown table, and no table nobody may touch
+
+
+def test_tables_are_built_from_the_table_specs(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    tables = dev.resources("AWS::DynamoDB::Table")
+    assert len(tables) == len(ALL_TABLES)
+    for spec in ALL_TABLES:
+        table = tables[ids[spec.logical_name]]
+        props = table["Properties"]
+        assert props["KeySchema"] == spec.key_schema()
+        assert sorted(props["AttributeDefinitions"], key=str) == sorted(spec.attribute_definitions(), key=str)
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props.get("StreamSpecification") == (
+            {"StreamViewType": spec.stream_view_type} if spec.stream_view_type else None
+        )
+        assert props.get("TimeToLiveSpecification") == (
+            {"AttributeName": spec.ttl_attribute, "Enabled": True} if spec.ttl_attribute else None
+        )
+        # A development stage can be torn down completely.
+        assert props["DeletionProtectionEnabled"] is False
+        assert table["DeletionPolicy"] == "Delete"
+        assert "TableName" not in props
+
+
+def test_functions_are_arm64_python_with_json_logs_tracing_and_their_own_log_group(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    log_groups = dev.resources("AWS::Logs::LogGroup")
+    for name in TABLE_ACCESS:
+        props = dev.data["Resources"][ids[name]]["Properties"]
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["arm64"]
+        assert props["Handler"] == "handler.handler"
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["LoggingConfig"]["LogFormat"] == "JSON"
+        assert props["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
+        assert log_groups[props["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]["RetentionInDays"] == 30
+        assert len(props["Layers"]) == 2
+        env = props["Environment"]["Variables"]
+        assert env["POWERTOOLS_SERVICE_NAME"] == "meterline"
+        assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+        assert env["METERLINE_DEFAULT_NAMESPACE"] == "default"
+        assert env["METERLINE_RETENTION_DAYS"] == "400"
+        # Each function knows the names of exactly the tables it may touch.
+        table_vars = {k: v for k, v in env.items() if k in {s.env_var for s in ALL_TABLES}}
+        assert table_vars == {spec.env_var: {"Ref": ids[spec.logical_name]}
+                              for spec in ALL_TABLES if spec.logical_name in TABLE_ACCESS[name]}
+        assert "FunctionName" not in props
+
+
+def test_function_code_is_the_handler_folder_and_the_core_layer_ships_python_meterline(dev: Synthesized) -> None:
+    from infra.bundling import CORE_PACKAGE, REPO_ROOT
+
+    assets = json.loads(next(dev.outdir.glob("*.assets.json")).read_text())["files"]
+    staged = {key.split(".")[0]: dev.outdir / entry["source"]["path"] for key, entry in assets.items()}
+
+    def asset_dir(code: dict[str, Any]) -> Any:
+        return staged[code["S3Key"].split(".")[0]]
+
+    ids = _ids(dev)
+    for name in TABLE_ACCESS:
+        code = asset_dir(dev.data["Resources"][ids[name]]["Properties"]["Code"])
+        assert (code / "handler.py").read_text() == (REPO_ROOT / "functions" / name / "handler.py").read_text()
+        assert not list(code.rglob("__pycache__"))  # the asset hash must not depend on local byte code
+    layer = asset_dir(dev.data["Resources"][ids["core_layer"]]["Properties"]["Content"])
+    assert (layer / "python" / "meterline" / "storage" / "tables.py").read_text() == (
+        CORE_PACKAGE / "storage" / "tables.py"
+    ).read_text()
+    assert not list(layer.rglob("__pycache__"))
+
+
+def test_http_routes_come_from_the_function_catalog(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    integrations = dev.resources("AWS::ApiGatewayV2::Integration")
+    routes = dev.resources("AWS::ApiGatewayV2::Route").values()
+    by_key = {route["Properties"]["RouteKey"]: route["Properties"] for route in routes}
+    expected = {f"{method} {path}": spec.name for spec in HTTP_FUNCTIONS for method, path in spec.routes}
+    assert set(by_key) == set(expected)
+    for key, name in expected.items():
+        integration_id = by_key[key]["Target"]["Fn::Join"][1][1]["Ref"]
+        assert integrations[integration_id]["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [ids[name], "Arn"]}
+        assert integrations[integration_id]["Properties"]["PayloadFormatVersion"] == "2.0"
+        assert by_key[key]["AuthorizationType"] == "NONE"  # the authorizer seam is off by default
+    dev.template.resource_count_is("AWS::ApiGatewayV2::Authorizer", 0)
+    # API Gateway may invoke each HTTP function, through this API only, with one permission each.
+    permissions = dev.resources("AWS::Lambda::Permission").values()
+    assert sorted(p["Properties"]["FunctionName"]["Fn::GetAtt"][0] for p in permissions) == sorted(
+        ids[spec.name] for spec in HTTP_FUNCTIONS
+    )
+    for permission in permissions:
+        assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+        assert {"Ref": ids["http_api"]} in permission["Properties"]["SourceArn"]["Fn::Join"][1]
+
+
+def test_http_api_stage_throttles_logs_access_and_allows_cors(dev: Synthesized) -> None:
+    access_logs = _ids(dev)["access_logs"]
+    dev.template.has_resource_properties("AWS::ApiGatewayV2::Stage", {
+        "StageName": "$default",
+        "AutoDeploy": True,
+        "DefaultRouteSettings": {"ThrottlingRateLimit": 500, "ThrottlingBurstLimit": 1000},
+        "AccessLogSettings": {
+            "DestinationArn": {"Fn::GetAtt": [access_logs, "Arn"]},
+            "Format": Match.string_like_regexp(r'"requestId":"\$context.requestId"'),
+        },
+    })
+    stage = next(iter(dev.resources("AWS::ApiGatewayV2::Stage").values()))
+    assert "requestId" in json.loads(stage["Properties"]["AccessLogSettings"]["Format"])
+    dev.template.has_resource_properties("AWS::ApiGatewayV2::Api", {
+        "ProtocolType": "HTTP",
+        "CorsConfiguration": {
+            "AllowOrigins": ["*"],
+            "AllowCredentials": False,
+            "AllowHeaders": Match.array_with(["authorization", "content-type"]),
+        },
+    })
+
+
+def test_exports_schedule_group_scheduler_role_and_delivery_queues(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    dev.template.resource_count_is("AWS::Scheduler::ScheduleGroup", 1)
+    group = next(iter(dev.resources("AWS::Scheduler::ScheduleGroup").values()))
+    role_id = ids["scheduler_role"]
+    trust = dev.data["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert len(trust) == 1
+    assert trust[0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    source_arn = json.dumps(trust[0]["Condition"]["ArnLike"]["aws:SourceArn"])
+    assert f":schedule/{group['Properties']['Name']}/*" in source_arn
+    # Nothing to invoke yet, so the role may do nothing yet.
+    assert not [p for p in dev.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]]
+
+    queues = dev.resources("AWS::SQS::Queue")
+    assert queues[ids["delivery_queue"]]["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [ids["delivery_dlq"], "Arn"]}, "maxReceiveCount": 5,
+    }
+
+
+def test_every_queue_is_encrypted_and_refuses_plain_http(dev: Synthesized) -> None:
+    queues = dev.resources("AWS::SQS::Queue")
+    assert len(queues) == 3
+    for queue in queues.values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    policies = dev.resources("AWS::SQS::QueuePolicy").values()
+    protected = {q["Ref"] for p in policies for q in p["Properties"]["Queues"]
+                 if any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                        for s in p["Properties"]["PolicyDocument"]["Statement"])}
+    assert protected == set(queues)
+
+
+def _alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return [props]
+    return [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m]
+
+
+def test_alarms_cover_api_functions_stream_and_dead_letter_queues(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    alarms = dev.resources("AWS::CloudWatch::Alarm").values()
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": ids["topic"]}]
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+
+    def watched(metric_name: str, dimension_value: Any) -> bool:
+        return any(m["MetricName"] == metric_name and dimension_value in [d["Value"] for d in m["Dimensions"]]
+                   for alarm in alarms for m in _alarm_metrics(alarm))
+
+    api = _ids(dev)["http_api"]
+    assert watched("5xx", {"Ref": api}) and watched("Count", {"Ref": api})
+    rate = [a for a in alarms if any(m.get("Expression", "").startswith("IF(requests")
+                                     for m in a["Properties"].get("Metrics", []))]
+    assert len(rate) == 1 and rate[0]["Properties"]["Threshold"] == 1
+    for name in TABLE_ACCESS:
+        assert watched("Errors", {"Ref": ids[name]}), name
+        assert watched("Throttles", {"Ref": ids[name]}), name
+    assert watched("IteratorAge", {"Ref": ids["processor"]})
+    for queue in ("failure_queue", "delivery_dlq"):
+        assert watched("ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": [ids[queue], "QueueName"]}), queue
+    assert len(alarms) == 1 + 2 * len(TABLE_ACCESS) + 1 + 2
+    dev.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+    dev.template.resource_count_is("AWS::SNS::Subscription", 0)  # no alarmEmail given
+
+
+def test_outputs_include_the_api_url(dev: Synthesized) -> None:
+    url = dev.data["Outputs"]["ApiUrl"]["Value"]
+    api = _ids(dev)["http_api"]
+    assert url == {"Fn::Join": ["", ["https://", {"Ref": api}, ".execute-api.", {"Ref": "AWS::Region"}, ".",
+                                     {"Ref": "AWS::URLSuffix"}, "/"]]}
+    assert {"EventsTableName", "UsageTableName", "AlarmTopicArn", "ScheduleGroupName"} <= set(dev.data["Outputs"])
+    assert {EVENTS_TABLE.env_var, USAGE_TABLE.env_var} <= {
+        o["Description"].split("(")[-1].rstrip(")") for o in dev.data["Outputs"].values()
+    }
+
+
+def test_no_hard_coded_physical_names(dev: Synthesized) -> None:
+    named = {
+        "AWS::DynamoDB::Table": "TableName", "AWS::Lambda::Function": "FunctionName",
+        "AWS::SQS::Queue": "QueueName", "AWS::Logs::LogGroup": "LogGroupName", "AWS::SNS::Topic": "TopicName",
+        "AWS::IAM::Role": "RoleName", "AWS::CloudWatch::Alarm": "AlarmName",
+        "AWS::CloudWatch::Dashboard": "DashboardName",
+    }
+    for kind, prop in named.items():
+        for logical_id, resource in dev.resources(kind).items():
+            assert prop not in resource["Properties"], logical_id

@@ -1,0 +1,116 @@
+"""A production stage with every option set from context, and the validation of the props."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.config import MeterlineProps
+from tests.infra.synth import Synthesized, shared_synth
+
+AUTHORIZER_ARN = "arn:aws:lambda:us-east-1:123456789012:function:meterline-api-keys"
+CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+CONTEXT = {
+    "stage": "prod",
+    "retentionDays": "730",
+    "logLevel": "warning",
+    "logRetentionDays": "365",
+    "alarmEmail": "ops@example.com",
+    "domainName": "meter.example.com",
+    "certificateArn": CERTIFICATE_ARN,
+    "authorizerFunctionArn": AUTHORIZER_ARN,
+    "streamBatchSize": "250",
+    "streamBatchingWindowSeconds": "1",
+    "streamRetryAttempts": "3",
+    "corsAllowOrigins": "https://app.example.com, https://admin.example.com",
+}
+
+
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    # Synthesizing at all means cdk-nag passed, here without the APIG4 (no authorizer) acknowledgment.
+    return shared_synth(tmp_path_factory, "prod", **CONTEXT)
+
+
+def test_production_data_is_retained_and_protected(prod: Synthesized) -> None:
+    assert prod.stack_name == "Meterline-prod"
+    for table in prod.resources("AWS::DynamoDB::Table").values():
+        assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+        assert table["Properties"]["DeletionProtectionEnabled"] is True
+    for log_group in prod.resources("AWS::Logs::LogGroup").values():
+        assert log_group["DeletionPolicy"] == "Retain"
+        assert log_group["Properties"]["RetentionInDays"] == 365
+
+
+def test_context_reaches_functions_and_stream_mapping(prod: Synthesized) -> None:
+    for function in prod.resources("AWS::Lambda::Function").values():
+        props = function["Properties"]
+        assert props["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == "WARNING"
+        assert props["Environment"]["Variables"]["METERLINE_RETENTION_DAYS"] == "730"
+        assert props["LoggingConfig"]["ApplicationLogLevel"] == "WARN"
+    prod.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "BatchSize": 250, "MaximumBatchingWindowInSeconds": 1, "MaximumRetryAttempts": 3,
+        "ParallelizationFactor": 1, "BisectBatchOnFunctionError": True,
+    })
+    prod.template.has_resource_properties("AWS::ApiGatewayV2::Api", {
+        "CorsConfiguration": {"AllowOrigins": ["https://app.example.com", "https://admin.example.com"]},
+    })
+
+
+def test_the_authorizer_seam_guards_every_route(prod: Synthesized) -> None:
+    (authorizer_id,) = prod.resources("AWS::ApiGatewayV2::Authorizer")
+    prod.template.has_resource_properties("AWS::ApiGatewayV2::Authorizer", {
+        "AuthorizerType": "REQUEST",
+        "AuthorizerPayloadFormatVersion": "2.0",
+        "EnableSimpleResponses": True,  # its context lands in requestContext.authorizer.lambda
+        "IdentitySource": ["$request.header.Authorization"],
+    })
+    for route in prod.resources("AWS::ApiGatewayV2::Route").values():
+        assert route["Properties"]["AuthorizationType"] == "CUSTOM"
+        assert route["Properties"]["AuthorizerId"] == {"Ref": authorizer_id}
+    prod.template.has_resource_properties("AWS::Lambda::Permission", {
+        "Action": "lambda:InvokeFunction", "FunctionName": AUTHORIZER_ARN, "Principal": "apigateway.amazonaws.com",
+    })
+
+
+def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
+    prod.template.has_resource_properties("AWS::ApiGatewayV2::DomainName", {
+        "DomainName": "meter.example.com",
+        "DomainNameConfigurations": [{"CertificateArn": CERTIFICATE_ARN, "EndpointType": "REGIONAL",
+                                      "SecurityPolicy": "TLS_1_2"}],
+    })
+    prod.template.resource_count_is("AWS::ApiGatewayV2::ApiMapping", 1)
+    prod.template.has_resource_properties("AWS::SNS::Subscription", {
+        "Protocol": "email", "Endpoint": "ops@example.com",
+    })
+    outputs = prod.data["Outputs"]
+    assert outputs["CustomDomainUrl"]["Value"] == "https://meter.example.com/"
+    assert {"ApiUrl", "CustomDomainTarget"} <= set(outputs)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"stage": "Prod!"}, "stage"),
+        ({"retention_days": 0}, "retentionDays"),
+        ({"log_level": "TRACE"}, "logLevel"),
+        ({"log_retention_days": 10}, "logRetentionDays"),
+        ({"alarm_email": "nobody"}, "alarmEmail"),
+        ({"domain_name": "meter.example.com"}, "domainName and certificateArn"),
+        ({"stream_batch_size": 0}, "streamBatchSize"),
+        ({"stream_batching_window_seconds": 301}, "streamBatchingWindowSeconds"),
+        ({"stream_retry_attempts": -1}, "bounded"),
+        ({"default_namespace": "Not Valid"}, "defaultNamespace"),
+        ({"authorizer_function_arn": "my-function"}, "authorizerFunctionArn"),
+    ],
+)
+def test_invalid_props_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MeterlineProps(**changes)
+
+
+def test_only_prod_is_production() -> None:
+    assert MeterlineProps(stage="prod").production
+    assert not MeterlineProps().production
+    assert not MeterlineProps(stage="staging").production

@@ -40,13 +40,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 synth: $(STAMP) $(NPM_STAMP)
-	npx --no-install cdk synth --no-notices --quiet
+	npx --no-install cdk synth --no-notices --quiet $(CDK_ARGS)
 
 deploy: $(STAMP) $(NPM_STAMP)
-	npx --no-install cdk deploy --no-notices
+	npx --no-install cdk deploy --no-notices $(CDK_ARGS)
 
 destroy: $(STAMP) $(NPM_STAMP)
-	npx --no-install cdk destroy --no-notices
+	npx --no-install cdk destroy --no-notices $(CDK_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache .hypothesis

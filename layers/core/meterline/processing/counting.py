@@ -2,7 +2,7 @@
 
 Rows are written, never added: each batch writes one raw page per (namespace, counter set, minute,
 subject bucket) it touches, keyed by the batch id, and one manifest per event quarter (plus, for late
-data, one per processing minute) telling the compactor which pages to fold into quarter and day slots.
+data, one per processing quarter-hour) telling the compactor which pages to fold into quarter and day slots.
 A redelivered batch rewrites pages (same or different batch id); rows carry their event's identity,
 so every reader counts each event once whatever was written twice.
 """
@@ -74,7 +74,7 @@ def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterC
     result.pages = store.put_raw_pages(pages, batch_id, now_ms)
 
     # manifest#{quarter} lists every raw partition of a quarter (the compactor's on-time work, and
-    # the directory a query reads raw rows through); late#{minute} also lists late ones, whose
+    # the directory a query reads raw rows through); late#{processing quarter} also lists late ones, whose
     # quarters the compactor may already have folded.
     manifests: dict[str, list[list]] = defaultdict(list)
     for namespace, counter_set, minute, bucket in parts.values():
@@ -82,7 +82,7 @@ def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterC
         part = [namespace, counter_set, minute, bucket]
         manifests[f"manifest#{quarter}"].append(part)
         if is_late(quarter, now_ms, timing):
-            manifests[f"late#{floor_to(now_ms, MINUTE_MS)}"].append(part)
+            manifests[f"late#{floor_to(now_ms, QUARTER_MS)}"].append(part)
     for key, listed in manifests.items():
         store.put_manifest(key, batch_id, listed, now_ms)
     result.manifests = len(manifests)

@@ -10,7 +10,7 @@ manifests (see processing/counting.py):
 - day pass: when the quarter horizon passes midnight, fold each subject's 96 quarter slots into a day
   slot; then move the day horizon on.
 - late pass: rows that arrived after their quarter was (or may have been) folded are listed by
-  processing minute; their quarters are folded again, and their days too if already folded.
+  processing quarter-hour; their quarters are folded again, and their days too if already folded.
 
 The compactor must not run concurrently with itself (reserved concurrency 1 on AWS, one thread
 locally).
@@ -27,23 +27,24 @@ import orjson
 
 from meterline.domain.counting import MeterCounter, Row, aggregate_rows, merge_group_states
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.slots import DAY_MS, MINUTE_MS, QUARTER_MS, day_of_month, floor_to, month_start, quarter_index
+from meterline.domain.slots import DAY_MS, QUARTER_MS, day_of_month, floor_to, month_start, quarter_index
 from meterline.processing.counting import counters_for
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import UsageStore, raw_partition, slot_key, slot_partition
 
 # Bounds per run, so one invocation stays well inside a Lambda timeout; the next run continues.
 MAX_QUARTERS_PER_RUN = 96
-MAX_LATE_MINUTES_PER_RUN = 240
-# Where a fresh stack starts looking (manifests older than this are not expected).
-INITIAL_LOOKBACK_MS = DAY_MS
+MAX_LATE_QUARTERS_PER_RUN = 96
+# Where a fresh stack's compactor starts looking. It runs from deployment on, so nothing older exists.
+INITIAL_QUARTER_LOOKBACK_MS = DAY_MS
+INITIAL_LATE_LOOKBACK_MS = 2 * QUARTER_MS
 
 
 @dataclass
 class CompactionReport:
     quarters: int = 0
     days: int = 0
-    late_minutes: int = 0
+    late_quarters: int = 0
     units: int = 0
     slot_writes: int = 0
     caught_up: bool = True  # False when a bound stopped the run early: run again
@@ -72,27 +73,28 @@ class Compactor:
 
     def run(self, now_ms: int) -> CompactionReport:
         report = CompactionReport()
+        self._directory: dict[int, list[list[Any]]] = {}
         state = self.store.get_compaction_state()
-        start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_LOOKBACK_MS
+        start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
         quarter_horizon = state.get("quarterHorizon", start)
         day_horizon = state.get("dayHorizon", floor_to(quarter_horizon, DAY_MS))
-        late_through = state.get("lateThrough", floor_to(now_ms, MINUTE_MS) - INITIAL_LOOKBACK_MS)
+        late_through = state.get("lateThrough", floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS)
         if not state:
             self.store.set_compaction_state(quarterHorizon=quarter_horizon, dayHorizon=day_horizon,
                                             lateThrough=late_through)
 
         # Late rows first: they may belong to quarters (and days) already folded.
-        while (late_through + MINUTE_MS + self.timing.write_margin_ms <= now_ms
-               and report.late_minutes < MAX_LATE_MINUTES_PER_RUN):
+        while (late_through + QUARTER_MS + self.timing.write_margin_ms <= now_ms
+               and report.late_quarters < MAX_LATE_QUARTERS_PER_RUN):
             parts = self.store.read_manifests(f"late#{late_through}")
             self._fold_late(parts, day_horizon, now_ms, report)
-            late_through += MINUTE_MS
-            report.late_minutes += 1
+            late_through += QUARTER_MS
+            report.late_quarters += 1
             self.store.set_compaction_state(lateThrough=late_through)
 
         while (quarter_horizon + QUARTER_MS + self.timing.grace_ms <= now_ms
                and report.quarters < MAX_QUARTERS_PER_RUN):
-            units = self._units(self.store.read_manifests(f"manifest#{quarter_horizon}"))
+            units = self._units(self._quarter_parts(quarter_horizon))
             for (namespace, quarter, bucket), counter_sets in sorted(units.items()):
                 self._fold_quarter(namespace, quarter, bucket, counter_sets, report)
             for namespace in {unit[0] for unit in units}:
@@ -108,7 +110,7 @@ class Compactor:
                 self.store.set_compaction_state(dayHorizon=day_horizon)
 
         report.caught_up = not (
-            late_through + MINUTE_MS + self.timing.write_margin_ms <= now_ms
+            late_through + QUARTER_MS + self.timing.write_margin_ms <= now_ms
             or quarter_horizon + QUARTER_MS + self.timing.grace_ms <= now_ms
         )
         report.horizons = {"quarterHorizon": quarter_horizon, "dayHorizon": day_horizon, "lateThrough": late_through}
@@ -125,7 +127,9 @@ class Compactor:
             if counter is None:
                 continue
             rows: list[Row] = []
-            for minute in range(quarter, quarter + QUARTER_MS, MINUTE_MS):
+            minutes = sorted({minute for ns, cs, minute, b in self._quarter_parts(quarter)
+                              if ns == namespace and cs == counter_set and b == bucket})
+            for minute in minutes:
                 partition = raw_partition(namespace, counter_set, minute, bucket)
                 rows.extend(Row.from_list(raw) for raw in self.store.read_raw(partition))
             for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
@@ -137,6 +141,12 @@ class Compactor:
             report.slot_writes += 1
         report.units += 1
         return set(per_subject)
+
+    def _quarter_parts(self, quarter: int) -> list[list[Any]]:
+        """Every raw partition of a quarter, from its manifest (read once per run)."""
+        if quarter not in self._directory:
+            self._directory[quarter] = self.store.read_manifests(f"manifest#{quarter}")
+        return self._directory[quarter]
 
     @staticmethod
     def _units(parts: list[list[Any]]) -> dict[tuple[str, int, int], set[str]]:

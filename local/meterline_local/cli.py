@@ -16,7 +16,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     meters_file: Path | None = Path(args.config) if args.config else DEFAULT_METERS_FILE
     if args.config is None and not DEFAULT_METERS_FILE.exists():
-        logging.getLogger("meterline_local").warning("no meters file given and %s not found; no meters",
+        logging.getLogger("dev").warning("no meters file given and %s not found; no meters",
                                                      DEFAULT_METERS_FILE)
         meters_file = None
     config = LocalConfig(host=args.host, port=args.port, meters_file=meters_file, namespace=args.namespace,
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # (local loggers are named "dev.*": Powertools filters root-handler records whose logger name
+    # contains its service name, "meterline")
     if args.command == "dev":
         return _dev(args)
     return 2

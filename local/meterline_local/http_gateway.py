@@ -17,7 +17,7 @@ import orjson
 
 from meterline_local.lambda_runtime import LocalFunction
 
-log = logging.getLogger("meterline_local.http")
+log = logging.getLogger("dev.http")
 
 # API Gateway HTTP APIs accept request bodies up to 10 MB.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024

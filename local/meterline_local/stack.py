@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("meterline_local")
+log = logging.getLogger("dev")
 
 REGION = "us-east-1"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("meterline_local.stream")
+log = logging.getLogger("dev.stream")
 
 Invoke = Callable[[dict[str, Any]], Any]
 

@@ -18,6 +18,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+STACK_OUTPUT: list[str] = []  # what `meterline dev` printed after starting
+
+
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[str]:
     port = _free_port()
@@ -43,8 +46,7 @@ def local_stack() -> Iterator[str]:
     # Keep draining output so the process never blocks on a full pipe.
     import threading
 
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
+    threading.Thread(target=lambda: STACK_OUTPUT.extend(process.stdout), daemon=True).start()
     try:
         yield url
     finally:

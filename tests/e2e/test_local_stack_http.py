@@ -82,6 +82,18 @@ def test_bad_input_over_http(local_stack: str, body: bytes, content_type: str, s
     assert json.loads(raw)["status"] == status
 
 
+def test_each_request_is_logged_on_one_line(local_stack: str) -> None:
+    from tests.e2e.conftest import STACK_OUTPUT
+
+    marker = uuid.uuid4().hex
+    request(f"{local_stack}/api/v1/events?subject={marker}")
+    deadline = time.monotonic() + 5
+    while not any(marker in line for line in STACK_OUTPUT) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [line for line in STACK_OUTPUT if marker in line]
+    assert f'"GET /api/v1/events?subject={marker}" 200' in line
+
+
 def test_unknown_route_is_404(local_stack: str) -> None:
     status, headers, _ = request(f"{local_stack}/api/v1/nope")
     assert status == 404 and headers["content-type"] == "application/problem+json"

@@ -31,10 +31,15 @@ API = HttpFunction(
         ("GET", "/api/v1/meters/{idOrSlug}"),
         ("PUT", "/api/v1/meters/{idOrSlug}"),
         ("DELETE", "/api/v1/meters/{idOrSlug}"),
+        ("GET", "/api/v1/meters/{idOrSlug}/query"),
+        ("POST", "/api/v1/meters/{idOrSlug}/query"),
     ),
-    description="Lists events and manages meters (usage queries join it later)",
+    description="Lists events and manages meters and answers usage queries",
 )
 HTTP_FUNCTIONS = (INGEST, API)
 
 # The events-table stream consumer.
 PROCESSOR_MODULE = "functions.processor.handler"
+
+# Scheduled every minute: folds counting rows into quarter-hour and day slots.
+COMPACTOR_MODULE = "functions.compactor.handler"

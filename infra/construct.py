@@ -18,7 +18,7 @@ from infra.config import BUNDLE_DEPENDENCIES_CONTEXT, MeterlineProps, bool_conte
 from infra.exports import Exports
 from infra.lambdas import SharedLayers
 from infra.monitoring import Monitoring
-from infra.processing import PROCESSOR_NAME, StreamProcessing
+from infra.processing import COMPACTOR_NAME, PROCESSOR_NAME, StreamProcessing
 from infra.storage import Storage
 
 
@@ -43,6 +43,7 @@ class Meterline(Construct):
             functions={
                 **{name: fn.function for name, fn in self.api.functions.items()},
                 PROCESSOR_NAME: self.processing.function,
+                COMPACTOR_NAME: self.processing.compactor.function,
             },
             stream_function=self.processing.function,
             dead_letter_queues={

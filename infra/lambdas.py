@@ -43,7 +43,14 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },
     "processor": {
+        # event index pages, raw counting rows and manifests
         "Usage": ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"),
+        "Catalog": _READ,  # the meters to count
+    },
+    "compactor": {
+        # reads raw rows and manifests, overwrites quarter and day slots and its state
+        "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem"),
+        "Catalog": _READ,
     },
 }
 
@@ -60,8 +67,15 @@ SIZING: dict[str, FunctionSizing] = {
     "ingest": FunctionSizing(512, Duration.seconds(15)),
     "api": FunctionSizing(512, Duration.seconds(15)),
     "processor": FunctionSizing(512, Duration.seconds(60)),
+    "compactor": FunctionSizing(1024, Duration.seconds(300)),
 }
 DEFAULT_SIZING = FunctionSizing(512, Duration.seconds(15))
+
+
+# When the compactor folds a quarter-hour, and how long before that a stream batch must have decided
+# its rows are on time (more than the processor's timeout; see meterline.settings.CompactionTiming).
+COUNTING_TIMING = {"METERLINE_COMPACTION_GRACE_SECONDS": "180", "METERLINE_WRITE_MARGIN_SECONDS": "90"}
+assert float(COUNTING_TIMING["METERLINE_WRITE_MARGIN_SECONDS"]) > SIZING["processor"].timeout.to_seconds()
 
 
 def removal_policy(props: MeterlineProps) -> RemovalPolicy:
@@ -106,6 +120,7 @@ class MeterlineFunction(Construct):
         props: MeterlineProps,
         layers: SharedLayers,
         tables: Mapping[TableSpec, dynamodb.ITable],
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if name not in TABLE_ACCESS:
@@ -135,6 +150,7 @@ class MeterlineFunction(Construct):
         access = [(by_name[table][0], by_name[table][1], actions) for table, actions in TABLE_ACCESS[name].items()]
 
         environment = {
+            **COUNTING_TIMING,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_LOG_LEVEL": props.log_level,
             "METERLINE_DEFAULT_NAMESPACE": props.default_namespace,
@@ -160,6 +176,7 @@ class MeterlineFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             layers=layers.all,
             environment=environment,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         for _, table, actions in access:
             table.grant(self.role, *actions)

@@ -45,7 +45,7 @@ def enable(app: App) -> None:
 
 
 def acknowledge(meterline: Meterline) -> None:
-    functions = [*meterline.api.functions.values(), meterline.processing.processor]
+    functions = [*meterline.api.functions.values(), meterline.processing.processor, meterline.processing.compactor]
     for function in functions:
         _ack(function.role, "AwsSolutions-IAM5[Resource::*]", XRAY_AND_STREAMS_WILDCARD)
         _ack(function.function, "AwsSolutions-L1", PINNED_RUNTIME)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
@@ -23,6 +25,7 @@ from infra.lambdas import MeterlineFunction, SharedLayers
 from meterline.storage.tables import EVENTS_TABLE, TableSpec
 
 PROCESSOR_NAME = "processor"
+COMPACTOR_NAME = "compactor"
 
 
 class StreamProcessing(Construct):
@@ -66,6 +69,22 @@ class StreamProcessing(Construct):
             on_failure=sources.SqsDlq(self.failure_queue),
         )
         self.processor.function.add_event_source(self.event_source)
+
+        # The compactor folds counting rows into quarter-hour and day slots. It must never run twice at
+        # once (reserved concurrency 1); a run that finds nothing to do is a few reads.
+        self.compactor = MeterlineFunction(
+            self, "Compactor",
+            name=COMPACTOR_NAME,
+            description="Folds counting rows into quarter-hour and day slots",
+            props=props, layers=layers, tables=tables,
+            reserved_concurrency=1,
+        )
+        self.compaction_schedule = events.Rule(
+            self, "CompactionSchedule",
+            description="Runs the Meterline compactor every minute",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.compactor.function, retry_attempts=0)],
+        )
 
     @property
     def function(self) -> lambda_.Function:

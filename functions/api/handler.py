@@ -1,5 +1,6 @@
-"""The read and manage side of the HTTP API: GET /api/v1/events and the meters resource
-(GET/POST /api/v1/meters, GET/PUT/DELETE /api/v1/meters/{idOrSlug})."""
+"""The read and manage side of the HTTP API: GET /api/v1/events, the meters resource
+(GET/POST /api/v1/meters, GET/PUT/DELETE /api/v1/meters/{idOrSlug}) and usage queries
+(GET/POST /api/v1/meters/{idOrSlug}/query)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.domain.timeutil import now_ms
 from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
-from meterline.services import meters
+from meterline.services import meters, usage_query
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
 from meterline.settings import settings
@@ -79,6 +80,29 @@ def update_meter(id_or_slug: str) -> Response:
 def delete_meter(id_or_slug: str) -> Response:
     meters.delete_meter(meters_store(), _namespace(), id_or_slug)
     return Response(status_code=204)
+
+
+def _query(id_or_slug: str, raw: dict[str, Any]) -> Response:
+    namespace = _namespace()
+    meter = meters.get_meter(meters_store(), namespace, id_or_slug)
+    retention_ms = settings().retention_days * 86_400_000
+    query = usage_query.UsageQuery.parse(meter, raw, now_ms(), retention_ms)
+    rows = usage_query.UsageReader(stores()[1]).query(namespace, meter, query)
+    if "text/csv" in (app.current_event.headers.get("accept") or ""):
+        return Response(status_code=200, content_type="text/csv", body=usage_query.result_csv(meter, query, rows))
+    return json_response(usage_query.result_json(query, rows))
+
+
+@app.get("/api/v1/meters/<id_or_slug>/query")
+def query_meter(id_or_slug: str) -> Response:
+    raw_query = app.current_event.raw_event.get("rawQueryString") or ""
+    return _query(id_or_slug, usage_query.params_from_query_string(raw_query))
+
+
+@app.post("/api/v1/meters/<id_or_slug>/query")
+def query_meter_post(id_or_slug: str) -> Response:
+    body = meters.json_object(request_body(app), app.current_event.headers.get("content-type"))
+    return _query(id_or_slug, usage_query.params_from_body(body))
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

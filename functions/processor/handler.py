@@ -1,8 +1,9 @@
 """The events-table stream consumer (DynamoDB Streams -> Lambda, partial batch failures).
 
 Each record is decoded on its own (a record that cannot be decoded is reported as a batch item
-failure); the batch's derived writes are then made together. If those fail the invocation raises, so
-Lambda retries (and bisects) the batch; every derived write is idempotent under redelivery.
+failure); the batch's derived writes (event index pages, counting rows and manifests) are then made
+together. If those fail the invocation raises, so Lambda retries (and bisects) the batch; every
+derived write is idempotent under redelivery (see docs/architecture.md, "Exactly-once counting").
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.domain.events import StoredEvent
 from meterline.domain.timeutil import now_ms
-from meterline.processing.event_indexing import decode_insert, index_events
-from meterline.settings import settings
+from meterline.processing.counting import count_events
+from meterline.processing.event_indexing import batch_id, decode_insert, index_events
+from meterline.services.meter_source import meter_catalog
+from meterline.settings import compaction_timing, settings
 from meterline.storage.usage_store import UsageStore
 
 logger = Logger(service="meterline")
@@ -43,8 +46,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
     with processor(records=records, handler=decode, lambda_context=context):
         processor.process()
-    pages = index_events(records, decoded, usage_store(), now_ms()) if records else 0
+    now = now_ms()
+    pages = index_events(records, decoded, usage_store(), now) if records else 0
+    counted = (count_events(decoded, meter_catalog, usage_store(), batch_id(records), now, compaction_timing())
+               if decoded else None)
     response = processor.response()
     logger.info("stream batch", extra={"records": len(records), "events": len(decoded), "index_pages": pages,
+                                       "rows": counted.rows if counted else 0,
+                                       "raw_pages": counted.pages if counted else 0,
                                        "failed": len(response["batchItemFailures"])})
     return response

@@ -28,6 +28,10 @@ class LocalConfig:
     stream_batch_size: int = 100
     stream_max_retries: int = 10
     table_prefix: str = "meterline-local"
+    # Counting: the compactor folds a quarter-hour `grace` after it ends; locally within seconds.
+    compaction_interval_s: float = 2.0
+    compaction_grace_s: float = 10.0
+    write_margin_s: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,6 +66,8 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
         **{spec.env_var: f"{config.table_prefix}-{spec.logical_name.lower()}" for spec in ALL_TABLES},
         "METERLINE_DEFAULT_NAMESPACE": config.namespace,
         "METERLINE_RETENTION_DAYS": str(config.retention_days),
+        "METERLINE_COMPACTION_GRACE_SECONDS": str(config.compaction_grace_s),
+        "METERLINE_WRITE_MARGIN_SECONDS": str(config.write_margin_s),
         "METERLINE_METER_CACHE_SECONDS": "1",  # meters changed through the API apply within a second
         "POWERTOOLS_SERVICE_NAME": "meterline",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
@@ -80,6 +86,8 @@ class LocalStack:
         self.poller: Any = None
         self._mock: Any = None
         self._server_thread: threading.Thread | None = None
+        self._scheduler: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.functions: dict[str, Any] = {}
 
     @property
@@ -119,7 +127,7 @@ class LocalStack:
                 stream_arn = description["LatestStreamArn"]
         self._seed_meters(declared_meters)
 
-        from functions.catalog import HTTP_FUNCTIONS, PROCESSOR_MODULE
+        from functions.catalog import COMPACTOR_MODULE, HTTP_FUNCTIONS, PROCESSOR_MODULE
         from meterline_local.http_gateway import LocalGateway, Route
         from meterline_local.lambda_runtime import LocalFunction
         from meterline_local.stream_poller import StreamPoller, StreamSettings
@@ -147,7 +155,22 @@ class LocalStack:
             region=REGION,
         )
         self.poller.start()
+
+        # EventBridge Scheduler runs the compactor every minute on AWS; here a thread runs it often.
+        compactor = LocalFunction("compactor", COMPACTOR_MODULE, concurrency=1)
+        compactor.warm()
+        self.functions["compactor"] = compactor
+        self._scheduler = threading.Thread(target=self._run_compactor, args=(compactor,), name="compactor",
+                                           daemon=True)
+        self._scheduler.start()
         return self
+
+    def _run_compactor(self, compactor: Any) -> None:
+        while not self._stopping.wait(self.config.compaction_interval_s):
+            try:
+                compactor.invoke({"source": "local.schedule"})
+            except Exception:
+                log.exception("compactor run failed")
 
     def _seed_meters(self, meters: list[Any]) -> None:
         """The meters of the YAML file become stored meters of the default namespace, as if created
@@ -162,6 +185,9 @@ class LocalStack:
         log.info("seeded %d of %d meters from %s", len(created), len(meters), self.config.meters_file)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=10)
         if self.poller is not None:
             self.poller.stop()
             self.poller.join(timeout=5)

@@ -22,6 +22,8 @@ def _ids(dev: Synthesized) -> dict[str, str]:
     """Logical ids of the resources the tests talk about, by construct path."""
     ids = {spec.name: dev.logical_id(f"Api/{function_construct_id(spec.name)}/Function") for spec in HTTP_FUNCTIONS}
     ids["processor"] = dev.logical_id("Processing/Processor/Function")
+    ids["compactor"] = dev.logical_id("Processing/Compactor/Function")
+    ids["compaction_schedule"] = dev.logical_id("Processing/CompactionSchedule")
     for spec in ALL_TABLES:
         ids[spec.logical_name] = dev.logical_id(f"Storage/{spec.logical_name}")
     ids["failure_queue"] = dev.logical_id("Processing/FailureQueue")
@@ -110,11 +112,12 @@ def test_api_role_reads_events_and_usage_and_manages_the_catalog(dev: Synthesize
     }
 
 
-def test_processor_role_reads_the_stream_and_writes_only_the_usage_table(dev: Synthesized) -> None:
+def test_processor_role_reads_the_stream_and_meters_and_writes_only_the_usage_table(dev: Synthesized) -> None:
     ids = _ids(dev)
     statements = role_statements(dev, ids["processor"])
     assert table_actions(statements) == {
         arn(ids["Usage"]): {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"},
+        arn(ids["Catalog"]): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         arn(ids["Events"], "StreamArn"): {"dynamodb:DescribeStream", "dynamodb:GetRecords",
                                           "dynamodb:GetShardIterator"},
     }
@@ -124,9 +127,28 @@ def test_processor_role_reads_the_stream_and_writes_only_the_usage_table(dev: Sy
                for s in statements if set(s["Action"]) & sqs)
 
 
+def test_compactor_runs_every_minute_alone_and_may_touch_only_usage_and_read_meters(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    props = dev.data["Resources"][ids["compactor"]]["Properties"]
+    assert props["ReservedConcurrentExecutions"] == 1  # the compactor must never run concurrently
+    env = props["Environment"]["Variables"]
+    # a stream batch decides on-time/late a margin longer than the processor's timeout before folding
+    processor_timeout = dev.data["Resources"][ids["processor"]]["Properties"]["Timeout"]
+    assert float(env["METERLINE_WRITE_MARGIN_SECONDS"]) > processor_timeout
+    assert float(env["METERLINE_COMPACTION_GRACE_SECONDS"]) > float(env["METERLINE_WRITE_MARGIN_SECONDS"])
+    rule = dev.data["Resources"][ids["compaction_schedule"]]["Properties"]
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [ids["compactor"], "Arn"]}
+    read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
+    assert table_actions(role_statements(dev, ids["compactor"])) == {
+        arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+        arn(ids["Catalog"]): read,
+    }
+
+
 def test_every_function_has_a_declared_access_to_defined_tables(dev: Synthesized) -> None:
-    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"processor"}
-    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 1)
+    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"processor", "compactor"}
+    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 2)
     defined = {spec.logical_name for spec in ALL_TABLES}
     used = {table for access in TABLE_ACCESS.values() for table in access}
     assert used == defined  # no grant to an unknown table, and no table nobody may touch
@@ -215,7 +237,8 @@ def test_http_routes_come_from_the_function_catalog(dev: Synthesized) -> None:
         assert by_key[key]["AuthorizationType"] == "NONE"  # the authorizer seam is off by default
     dev.template.resource_count_is("AWS::ApiGatewayV2::Authorizer", 0)
     # API Gateway may invoke each HTTP function, through this API only, with one permission each.
-    permissions = dev.resources("AWS::Lambda::Permission").values()
+    permissions = [p for p in dev.resources("AWS::Lambda::Permission").values()
+                   if p["Properties"]["Principal"] != "events.amazonaws.com"]  # the compaction schedule's
     assert sorted(p["Properties"]["FunctionName"]["Fn::GetAtt"][0] for p in permissions) == sorted(
         ids[spec.name] for spec in HTTP_FUNCTIONS
     )

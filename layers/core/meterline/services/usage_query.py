@@ -34,6 +34,7 @@ from meterline.errors import FieldError, InvalidInput
 from meterline.storage.usage_store import UsageStore, raw_partition, slot_partition
 
 SUBJECT = "subject"
+PENDING_LOOKBACK_MS = 8 * QUARTER_MS
 
 
 @dataclass
@@ -127,7 +128,10 @@ class _Plan:
     raw_ranges: list[tuple[int, int]] = field(default_factory=list)
 
 
-def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, max_windows: int = 10_000) -> _Plan:
+def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, pending: frozenset[int] = frozenset(),
+         max_windows: int = 10_000) -> _Plan:
+    """Which slots and raw ranges answer each window. `pending` are quarters with late rows the
+    compactor has not folded yet: they (and their days) are read from raw rows."""
     if query.window_size is None:
         windows = [(query.from_ms, query.to_ms)]
     else:
@@ -150,10 +154,15 @@ def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, max_windows:
             pieces.append((split, hi, (Resolution.QUARTER,)))
         for a, b, levels in pieces:
             for bucket in cover(a, b, Resolution.QUARTER, levels=levels).buckets:
-                if bucket.resolution is Resolution.DAY:
+                if bucket.resolution is Resolution.DAY and not any(
+                        bucket.start_ms <= q < bucket.end_ms for q in pending):
                     result.day_slots[month_start(bucket.start_ms)].append(bucket.start_ms)
-                else:
-                    result.quarter_slots[floor_to(bucket.start_ms, DAY_MS)].append(bucket.start_ms)
+                    continue
+                for quarter in range(bucket.start_ms, bucket.end_ms, QUARTER_MS):
+                    if quarter in pending:
+                        result.raw_ranges.append((quarter, quarter + QUARTER_MS))
+                    else:
+                        result.quarter_slots[floor_to(quarter, DAY_MS)].append(quarter)
     return result
 
 
@@ -162,11 +171,13 @@ class UsageReader:
         self.store = store
         self._manifests: dict[int, list[list[Any]]] = {}  # per query
 
-    def query(self, namespace: str, meter: Meter, query: UsageQuery) -> list[dict[str, Any]]:
+    def query(self, namespace: str, meter: Meter, query: UsageQuery, now_ms: int | None = None
+              ) -> list[dict[str, Any]]:
         self._manifests = {}
         state = self.store.get_compaction_state()
-        the_plan = plan(query, state.get("quarterHorizon", 0), state.get("dayHorizon", 0))
         counter_set = counter_set_id(meter)
+        pending = self._pending_quarters(namespace, counter_set, state, now_ms)
+        the_plan = plan(query, state.get("quarterHorizon", 0), state.get("dayHorizon", 0), pending)
         aggregation = meter.aggregation
         group_keys = list(meter.group_by)
         selected = [k for k in query.group_by if k != SUBJECT]
@@ -256,8 +267,104 @@ class UsageReader:
                 seen.add((row.source, row.id))
                 add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
 
+    def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int], now_ms: int | None
+                          ) -> frozenset[int]:
+        """Quarters with late rows not folded yet, from the late manifests the compactor has not
+        processed (processing quarter-hours from its `lateThrough` to now)."""
+        if "lateThrough" not in state:
+            return frozenset()
+        import time
+
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        pending = set()
+        # A compactor more than PENDING_LOOKBACK behind is stalled (and alarmed); bound the reads.
+        for processing_quarter in range(max(state["lateThrough"], floor_to(now - PENDING_LOOKBACK_MS, QUARTER_MS)),
+                                        now + QUARTER_MS, QUARTER_MS):
+            for ns, cs, minute, _ in self.store.read_manifests(f"late#{processing_quarter}"):
+                if ns == namespace and cs == counter_set:
+                    pending.add(floor_to(minute, QUARTER_MS))
+        return frozenset(pending)
+
     def _manifest(self, quarter: int) -> list[list[Any]]:
         cached = self._manifests.get(quarter)
         if cached is None:
             cached = self._manifests[quarter] = self.store.read_manifests(f"manifest#{quarter}")
         return cached
+
+
+QUERY_PARAMS = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "filterGroupBy", "clientId"}
+_LIST_PARAMS = {"subject", "groupBy"}
+
+
+def params_from_query_string(raw_query: str) -> dict[str, Any]:
+    """GET parameters in the shape UsageQuery.parse takes: repeated `subject` and `groupBy`,
+    `filterGroupBy[key]=value` (or `filterGroupBy` as a JSON object)."""
+    from urllib.parse import parse_qsl
+
+    params: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for name, value in parse_qsl(raw_query, keep_blank_values=True):
+        if name.startswith("filterGroupBy[") and name.endswith("]"):
+            params.setdefault("filterGroupBy", {}).setdefault(name[14:-1], []).append(value)
+        elif name == "filterGroupBy":
+            try:
+                decoded = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                decoded = None
+            if not isinstance(decoded, dict):
+                errors.append(FieldError("filterGroupBy", "must be filterGroupBy[key]=value or a JSON object"))
+                continue
+            for key, values in decoded.items():
+                params.setdefault("filterGroupBy", {}).setdefault(key, []).extend(
+                    values if isinstance(values, list) else [values])
+        elif name in _LIST_PARAMS:
+            params.setdefault(name, []).extend(part for part in value.split(",") if part) if name == "groupBy" \
+                else params.setdefault(name, []).append(value)
+        elif name not in QUERY_PARAMS:
+            errors.append(FieldError(name, "is not a supported query parameter"))
+        elif name in params:
+            errors.append(FieldError(name, "must be given once"))
+        else:
+            params[name] = value
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+    return params
+
+
+def params_from_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", [FieldError("body", "must be a JSON object")])
+    unknown = sorted(set(body) - QUERY_PARAMS)
+    if unknown:
+        errors = [FieldError(name, "is not a supported query field") for name in unknown]
+        raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+    return body
+
+
+def result_json(query: UsageQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "from": format_ms(query.from_ms),
+        "to": format_ms(query.to_ms),
+        "windowSize": query.window_size.value if query.window_size else None,
+        "data": rows,
+    }
+
+
+def result_csv(meter: Meter, query: UsageQuery, rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    keys = [k for k in query.group_by if k != SUBJECT]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["window_start", "window_end", "subject", *keys, "value"])
+    for row in rows:
+        writer.writerow([row["windowStart"], row["windowEnd"], row["subject"] or "",
+                         *(row["groupBy"].get(k, "") for k in keys), _csv_number(row["value"])])
+    return out.getvalue()
+
+
+def _csv_number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)

@@ -48,9 +48,12 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Catalog": _READ,  # the meters to count
     },
     "compactor": {
+        # backfills scan the events of a new meter's type
+        "Events": ("dynamodb:Scan",),
         # reads raw rows and manifests, overwrites quarter and day slots and its state
         "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem"),
-        "Catalog": _READ,
+        # reads meters; records backfill progress and resume points
+        "Catalog": (*_READ, "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },
 }
 

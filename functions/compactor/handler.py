@@ -1,4 +1,5 @@
-"""Scheduled every minute: fold raw counting rows into quarter-hour and day slots.
+"""Scheduled every minute: run pending meter backfills a step, then fold raw counting rows into
+quarter-hour and day slots.
 
 Must not run concurrently with itself (reserved concurrency 1); each run stops early enough to stay
 inside its timeout, and the next run continues where it stopped.
@@ -12,13 +13,17 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.domain.timeutil import now_ms
+from meterline.services.backfill import BackfillWorker
 from meterline.services.compaction import Compactor
-from meterline.services.meter_source import meter_catalog
+from meterline.services.meter_source import meter_catalog, ttl_seconds
 from meterline.settings import compaction_timing, settings
+from meterline.storage.events_store import EventsStore
+from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore
 
 logger = Logger(service="meterline")
 _compactor: Compactor | None = None
+_backfills: BackfillWorker | None = None
 # Leave this much of the invocation's time unused, so a run never times out half-way through a step.
 SAFETY_MS = 20_000
 
@@ -31,8 +36,23 @@ def compactor() -> Compactor:
     return _compactor
 
 
+def backfills() -> BackfillWorker:
+    global _backfills
+    if _backfills is None:
+        retention = settings().retention_days
+        # Wait until every stream processor has reloaded its meters (cache TTL) before scanning.
+        settle_ms = int((ttl_seconds() + 5) * 1000)
+        _backfills = BackfillWorker(EventsStore(retention_days=retention), UsageStore(retention_days=retention),
+                                    MetersStore(), compaction_timing(), settle_ms)
+    return _backfills
+
+
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = now_ms()
+    filled = backfills().run(now)
+    if filled.pages:
+        logger.info("backfill", extra={"pages": filled.pages, "events": filled.events,
+                                       "completed": filled.completed})
     report = compactor().run(now)
     while not report.caught_up and context.get_remaining_time_in_millis() > SAFETY_MS:
         report = compactor().run(now)

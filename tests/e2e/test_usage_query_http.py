@@ -118,3 +118,20 @@ def test_openmeter_sdk_query(local_stack: str) -> None:
                                       to=datetime(2024, 2, 2, tzinfo=UTC))
     assert [(row.window_start.hour, row.value) for row in result.data] == [(1, 10), (2, 20), (3, 30)]
     assert result.data[0].subject == subject
+
+
+def test_meter_created_with_the_sdk_backfills_history(local_stack: str) -> None:
+    from openmeter import Client
+
+    kind = f"render_{uuid.uuid4().hex[:8]}"
+    ingest(local_stack, [{"specversion": "1.0", "type": kind, "id": f"{kind}-{i}", "source": "e2e",
+                          "subject": "studio", "time": "2024-02-01T12:00:00Z", "data": {"frames": 10 + i}}
+                         for i in range(5)])
+    client = Client(endpoint=local_stack)
+    client.meters.create({"slug": kind, "eventType": kind, "aggregation": "SUM", "valueProperty": "$.frames"})
+    deadline = time.monotonic() + 30
+    while client.meters.get(kind).as_dict().get("backfill", {}).get("status") != "completed":
+        assert time.monotonic() < deadline, "backfill did not complete"
+        time.sleep(0.5)
+    result = wait_for(local_stack, kind, 1, **DAY)
+    assert [row["value"] for row in result["data"]] == [60]

@@ -127,7 +127,7 @@ def test_processor_role_reads_the_stream_and_meters_and_writes_only_the_usage_ta
                for s in statements if set(s["Action"]) & sqs)
 
 
-def test_compactor_runs_every_minute_alone_and_may_touch_only_usage_and_read_meters(dev: Synthesized) -> None:
+def test_compactor_runs_every_minute_alone_with_least_privilege(dev: Synthesized) -> None:
     ids = _ids(dev)
     props = dev.data["Resources"][ids["compactor"]]["Properties"]
     assert props["ReservedConcurrentExecutions"] == 1  # the compactor must never run concurrently
@@ -141,8 +141,9 @@ def test_compactor_runs_every_minute_alone_and_may_touch_only_usage_and_read_met
     assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [ids["compactor"], "Arn"]}
     read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
     assert table_actions(role_statements(dev, ids["compactor"])) == {
+        arn(ids["Events"]): {"dynamodb:Scan"},  # backfills
         arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:UpdateItem"},
-        arn(ids["Catalog"]): read,
+        arn(ids["Catalog"]): read | {"dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"},
     }
 
 

@@ -154,3 +154,20 @@ class EventsStore:
                     found[(event.source, event.id)] = event
                 request = response.get("UnprocessedKeys") or {}
         return found
+
+    def scan_type(self, namespace: str, event_type: str, cursor: dict[str, Any] | None, limit: int = 1000
+                  ) -> tuple[list[StoredEvent], dict[str, Any] | None]:
+        """One page of a full scan for the events of one type in one namespace (for backfills).
+        Returns the events and the cursor of the next page (None at the end)."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Limit": limit,
+            "FilterExpression": "ns = :ns AND #type = :type",
+            "ExpressionAttributeNames": {"#type": "type"},
+            "ExpressionAttributeValues": {":ns": {"S": namespace}, ":type": {"S": event_type}},
+            "ConsistentRead": True,
+        }
+        if cursor:
+            request["ExclusiveStartKey"] = cursor
+        response = self.client.scan(**request)
+        return [stored_event_from_item(item) for item in response.get("Items", [])], response.get("LastEvaluatedKey")

@@ -163,3 +163,41 @@ class MetersStore:
             if self.replace(namespace, meter, stored.version):
                 return meter
         raise RuntimeError(f"meter {slug}: the backfill status kept changing concurrently")
+
+    # --- backfills ---------------------------------------------------------------------------------
+    # A backfill's resume point lives beside the meters: pk "backfill", sk "{ns}#{counter set}".
+
+    def all_meters(self) -> list[tuple[str, StoredMeter]]:
+        """Every stored meter of every namespace (the catalog is small; the backfill worker scans it)."""
+        found = []
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            response = self.client.scan(**request)
+            for item in response.get("Items", []):
+                pk = item["pk"]["S"]
+                if pk.endswith("#meter") and "meter" in item:
+                    found.append((pk[: -len("#meter")], _stored_meter(item)))
+            if not response.get("LastEvaluatedKey"):
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def backfill_cursor(self, namespace: str, counter_set: str) -> tuple[dict[str, Any] | None, int]:
+        """(scan position, pages done) of a backfill in progress; (None, 0) if it has not started."""
+        item = self.client.get_item(TableName=self.table, ConsistentRead=True, Key={
+            "pk": {"S": "backfill"}, "sk": {"S": f"{namespace}#{counter_set}"}}).get("Item")
+        if not item:
+            return None, 0
+        cursor = orjson.loads(item["cursor"]["S"]) if "cursor" in item else None
+        return cursor, int(item["pages"]["N"])
+
+    def save_backfill_cursor(self, namespace: str, counter_set: str, cursor: dict[str, Any] | None,
+                             pages: int) -> None:
+        item: dict[str, Any] = {"pk": {"S": "backfill"}, "sk": {"S": f"{namespace}#{counter_set}"},
+                                "pages": {"N": str(pages)}}
+        if cursor is not None:
+            item["cursor"] = {"S": orjson.dumps(cursor).decode()}
+        self.client.put_item(TableName=self.table, Item=item)
+
+    def delete_backfill_cursor(self, namespace: str, counter_set: str) -> None:
+        self.client.delete_item(TableName=self.table, Key={
+            "pk": {"S": "backfill"}, "sk": {"S": f"{namespace}#{counter_set}"}})

@@ -28,7 +28,7 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
-BENCHMARKS := bench/ingest_cpu.py bench/cold_import.py
+BENCHMARKS := bench/ingest_cpu.py bench/cold_import.py bench/processor_cpu.py bench/storage_cost.py
 
 bench: $(STAMP)
 	@for script in $(BENCHMARKS); do $(BIN)/python $$script || exit 1; done

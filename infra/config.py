@@ -65,7 +65,7 @@ class MeterlineProps:
     # The namespace of requests that carry no authorizer context.
     default_namespace: str = "default"
     # Events-table stream -> processor.
-    stream_batch_size: int = 100
+    stream_batch_size: int = 1000
     stream_batching_window_seconds: int = 5
     stream_retry_attempts: int = 10
     # HTTP API stage throttling (requests per second, and burst); each ingest request carries up to

@@ -78,7 +78,7 @@ def test_stream_event_source_mapping_settings(dev: Synthesized) -> None:
         "EventSourceArn": {"Fn::GetAtt": [ids["Events"], "StreamArn"]},
         "FunctionName": {"Ref": ids["processor"]},
         "StartingPosition": "TRIM_HORIZON",
-        "BatchSize": 100,
+        "BatchSize": 1000,
         "MaximumBatchingWindowInSeconds": 5,
         "BisectBatchOnFunctionError": True,
         "FunctionResponseTypes": ["ReportBatchItemFailures"],

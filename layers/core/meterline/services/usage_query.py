@@ -9,6 +9,7 @@ and de-duplicated by event identity. Window edges that are not on a UTC quarter-
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,13 +171,15 @@ class UsageReader:
     def __init__(self, store: UsageStore) -> None:
         self.store = store
         self._manifests: dict[int, list[list[Any]]] = {}  # per query
+        self._now = 0
 
     def query(self, namespace: str, meter: Meter, query: UsageQuery, now_ms: int | None = None
               ) -> list[dict[str, Any]]:
         self._manifests = {}
+        self._now = int(time.time() * 1000) if now_ms is None else now_ms
         state = self.store.get_compaction_state()
         counter_set = counter_set_id(meter)
-        pending = self._pending_quarters(namespace, counter_set, state, now_ms)
+        pending = self._pending_quarters(namespace, counter_set, state, self._now)
         the_plan = plan(query, state.get("quarterHorizon", 0), state.get("dayHorizon", 0), pending)
         aggregation = meter.aggregation
         group_keys = list(meter.group_by)
@@ -250,8 +253,9 @@ class UsageReader:
         buckets = {subject_bucket(s) for s in subjects} if subjects is not None else None
         wanted_subjects = set(subjects) if subjects is not None else None
         partitions: dict[str, tuple[int, int]] = {}
+        horizon = self._now + QUARTER_MS  # nothing is stored for later quarters (a `to` may be in the future)
         for start, end in ranges:
-            for quarter in range(floor_to(start, QUARTER_MS), end, QUARTER_MS):
+            for quarter in range(floor_to(start, QUARTER_MS), min(end, horizon), QUARTER_MS):
                 for ns, cs, minute, bucket in self._manifest(quarter):
                     if (ns == namespace and cs == counter_set and start - MINUTE_MS < minute < end
                             and (buckets is None or bucket in buckets)):
@@ -267,15 +271,12 @@ class UsageReader:
                 seen.add((row.source, row.id))
                 add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
 
-    def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int], now_ms: int | None
+    def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int], now: int
                           ) -> frozenset[int]:
         """Quarters with late rows not folded yet, from the late manifests the compactor has not
         processed (processing quarter-hours from its `lateThrough` to now)."""
         if "lateThrough" not in state:
             return frozenset()
-        import time
-
-        now = int(time.time() * 1000) if now_ms is None else now_ms
         pending = set()
         # A compactor more than PENDING_LOOKBACK behind is stalled (and alarmed); bound the reads.
         for processing_quarter in range(max(state["lateThrough"], floor_to(now - PENDING_LOOKBACK_MS, QUARTER_MS)),

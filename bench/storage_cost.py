@@ -1,0 +1,347 @@
+"""DynamoDB cost of the issue-3 workload, counted by a model that applies DynamoDB's on-demand billing
+rules to the calls the real code makes (bench/fakes.py CostModelDynamoDB), and the read cost of a
+30-day query. Every figure is one `<name> <value>` line.
+
+Workload (bench/workload.py): 100,000 events of the example meters arriving at 1,000 events/s, sent
+100 per request through EventsStore.put_new (ingestion time = event time); the events table's stream,
+in commit order, is fed to the real processor handler in 1,000-record batches (each a second after
+its last write); then the real Compactor.run_until_caught_up runs once every quarter of the workload is
+closed. The workload ends at UTC midnight, so that run also folds its day: quarter and day slots
+are both paid for, over only 100 s of traffic (one slot write per subject seen, at each level).
+
+Queries (UsageReader.query, tokens_total, DAY windows, groupBy model and type) are for the most active
+subject, `customer-1` (Zipf rank 1, ~10% of the events: the most rows and the largest slots to read):
+- `query_rru_30d_day`: the 30 UTC days ending at the workload's midnight, after compaction;
+- `query_rru_30d_day_fresh`: the same right after ingestion, before any compaction (all raw rows);
+- `query_rru_30d_day_kolkata`: the same from/to with windowTimeZone Asia/Kolkata;
+- `query_rru_30d_day_through_today`: 30 days through the end of the current UTC day (`to` in the future).
+Each result is checked against a recount of the generated events.
+
+Steady state (`*_steady`): one full UTC quarter (900,000 events at 1,000 events/s) through the processor
+and the compactor, so quarter slots amortise over a quarter as under continuous traffic. Event puts are
+not replayed (same cost per event by construction). Day slots are written once per subject and day,
+i.e. amortised over 96 quarters: the figure is the day fold of that quarter / 96. Also:
+- `query_rru_to_now_steady`: the 30-day query with `to` = now, at the end of that quarter (the usual
+  dashboard query: the quarter not yet compacted is read through its manifest and raw rows);
+- `query_rru_30d_day_steady`, `query_rru_30d_day_kolkata_steady`: the 30-day queries over 30 days of
+  steady traffic for `customer-1`, approximated by copying its compacted quarter slot into every quarter
+  and its day slot into every day of the range (its group vocabularies saturate within a quarter, so a
+  day slot is about as large as a quarter slot). No recount check there (the copies are not events).
+
+Prices: DynamoDB on-demand $0.625 per million WRU and $0.125 per million RRU (the compactor's reads),
+API Gateway HTTP API $1.00 per million requests (100 events per request), Lambda arm64 at 512 MB,
+$0.0000133334 per GB-s, for the measured CPU of the ingest (bench/ingest_cpu.py) and processor
+(bench/processor_cpu.py) handlers (their methods, run here first, in a small heap).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("EVENTS_TABLE", "bench-events")
+os.environ.setdefault("USAGE_TABLE", "bench-usage")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("METERLINE_COMPACTION_GRACE_SECONDS", "180")
+os.environ.setdefault("METERLINE_WRITE_MARGIN_SECONDS", "90")
+
+from bench import ingest_cpu, processor_cpu  # noqa: E402
+from bench.fakes import CostModelDynamoDB  # noqa: E402
+from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate, stream_record  # noqa: E402
+from functions.processor import handler as processor  # noqa: E402
+from meterline.domain.events import CloudEvent  # noqa: E402
+from meterline.domain.meters import MeterCatalog  # noqa: E402
+from meterline.domain.slots import DAY_MS, QUARTER_MS, day_of_month, floor_to, month_start  # noqa: E402
+from meterline.domain.timeutil import format_ms  # noqa: E402
+from meterline.services.compaction import Compactor  # noqa: E402
+from meterline.services.usage_query import UsageQuery, UsageReader  # noqa: E402
+from meterline.settings import CompactionTiming  # noqa: E402
+from meterline.storage.events_store import EventsStore  # noqa: E402
+from meterline.storage.usage_store import COMPACTION_KEY, UsageStore, slot_key, slot_partition  # noqa: E402
+
+EVENTS = 100_000
+RATE_PER_S = 1_000
+REQUEST_EVENTS = 100
+STREAM_BATCH = 1_000
+DEPLOYED_STREAM_BATCH = 100  # infra/config.py stream_batch_size default
+DAY_END_MS = 1_715_731_200_000  # 2024-05-15T00:00:00Z
+START_MS = DAY_END_MS - EVENTS * 1000 // RATE_PER_S  # 2024-05-14T23:58:20Z
+TIMING = CompactionTiming(grace_ms=180_000, write_margin_ms=90_000)
+EVENTS_TABLE = "bench-events"
+USAGE_TABLE = "bench-usage"
+TOP_SUBJECT = "customer-1"  # Zipf rank 1: the most active subject
+QUERY_METER = "tokens_total"
+STEADY_QUARTER_START_MS = DAY_END_MS + 44 * QUARTER_MS  # 2024-05-15T11:00:00Z
+STEADY_EVENTS = 900_000  # one quarter at 1,000 events/s
+QUARTERS_PER_DAY = DAY_MS // QUARTER_MS
+
+USD_PER_WRU = 0.625e-6
+USD_PER_RRU = 0.125e-6
+USD_PER_API_REQUEST = 1.00e-6
+USD_PER_GB_S = 0.0000133334
+LAMBDA_GB = 0.5
+
+WRITE_CATEGORIES = ["event_puts", "event_index", "raw_rows", "manifests", "quarter_slots", "day_slots",
+                    "compaction_state"]
+
+
+def category(table: str, pk: str) -> str:
+    if table == EVENTS_TABLE:
+        return "event_puts"
+    if "#raw#" in pk:
+        return "raw_rows"
+    if "#evidx#" in pk:
+        return "event_index"
+    if pk.startswith(("manifest#", "late#")):
+        return "manifests"
+    if pk == "compaction" or pk.startswith("daywork#"):
+        return "compaction_state"
+    if "#q#" in pk:
+        return "quarter_slots"
+    if "#d#" in pk:
+        return "day_slots"
+    return "other"
+
+
+def new_client() -> CostModelDynamoDB:
+    return CostModelDynamoDB({EVENTS_TABLE: ("pk", None), USAGE_TABLE: ("pk", "sk")}, category,
+                             stream_table=EVENTS_TABLE)
+
+
+def usage_store(client: CostModelDynamoDB) -> UsageStore:
+    return UsageStore(client=client, table=USAGE_TABLE)
+
+
+# --- driving the real code ------------------------------------------------------------------------------
+
+def ingest(client: CostModelDynamoDB, events: Iterable[CloudEvent]) -> list[CloudEvent]:
+    """Store the events through EventsStore.put_new, 100 per request, each request at the time of its
+    last event."""
+    client.phase = "ingest"
+    store = EventsStore(client=client, table=EVENTS_TABLE)
+    kept: list[CloudEvent] = []
+    request: list[CloudEvent] = []
+    for event in events:
+        kept.append(event)
+        request.append(event)
+        if len(request) == REQUEST_EVENTS:
+            assert store.put_new(NAMESPACE, request, request[-1].time).stored == len(request)
+            request = []
+    if request:
+        store.put_new(NAMESPACE, request, request[-1].time)
+    return kept
+
+
+def stream_of(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Stream records of stored items, in order, with increasing sequence numbers."""
+    for i, item in enumerate(items):
+        yield stream_record(item, FIRST_SEQUENCE + 17 * i, int(item["ingestedAt"]["N"]) // 1000)
+
+
+def process(client: CostModelDynamoDB, catalog: MeterCatalog, records: Iterable[dict[str, Any]],
+            batch_size: int) -> None:
+    """Feed stream records to the real processor handler in batches, each a second after its last write."""
+    client.phase = "processor"
+    clock = [0]
+    processor_cpu.install(catalog, client, lambda: clock[0])
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        clock[0] = processor_cpu.batch_now({"Records": batch})
+        assert processor.handler({"Records": batch}, None) == {"batchItemFailures": []}
+
+    for record in records:
+        batch.append(record)
+        if len(batch) == batch_size:
+            flush()
+            batch = []
+    if batch:
+        flush()
+
+
+def compact(client: CostModelDynamoDB, catalog: MeterCatalog, now_ms: int, phase: str = "compactor") -> None:
+    client.phase = phase
+    report = Compactor(usage_store(client), lambda namespace: catalog, TIMING).run_until_caught_up(now_ms)
+    assert report.caught_up, report
+
+
+def closed_now(last_event_ms: int) -> int:
+    """A compaction time at which the quarter of `last_event_ms` is closed (grace passed), plus a minute."""
+    return floor_to(last_event_ms, QUARTER_MS) + QUARTER_MS + TIMING.grace_ms + 60_000
+
+
+def run_query(client: CostModelDynamoDB, catalog: MeterCatalog, phase: str, now_ms: int, **params: Any
+              ) -> tuple[float, dict[tuple[str, str], float]]:
+    """RRU of one usage query of TOP_SUBJECT on QUERY_METER (DAY windows, groupBy model and type), and
+    its totals per group."""
+    meter = next(m for m in catalog.meters if m.slug == QUERY_METER)
+    raw = {"windowSize": "DAY", "subject": [TOP_SUBJECT], "groupBy": ["model", "type"], **params}
+    query = UsageQuery.parse(meter, raw, now_ms, 30 * DAY_MS)
+    client.phase = phase
+    rows = UsageReader(usage_store(client)).query(NAMESPACE, meter, query, now_ms=now_ms)
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for row in rows:
+        totals[(row["groupBy"]["model"], row["groupBy"]["type"])] += row["value"]
+    return client.total("RRU", phase), dict(totals)
+
+
+def checked(result: tuple[float, dict[tuple[str, str], float]], expected: dict[tuple[str, str], float]) -> float:
+    rru, got = result
+    assert set(got) == set(expected) and all(math.isclose(got[k], expected[k]) for k in expected), (got, expected)
+    return rru
+
+
+class Recount:
+    """Per-group token totals of TOP_SUBJECT, computed straight from the events."""
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, str], float] = defaultdict(float)
+
+    def watch(self, events: Iterable[CloudEvent]) -> Iterator[CloudEvent]:
+        for event in events:
+            if event.type == "prompt" and event.subject == TOP_SUBJECT:
+                self.totals[(event.data["model"], event.data["type"])] += float(event.data["tokens"])
+            yield event
+
+
+def write_breakdown(client: CostModelDynamoDB, events: int, phase: str | None = None) -> dict[str, float]:
+    by = client.by_category("WRU", phase)
+    return {name: by.get(name, 0.0) / events for name in WRITE_CATEGORIES}
+
+
+# --- scenarios --------------------------------------------------------------------------------------------
+
+def burst(catalog: MeterCatalog, figures: dict[str, float]) -> float:
+    """The issue-3 workload. Returns its event-put WRU per event."""
+    client = new_client()
+    recount = Recount()
+    events = ingest(client, recount.watch(generate(EVENTS, START_MS, RATE_PER_S)))
+    assert len(client.stream) == EVENTS
+    records = list(stream_of(client.stream))
+    process(client, catalog, records, STREAM_BATCH)
+    day_query = {"from": format_ms(DAY_END_MS - 30 * DAY_MS), "to": format_ms(DAY_END_MS)}
+    fresh = checked(run_query(client, catalog, "query_fresh", events[-1].time + 2_000, **day_query), recount.totals)
+    now = closed_now(events[-1].time)
+    compact(client, catalog, now)
+    figures["query_rru_30d_day"] = checked(run_query(client, catalog, "query", now, **day_query), recount.totals)
+    figures["query_rru_30d_day_fresh"] = fresh
+    figures["query_rru_30d_day_kolkata"] = checked(run_query(
+        client, catalog, "query_kolkata", now, windowTimeZone="Asia/Kolkata", **day_query), recount.totals)
+    figures["query_rru_30d_day_through_today"] = checked(run_query(
+        client, catalog, "query_through_today", now,
+        **{"from": format_ms(DAY_END_MS + DAY_MS - 30 * DAY_MS), "to": format_ms(DAY_END_MS + DAY_MS)}),
+        recount.totals)
+
+    breakdown = write_breakdown(client, EVENTS)
+    figures["wru_per_event"] = sum(breakdown.values())
+    assert math.isclose(figures["wru_per_event"], client.total("WRU") / EVENTS), client.by_category("WRU")
+    figures.update({f"wru_{name}_per_event": value for name, value in breakdown.items()})
+    figures["failed_conditional_writes"] = sum(client.failed_conditions.values())
+    figures["rru_compaction_per_event"] = client.total("RRU", "compactor") / EVENTS
+
+    # The same stream in batches of the deployed default size (infra/config.py: stream_batch_size 100).
+    small = new_client()
+    process(small, catalog, records, DEPLOYED_STREAM_BATCH)
+    compact(small, catalog, now)
+    figures["wru_per_event_batch100"] = breakdown["event_puts"] + small.total("WRU") / EVENTS
+    return breakdown["event_puts"]
+
+
+def steady(catalog: MeterCatalog, event_puts: float, figures: dict[str, float]) -> CostModelDynamoDB:
+    """One whole quarter at 1,000 events/s behind a compactor that is up to date."""
+    client = new_client()
+    compact(client, catalog, STEADY_QUARTER_START_MS + 30_000, phase="setup")  # horizons as a live stack has them
+    recount = Recount()
+    store = EventsStore(table=EVENTS_TABLE)
+    events = recount.watch(generate(STEADY_EVENTS, STEADY_QUARTER_START_MS, RATE_PER_S, seed=7))
+    process(client, catalog, stream_of(store.item(NAMESPACE, event, event.time) for event in events), STREAM_BATCH)
+    end = STEADY_QUARTER_START_MS + STEADY_EVENTS * 1000 // RATE_PER_S
+    now = end + 2_000
+    figures["query_rru_to_now_steady"] = checked(run_query(
+        client, catalog, "query_to_now", now, **{"from": format_ms(floor_to(now, DAY_MS) - 29 * DAY_MS),
+                                                 "to": format_ms(now)}), recount.totals)
+    compact(client, catalog, closed_now(end - 1))
+    compact(client, catalog, floor_to(end, DAY_MS) + DAY_MS + TIMING.grace_ms + 60_000, phase="day_fold")
+
+    breakdown = {name: client.by_category("WRU", "processor").get(name, 0.0) / STEADY_EVENTS
+                 + client.by_category("WRU", "compactor").get(name, 0.0) / STEADY_EVENTS
+                 for name in WRITE_CATEGORIES}
+    breakdown["event_puts"] = event_puts
+    breakdown["day_slots"] = client.total("WRU", "day_fold", "day_slots") / QUARTERS_PER_DAY / STEADY_EVENTS
+    # compaction state: a few 1-WRU writes per quarter (~1e-5 per event)
+    figures["wru_per_event_steady"] = sum(breakdown.values())
+    figures.update({f"wru_{name}_per_event_steady": breakdown[name]
+                    for name in ("event_index", "raw_rows", "manifests", "quarter_slots", "day_slots")})
+    figures["rru_compaction_per_event_steady"] = (
+        client.total("RRU", "compactor") + client.total("RRU", "day_fold") / QUARTERS_PER_DAY) / STEADY_EVENTS
+    return client
+
+
+def history(catalog: MeterCatalog, steady_client: CostModelDynamoDB, figures: dict[str, float]) -> None:
+    """30 days of steady traffic for TOP_SUBJECT: its compacted slots of the steady quarter, copied into every
+    quarter and day of the queried range, under an up-to-date compactor."""
+    usage = steady_client.tables[USAGE_TABLE]
+    day = floor_to(STEADY_QUARTER_START_MS, DAY_MS)
+    quarter_slot = usage[slot_partition(NAMESPACE, "q", day)][slot_key(TOP_SUBJECT, 44)]
+    day_slot = usage[slot_partition(NAMESPACE, "d", month_start(day))][slot_key(TOP_SUBJECT, day_of_month(day))]
+    client = new_client()
+    for start in range(DAY_END_MS - 30 * DAY_MS, DAY_END_MS, DAY_MS):
+        pk = slot_partition(NAMESPACE, "d", month_start(start))
+        sk = slot_key(TOP_SUBJECT, day_of_month(start))
+        client.seed(USAGE_TABLE, {**day_slot, "pk": {"S": pk}, "sk": {"S": sk}})
+        pk = slot_partition(NAMESPACE, "q", start)
+        for index in range(QUARTERS_PER_DAY):
+            sk = slot_key(TOP_SUBJECT, index)
+            client.seed(USAGE_TABLE, {**quarter_slot, "pk": {"S": pk}, "sk": {"S": sk}})
+    now = DAY_END_MS + 4 * 60_000
+    client.seed(USAGE_TABLE, {
+        **COMPACTION_KEY, "quarterHorizon": {"N": str(DAY_END_MS)}, "dayHorizon": {"N": str(DAY_END_MS)},
+        "lateThrough": {"N": str(DAY_END_MS)}})
+    day_query = {"from": format_ms(DAY_END_MS - 30 * DAY_MS), "to": format_ms(DAY_END_MS)}
+    figures["query_rru_30d_day_steady"] = run_query(client, catalog, "history", now, **day_query)[0]
+    figures["query_rru_30d_day_kolkata_steady"] = run_query(
+        client, catalog, "history_kolkata", now, windowTimeZone="Asia/Kolkata", **day_query)[0]
+
+
+def main() -> None:
+    ingest_us = ingest_cpu.measure()
+    processor_us = processor_cpu.measure()
+    catalog = example_catalog()
+    figures: dict[str, float] = {}
+    event_puts = burst(catalog, figures)
+    steady_client = steady(catalog, event_puts, figures)
+    history(catalog, steady_client, figures)
+
+    lambda_usd = (ingest_us + processor_us) * LAMBDA_GB * USD_PER_GB_S  # per million events: us -> s
+    api_usd = 1e6 / REQUEST_EVENTS * USD_PER_API_REQUEST
+
+    def usd(wru_per_event: float, rru_per_event: float) -> float:
+        return (wru_per_event * USD_PER_WRU + rru_per_event * USD_PER_RRU) * 1e6 + api_usd + lambda_usd
+
+    figures["usd_per_million_events"] = usd(figures["wru_per_event"], figures["rru_compaction_per_event"])
+    figures["usd_per_million_events_steady"] = usd(figures["wru_per_event_steady"],
+                                                   figures["rru_compaction_per_event_steady"])
+    figures["usd_lambda_per_million_events"] = lambda_usd
+    order = ["wru_per_event", *(f"wru_{name}_per_event" for name in WRITE_CATEGORIES), "failed_conditional_writes",
+             "rru_compaction_per_event", "usd_per_million_events", "usd_lambda_per_million_events",
+             "wru_per_event_batch100", "wru_per_event_steady",
+             *(f"wru_{name}_per_event_steady" for name in ("event_index", "raw_rows", "manifests", "quarter_slots",
+                                                           "day_slots")),
+             "rru_compaction_per_event_steady", "usd_per_million_events_steady",
+             "query_rru_30d_day", "query_rru_30d_day_fresh", "query_rru_30d_day_kolkata",
+             "query_rru_30d_day_through_today", "query_rru_to_now_steady", "query_rru_30d_day_steady",
+             "query_rru_30d_day_kolkata_steady"]
+    assert sorted(order) == sorted(figures), set(order) ^ set(figures)
+    for name in order:
+        value = figures[name]
+        print(f"{name} {value:.5f}" if name.startswith("usd") else f"{name} {value:.4f}".rstrip("0").rstrip("."))
+
+
+if __name__ == "__main__":
+    main()

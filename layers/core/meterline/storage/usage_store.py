@@ -1,11 +1,11 @@
-"""The usage table: everything derived from the events (the event index now; counters later)."""
+"""The usage table: everything derived from the events: the event index, counting rows, manifests,
+quarter-hour and day slots, and the compactor's state."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
-
-import zlib
 
 import orjson
 

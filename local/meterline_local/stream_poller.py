@@ -5,10 +5,16 @@ event shape and semantics: batches of up to `batch_size` records in order per sh
 `batchItemFailures` response checkpoints before the first failed record and retries from it, an
 invocation error bisects the batch (BisectBatchOnFunctionError) or retries it whole, and a batch that
 exhausts `max_retries` goes to the on-failure destination (kept in `failed_batches` and logged).
+
+Tests can hand it a `FaultPlan` to reproduce what AWS does to a stream consumer: an invocation that
+fails after some of its DynamoDB writes landed, one that dies between writes (a timeout after partial
+success), a response that reports records as failed after they were processed, and batches delivered
+again after they succeeded. Faults wrap the invocation; the Lambda semantics above stay as they are.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -16,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 log = logging.getLogger("dev.stream")
 
@@ -38,6 +46,141 @@ class PollerStats:
     retries: int = 0
     bisects: int = 0
     failed_batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    # with a FaultPlan: DynamoDB writes sent by each invocation, faults injected, redelivered batches
+    writes: list[int] = field(default_factory=list)
+    faults_injected: int = 0
+    redeliveries: int = 0
+
+
+# --- fault injection ---------------------------------------------------------------------------
+
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+REDELIVERY_SHAPES = ("whole", "first_half", "second_half", "shifted")
+
+
+class InjectedWriteError(ClientError):
+    """A write refused by an injected fault (as DynamoDB answers with a 500): it was not applied."""
+
+    def __init__(self, operation: str, position: int) -> None:
+        super().__init__({"Error": {"Code": "InternalServerError",
+                                    "Message": f"injected fault: write {position} of the invocation refused"}},
+                         operation)
+
+
+class InvocationCrashed(BaseException):  # noqa: N818 - named for what happened, like KeyboardInterrupt
+    """An injected crash: the function died right after a write landed (a timeout or a killed process
+    after partial success). A BaseException, so no `except Exception` in the function can swallow it,
+    as nothing in a dead process can; the poller treats it as a function error."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Faults injected into processor invocations (tests only; a poller without a plan injects none).
+
+    Write positions count the DynamoDB write calls (PutItem, UpdateItem, DeleteItem, BatchWriteItem,
+    TransactWriteItems) an invocation sends through `client`, from 1:
+
+    - `fail_after_writes=k`: writes 1..k land; every later write of the invocation raises
+      `InjectedWriteError` before it is sent, so the invocation fails part-way (k=0: before any write).
+    - `crash_after_write=k`: write k lands, then the invocation dies (`InvocationCrashed`) as if it
+      timed out before hearing the answer.
+    - `report_failures_from=i`: an invocation that returns reports its records from position i (0-based)
+      on as failed, although it processed them; the poller retries them from there.
+
+    Those apply to the poller's invocations numbered in `invocations` (1-based, first tries, retries,
+    bisected halves and redeliveries alike; None: every invocation).
+
+    - `redeliver`: after each batch has been delivered (succeeded or not), deliver it again in these
+      shapes, in order: "whole", "first_half", "second_half", or "shifted" (its second half and the
+      first half of the next batch). Lambda's delivery is at-least-once.
+
+    `client` is the boto3 client the processor writes through: by default Meterline's process-wide
+    DynamoDB client. Write hooks are registered on its event system only during an invocation, so
+    nothing else may write through it meanwhile (true in tests; the local stack passes no plan).
+    """
+
+    fail_after_writes: int | None = None
+    crash_after_write: int | None = None
+    report_failures_from: int | None = None
+    invocations: frozenset[int] | None = frozenset({1})
+    redeliver: tuple[str, ...] = ()
+    client: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fail_after_writes is not None and self.fail_after_writes < 0:
+            raise ValueError("fail_after_writes must be >= 0")
+        if self.crash_after_write is not None and self.crash_after_write < 1:
+            raise ValueError("crash_after_write must be >= 1 (write positions count from 1)")
+        if self.report_failures_from is not None and self.report_failures_from < 0:
+            raise ValueError("report_failures_from must be >= 0")
+        unknown = [shape for shape in self.redeliver if shape not in REDELIVERY_SHAPES]
+        if unknown:
+            raise ValueError(f"unknown redelivery shapes {unknown}; use {REDELIVERY_SHAPES}")
+
+    def applies_to(self, invocation: int) -> bool:
+        return self.invocations is None or invocation in self.invocations
+
+    def write_client(self) -> Any:
+        if self.client is not None:
+            return self.client
+        from meterline.storage.dynamo import dynamodb_client
+
+        return dynamodb_client()
+
+
+def redelivery(shape: str, records: list[dict[str, Any]], start: int, size: int) -> list[dict[str, Any]]:
+    """The run of records a redelivery of the batch records[start:start + size] hands over again."""
+    batch = records[start:start + size]
+    half = max(1, len(batch) // 2)
+    if shape == "whole":
+        return batch
+    if shape == "first_half":
+        return batch[:half]
+    if shape == "second_half":
+        return batch[half:] or batch
+    return records[start + half:start + len(batch) + half]  # "shifted"
+
+
+class _WriteFaults:
+    """Counts an invocation's DynamoDB writes through botocore's event hooks and injects its faults."""
+
+    _ids = itertools.count()
+
+    def __init__(self, client: Any, fail_after: int | None, crash_after: int | None) -> None:
+        self.events = client.meta.events
+        self.fail_after = fail_after
+        self.crash_after = crash_after
+        self.writes = 0
+        self.injected = 0
+        self._lock = threading.Lock()
+        self._id = f"meterline-fault-plan-{next(self._ids)}"
+
+    def __enter__(self) -> _WriteFaults:
+        self.events.register("before-call.dynamodb", self._before_call, unique_id=self._id + "-before")
+        self.events.register("after-call.dynamodb", self._after_call, unique_id=self._id + "-after")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events.unregister("before-call.dynamodb", unique_id=self._id + "-before")
+        self.events.unregister("after-call.dynamodb", unique_id=self._id + "-after")
+
+    def _before_call(self, event_name: str, **_: Any) -> None:
+        operation = event_name.rpartition(".")[2]
+        if operation not in WRITE_OPERATIONS:
+            return
+        with self._lock:
+            if self.fail_after is not None and self.writes >= self.fail_after:
+                self.injected += 1
+                raise InjectedWriteError(operation, self.writes + 1)
+            self.writes += 1
+
+    def _after_call(self, event_name: str, **_: Any) -> None:
+        if event_name.rpartition(".")[2] not in WRITE_OPERATIONS:
+            return
+        with self._lock:
+            if self.crash_after is not None and self.writes == self.crash_after and not self.injected:
+                self.injected += 1
+                raise InvocationCrashed(f"injected crash after write {self.writes} of the invocation landed")
 
 
 def lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
@@ -59,13 +202,15 @@ def lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[
 
 class StreamPoller(threading.Thread):
     def __init__(self, streams_client: Any, stream_arn: str, invoke: Invoke,
-                 settings: StreamSettings | None = None, region: str = "us-east-1") -> None:
+                 settings: StreamSettings | None = None, region: str = "us-east-1",
+                 faults: FaultPlan | None = None) -> None:
         super().__init__(name="stream-poller", daemon=True)
         self.client = streams_client
         self.stream_arn = stream_arn
         self.invoke = invoke
         self.settings = settings or StreamSettings()
         self.region = region
+        self.faults = faults
         self.stats = PollerStats()
         self._stop_event = threading.Event()
         self._iterators: dict[str, str | None] = {}
@@ -101,9 +246,18 @@ class StreamPoller(threading.Thread):
             self._iterators[shard_id] = response.get("NextShardIterator")
             records = [lambda_record(r, self.stream_arn, self.region) for r in response.get("Records", [])]
             total += len(records)
-            for start in range(0, len(records), self.settings.batch_size):
-                self.deliver(records[start:start + self.settings.batch_size])
+            self.deliver_records(records)
         return total
+
+    def deliver_records(self, records: list[dict[str, Any]]) -> None:
+        """Deliver a shard's records in order, in batches of `batch_size` (and redeliver each batch as the
+        fault plan says)."""
+        size = self.settings.batch_size
+        for start in range(0, len(records), size):
+            self.deliver(records[start:start + size])
+            for shape in self.faults.redeliver if self.faults else ():
+                self.stats.redeliveries += 1
+                self.deliver(redelivery(shape, records, start, size))
 
     def _shards(self) -> list[str]:
         description = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
@@ -124,8 +278,8 @@ class StreamPoller(threading.Thread):
             while records:
                 self.stats.invocations += 1
                 try:
-                    response = self.invoke({"Records": records})
-                except Exception as exc:
+                    response = self._invoke(records)
+                except (Exception, InvocationCrashed) as exc:
                     log.warning("processor failed on %d records: %s", len(records), exc)
                     if self.settings.bisect_on_error and len(records) > 1:
                         self.stats.bisects += 1
@@ -144,6 +298,27 @@ class StreamPoller(threading.Thread):
                     attempts += 1
                     if not self._may_retry(records, attempts):
                         break
+
+    def _invoke(self, records: list[dict[str, Any]]) -> Any:
+        plan = self.faults
+        if plan is None:
+            return self.invoke({"Records": records})
+        faulted = plan.applies_to(self.stats.invocations)
+        hook = _WriteFaults(plan.write_client(), plan.fail_after_writes if faulted else None,
+                            plan.crash_after_write if faulted else None)
+        try:
+            with hook:
+                response = self.invoke({"Records": records})
+        finally:
+            self.stats.writes.append(hook.writes)
+            self.stats.faults_injected += hook.injected
+        if faulted and plan.report_failures_from is not None and plan.report_failures_from < len(records):
+            self.stats.faults_injected += 1
+            reported = list((response or {}).get("batchItemFailures") or []) if isinstance(response, dict) else []
+            reported += [{"itemIdentifier": r["dynamodb"]["SequenceNumber"]}
+                         for r in records[plan.report_failures_from:]]
+            response = {"batchItemFailures": reported}
+        return response
 
     def _after_checkpoint(self, records: list[dict[str, Any]], response: Any) -> list[dict[str, Any]]:
         """Records still to process after a response: none on success; from the first reported failure

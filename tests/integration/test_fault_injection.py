@@ -1,0 +1,283 @@
+"""Fault injection: whatever Lambda's DynamoDB Streams delivery does to the processor, the numbers the
+query API reports equal a recount of the raw events (DESIGN.md, invariants 3 to 5).
+
+Events go in through the real ingest handler; the events table's stream goes to the real processor
+handler through the local StreamPoller (Lambda's batches, checkpoints, bisect and retries) with a
+FaultPlan: an invocation fails after each of its writes in turn, dies right after each write landed,
+reports processed records as failed, or has its batches delivered again, whole or in part. The
+processor runs on a simulated clock (30 s per invocation) with the compactor running between
+invocations, so a batch retried across the on-time/late line is covered too. Queries are checked
+twice: right after delivery (the compactor behind: pending late quarters, unfolded quarters, the raw
+tail) and once the compactor has caught up.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.api import handler as api
+from functions.ingest import handler as ingest
+from functions.processor import handler as processor
+from meterline.domain.events import StoredEvent
+from meterline.domain.meters import Meter
+from meterline.domain.slots import DAY_MS, QUARTER_MS, floor_to
+from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
+from meterline.domain.windows import WindowSize
+from meterline.services.compaction import Compactor
+from meterline.services.meter_source import meter_catalog
+from meterline.services.usage_query import UsageQuery, UsageReader
+from meterline.settings import compaction_timing
+from meterline.storage.events_store import stored_event_from_item
+from meterline.storage.usage_store import UsageStore
+from meterline_local.lambda_runtime import LocalFunction, LocalLambdaContext
+from meterline_local.stream_poller import FaultPlan, StreamPoller, StreamSettings
+from tests.conftest import scan_all
+from tests.integration.http import call
+from tests.integration.test_counting_recount import as_result, assert_same, recount
+
+EVENTS = os.environ["EVENTS_TABLE"]
+HOUR = 3_600_000
+
+
+def ms(stamp: str) -> int:
+    return to_epoch_ms(parse_rfc3339(stamp))
+
+
+# The processor's clock when the first batch arrives: quarter 21:30 is still on time (until 21:46:30,
+# grace 180 s less the 90 s write margin), so a retry two steps later finds it late; the compactor folds
+# it at 21:48.
+START = ms("2024-03-09T21:45:30Z")
+STEP_MS = 30_000
+CAUGHT_UP = START + 2 * HOUR
+
+
+def _event(i: int, type_: str, time: str, subject: str, **data: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"evt-{i}", "source": "svc", "type": type_, "subject": subject,
+            "time": time, "data": data}
+
+
+# Late ones (the day before, already rolled into day slots; a quarter already folded), on-time ones,
+# numeric strings, a value that is not a number, an event no meter counts, two subject buckets.
+WORKLOAD = [
+    _event(1, "prompt", "2024-03-08T23:59:59.999Z", "customer-1", tokens="100", model="gpt4", type="input"),
+    _event(2, "prompt", "2024-03-09T21:05:10.500Z", "customer-2", tokens=250, model="gpt4", type="output"),
+    _event(3, "request", "2024-03-09T21:05:00Z", "customer-1", method="GET", route="/a", duration_seconds=0.5,
+           ingress_bytes="1024"),
+    _event(4, "login", "2024-03-09T21:05:30Z", "customer-2", session_id="s2"),
+    _event(5, "prompt", "2024-03-09T21:31:00Z", "customer-1", tokens="lots", model="gpt4", type="input"),
+    _event(6, "prompt", "2024-03-09T21:31:20Z", "customer-1", tokens="12.5", model="llama", type="input"),
+    _event(7, "request", "2024-03-09T21:32:10Z", "customer-2", method="POST", route="/b", duration_seconds=1.25,
+           ingress_bytes=2048),
+    _event(8, "login", "2024-03-09T21:33:00Z", "customer-1", session_id="s1"),
+    _event(9, "login", "2024-03-09T21:34:00Z", "customer-1", session_id="s1"),
+    _event(10, "unknown_type", "2024-03-09T21:35:00Z", "customer-1", anything=1),
+    _event(11, "prompt", "2024-03-09T21:44:59.999Z", "customer-2", tokens=7, type="output"),
+]
+SLUGS = ["tokens_total", "api_requests_total", "api_request_duration_seconds", "api_request_ingress_bytes",
+         "unique_sessions_total"]
+# DynamoDB writes the processor makes for WORKLOAD in one batch at START (index pages by event hour,
+# raw pages by counter set, minute and subject bucket, manifests by event quarter plus one late list).
+# test_every_write_position_is_covered checks it, so the positions below are all of them.
+WRITES_PER_BATCH = 19
+
+
+def post(events: list[dict[str, Any]], function: Any = ingest) -> None:
+    reply = call(function, "POST", "/api/v1/events", body=events, content_type="application/cloudevents-batch+json")
+    assert reply.status == 204, reply.body
+
+
+def ingest_workload() -> None:
+    """One request per event, so the stream order (and with it which write is the k-th) is fixed; then
+    retries of some of them with other content, which must change nothing."""
+    for event in WORKLOAD:
+        post([event])
+    post([{**WORKLOAD[1], "subject": "mallory", "data": {"tokens": 10**6}}, {**WORKLOAD[6], "type": "prompt"}])
+
+
+class Pipeline:
+    """The processor behind a StreamPoller on a simulated clock, and the compactor running between its
+    invocations. The compactor and the reader use a client of their own, so the fault plan (hooked on
+    the processor's client) counts the processor's writes only."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, faults: FaultPlan | None = None, **settings: Any) -> None:
+        self.clock = START
+        monkeypatch.setattr(processor, "now_ms", lambda: self.clock)
+        self.store = UsageStore(client=boto3.client("dynamodb", region_name="us-east-1"))
+        self.timing = compaction_timing()
+        # as if the compactor had been running all along: folded up to its horizons at START
+        self.store.set_compaction_state(quarterHorizon=floor_to(START - self.timing.grace_ms, QUARTER_MS),
+                                        dayHorizon=floor_to(START - self.timing.grace_ms, DAY_MS),
+                                        lateThrough=floor_to(START - self.timing.write_margin_ms, QUARTER_MS))
+        self.compactor = Compactor(self.store, meter_catalog, self.timing)
+        arn = boto3.client("dynamodb", region_name="us-east-1").describe_table(TableName=EVENTS)["Table"][
+            "LatestStreamArn"]
+        self.poller = StreamPoller(boto3.client("dynamodbstreams", region_name="us-east-1"), arn, self._invoke,
+                                   StreamSettings(retry_delay_s=0, **settings), faults=faults)
+
+    def _invoke(self, event: dict[str, Any]) -> Any:
+        self.compactor.run(self.clock)
+        self.clock += STEP_MS
+        return processor.handler(event, LocalLambdaContext("processor"))
+
+    def deliver(self) -> None:
+        while self.poller.poll_once():
+            pass
+
+    def catch_up(self) -> None:
+        self.clock = CAUGHT_UP
+        assert self.compactor.run_until_caught_up(self.clock).caught_up
+
+
+def meters() -> dict[str, Meter]:
+    return {m.slug: m for m in meter_catalog("default").meters}
+
+
+def queries(meter: Meter) -> list[UsageQuery]:
+    """Totals, HOUR windows on half hours (Asia/Kolkata), DAY windows of a +02:00 zone (Africa/Cairo,
+    whose day ends at 22:00 UTC) and MINUTE windows with a millisecond edge. Each ends soon after the
+    events: the reader looks up a manifest per quarter-hour between the compactor's horizon and `to`."""
+    keys = list(meter.group_by)
+    return [
+        UsageQuery(ms("2024-03-08T00:00:00Z"), ms("2024-03-09T22:00:00Z"), None, "UTC", None, ["subject", *keys]),
+        UsageQuery(ms("2024-03-08T23:30:00Z"), ms("2024-03-09T22:30:00Z"), WindowSize.HOUR, "Asia/Kolkata", None,
+                   keys),
+        UsageQuery(ms("2024-03-07T22:00:00Z"), ms("2024-03-09T22:00:00Z"), WindowSize.DAY, "Africa/Cairo",
+                   ["customer-1"], keys[:1]),
+        UsageQuery(ms("2024-03-09T21:00:00Z"), ms("2024-03-09T21:50:00.500Z"), WindowSize.MINUTE, "UTC", None, []),
+    ]
+
+
+def raw_events(client: Any) -> list[StoredEvent]:
+    return [stored_event_from_item(item) for item in scan_all(client, EVENTS)]
+
+
+def assert_counts_equal_recount(client: Any, store: UsageStore, now_ms: int) -> None:
+    events = raw_events(client)
+    reader = UsageReader(store)
+    by_slug = meters()
+    for slug in SLUGS:
+        meter = by_slug[slug]
+        for query in queries(meter):
+            rows = reader.query("default", meter, query, now_ms)
+            assert_same(as_result(rows), recount(meter, events, query))
+
+
+def assert_api_equals_recount(client: Any) -> None:
+    """The same through GET /api/v1/meters/{slug}/query (the compactor has caught up)."""
+    events = raw_events(client)
+    by_slug = meters()
+    for slug in SLUGS:
+        meter = by_slug[slug]
+        query = queries(meter)[1]
+        params = {"from": "2024-03-08T23:30:00Z", "to": "2024-03-09T22:30:00Z", "windowSize": "HOUR",
+                  "windowTimeZone": "Asia/Kolkata"}
+        if meter.group_by:
+            params["groupBy"] = ",".join(meter.group_by)  # as API Gateway joins repeated parameters
+        reply = call(api, "GET", f"/api/v1/meters/{slug}/query", query=params)
+        assert reply.status == 200, reply.body
+        assert_same(as_result(reply.json()["data"]), recount(meter, events, query))
+
+
+def run(aws: Any, monkeypatch: pytest.MonkeyPatch, faults: FaultPlan | None, **settings: Any) -> Pipeline:
+    ingest_workload()
+    pipeline = Pipeline(monkeypatch, faults, **settings)
+    pipeline.deliver()
+    stats = pipeline.poller.stats
+    assert stats.failed_batches == []
+    assert stats.records_delivered >= len(WORKLOAD)
+    assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)  # the compactor behind
+    pipeline.catch_up()
+    assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)
+    return pipeline
+
+
+def test_every_write_position_is_covered(aws, monkeypatch) -> None:
+    pipeline = run(aws, monkeypatch, FaultPlan())
+    stats = pipeline.poller.stats
+    assert stats.invocations == 1 and stats.faults_injected == 0
+    assert stats.writes == [WRITES_PER_BATCH], "update WRITES_PER_BATCH: the processor's writes changed"
+    assert_api_equals_recount(aws)
+
+
+@pytest.mark.parametrize("k", range(WRITES_PER_BATCH))
+def test_invocation_failing_after_each_write(aws, monkeypatch, k: int) -> None:
+    """Writes 1..k land, the rest of the batch's writes are refused; Lambda bisects and retries."""
+    pipeline = run(aws, monkeypatch, FaultPlan(fail_after_writes=k))
+    stats = pipeline.poller.stats
+    assert stats.faults_injected >= 1 and stats.writes[0] == k and stats.bisects >= 1
+
+
+@pytest.mark.parametrize("k", range(1, WRITES_PER_BATCH + 1))
+def test_invocation_crashing_after_each_write(aws, monkeypatch, k: int) -> None:
+    """Write k lands and the invocation dies; Lambda bisects, and the first half dies at its k-th write
+    too (if it makes that many): the halves rewrite what landed under other batch ids."""
+    pipeline = run(aws, monkeypatch, FaultPlan(crash_after_write=k, invocations=frozenset({1, 2})))
+    stats = pipeline.poller.stats
+    assert stats.faults_injected >= 1 and stats.writes[0] == k and stats.bisects >= 1
+
+
+@pytest.mark.parametrize("k", [1, WRITES_PER_BATCH // 2, WRITES_PER_BATCH])
+def test_invocation_crashing_and_retried_whole(aws, monkeypatch, k: int) -> None:
+    """Without BisectBatchOnFunctionError, Lambda retries the whole batch: it dies at write k twice."""
+    pipeline = run(aws, monkeypatch, FaultPlan(crash_after_write=k, invocations=frozenset({1, 2})),
+                   bisect_on_error=False)
+    stats = pipeline.poller.stats
+    assert stats.faults_injected == 2 and stats.writes[:2] == [k, k] and stats.retries == 2
+
+
+@pytest.mark.parametrize("position", [0, 1, 5, len(WORKLOAD) - 1])
+def test_processed_records_reported_as_failed(aws, monkeypatch, position: int) -> None:
+    """A response names records it did process as failures: they are processed again from there."""
+    pipeline = run(aws, monkeypatch, FaultPlan(report_failures_from=position, invocations=frozenset({1, 2})))
+    stats = pipeline.poller.stats
+    # the retry (the records from `position` on) is reported failing from `position` on too, if it has that many
+    again = position < len(WORKLOAD) - position
+    assert stats.faults_injected == 1 + again and stats.retries == 1 + again
+
+
+@pytest.mark.parametrize("shapes", [("whole",), ("first_half", "second_half"), ("shifted", "whole")])
+def test_redelivered_batches(aws, monkeypatch, shapes: tuple[str, ...]) -> None:
+    pipeline = run(aws, monkeypatch, FaultPlan(redeliver=shapes, crash_after_write=3,
+                                               invocations=frozenset({2})), batch_size=4)
+    stats = pipeline.poller.stats
+    assert stats.redeliveries == 3 * len(shapes) and stats.faults_injected == 1
+
+
+def test_duplicated_and_concurrent_ingestion(aws, monkeypatch) -> None:
+    """8 clients send the same batch at once (and one of them again later): every event is stored and
+    counted once."""
+    function = LocalFunction("ingest", "functions.ingest.handler", concurrency=8)
+    environment = type("Environment", (), {"handler": staticmethod(lambda event, context: function.invoke(event))})
+    barrier = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            barrier.wait()
+            post(WORKLOAD, environment)
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    post([{**event, "data": {"tokens": 1, "session_id": "other"}} for event in WORKLOAD])
+    stored = raw_events(aws)
+    assert sorted(e.id for e in stored) == sorted(e["id"] for e in WORKLOAD)
+    assert {e.id: e.data for e in stored} == {e["id"]: e["data"] for e in WORKLOAD}
+
+    pipeline = Pipeline(monkeypatch, FaultPlan(redeliver=("whole",), crash_after_write=5), batch_size=5)
+    pipeline.deliver()
+    assert pipeline.poller.stats.failed_batches == []
+    assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)
+    pipeline.catch_up()
+    assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)
+    assert_api_equals_recount(aws)

@@ -45,3 +45,26 @@ def table_name(spec: TableSpec) -> str:
     if not name:
         raise RuntimeError(f"environment variable {spec.env_var} (the {spec.logical_name} table) is not set")
     return name
+
+
+class TableAdapter:
+    """What every table adapter shares: an injectable client (the process-wide one by default) and the
+    table name from the environment, both resolved on first use."""
+
+    spec: TableSpec
+
+    def __init__(self, client: Any = None, table: str | None = None) -> None:
+        self._client = client
+        self._table = table
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+    @property
+    def table(self) -> str:
+        if self._table is None:
+            self._table = table_name(self.spec)
+        return self._table

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.events import CloudEvent, StoredEvent
-from meterline.storage.dynamo import dynamodb_client, table_name
+from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import EVENTS_TABLE
 
 DEFAULT_RETENTION_DAYS = 400
@@ -62,28 +62,17 @@ def stored_event_from_item(item: dict[str, Any]) -> StoredEvent:
     )
 
 
-class EventsStore:
+class EventsStore(TableAdapter):
     """Writes each event at most once, concurrently, and reads events back by key."""
 
     MAX_CONCURRENCY = 32
 
+    spec = EVENTS_TABLE
+
     def __init__(self, client: Any = None, table: str | None = None,
                  retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
-        self._client = client
-        self._table = table
+        super().__init__(client, table)
         self._retention_s = retention_days * 86_400
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
-
-    @property
-    def table(self) -> str:
-        if self._table is None:
-            self._table = table_name(EVENTS_TABLE)
-        return self._table
 
     def item(self, namespace: str, event: CloudEvent, ingested_ms: int) -> dict[str, Any]:
         item: dict[str, Any] = {

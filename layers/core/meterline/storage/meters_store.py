@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.meters import BackfillStatus, Meter, is_slug, is_ulid
-from meterline.storage.dynamo import dynamodb_client, table_name
+from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import CATALOG_TABLE
 
 _BACKFILL_ATTEMPTS = 10
@@ -39,25 +39,11 @@ def _stored_meter(item: dict[str, Any]) -> StoredMeter:
     return StoredMeter(Meter.model_validate(orjson.loads(item["meter"]["S"])), int(item["version"]["N"]))
 
 
-class MetersStore:
+class MetersStore(TableAdapter):
     """Create, read, replace and delete the meters of a namespace. Writes are conditional: create only
     if the slug is new, replace and delete only the meter (id) and version the caller read."""
 
-    def __init__(self, client: Any = None, table: str | None = None) -> None:
-        self._client = client
-        self._table = table
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
-
-    @property
-    def table(self) -> str:
-        if self._table is None:
-            self._table = table_name(CATALOG_TABLE)
-        return self._table
+    spec = CATALOG_TABLE
 
     def _item(self, namespace: str, meter: Meter, version: int) -> dict[str, Any]:
         if meter.id is None:

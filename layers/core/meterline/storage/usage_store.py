@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.event_index import EventRef, IndexPage
-from meterline.storage.dynamo import dynamodb_client, table_name
+from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
 
 _INDEX = "evidx"
@@ -59,23 +59,12 @@ def slot_key(subject: str, index: int) -> str:
     return f"{subject}#{index:02d}"
 
 
-class UsageStore:
+class UsageStore(TableAdapter):
+    spec = USAGE_TABLE
+
     def __init__(self, client: Any = None, table: str | None = None, retention_days: int = 400) -> None:
-        self._client = client
-        self._table = table
+        super().__init__(client, table)
         self._retention_s = retention_days * 86_400
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
-
-    @property
-    def table(self) -> str:
-        if self._table is None:
-            self._table = table_name(USAGE_TABLE)
-        return self._table
 
     def put_index_pages(self, pages: Sequence[IndexPage], now_ms: int) -> None:
         """Write index pages. A page's key is derived from its batch, so a redelivered batch

@@ -25,7 +25,9 @@ USER_AGENT = "Meterline-Webhooks/1"
 MAX_RESPONSE_BYTES = 4096
 ERROR_EXCERPT_CHARS = 200
 # Set by Meterline on every request (or framing ones http.client manages): endpoint headers cannot replace them.
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"})
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
+)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _LINE_BREAK_OR_NUL = re.compile(r"[\r\n\x00]")
 

@@ -20,7 +20,7 @@ def _dev(args: argparse.Namespace) -> int:
                                                      DEFAULT_METERS_FILE)
         meters_file = None
     config = LocalConfig(host=args.host, port=args.port, meters_file=meters_file, namespace=args.namespace,
-                         retention_days=args.retention_days)
+                         retention_days=args.retention_days, webhook_allow_loopback=args.allow_loopback)
     started = time.perf_counter()
     stack = LocalStack(config)
     try:
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--config", default=None, help="meters YAML file (default: examples/meters.yaml)")
     dev.add_argument("--namespace", default="default", help="namespace of unauthenticated requests")
     dev.add_argument("--retention-days", type=int, default=400)
+    dev.add_argument("--allow-loopback", action=argparse.BooleanOptionalAction, default=True,
+                     help="allow usage webhooks to loopback addresses such as localhost (default: on; off on AWS)")
     dev.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

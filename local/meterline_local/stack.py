@@ -1,8 +1,11 @@
 """The embedded local stack: moto for DynamoDB and its stream, tables from the shared table specs,
-the HTTP functions behind the local gateway, and the stream poller feeding the processor."""
+the HTTP functions behind the local gateway, the stream poller feeding the processor, and usage
+exports: moto's SQS queues, KMS key and Scheduler group, a scheduler thread firing report schedules
+into the exporter, and SQS pollers feeding the exporter and the webhook sender."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -10,11 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meterline_local.lambda_runtime import LocalFunction
+
 log = logging.getLogger("dev")
 
 REGION = "us-east-1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_METERS_FILE = REPO_ROOT / "examples" / "meters.yaml"
+# Report schedules target the exporter by ARN and Scheduler assumes a role; neither exists in moto,
+# the local scheduler maps this ARN to the local exporter.
+LOCAL_ACCOUNT = "000000000000"
+EXPORTER_FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{LOCAL_ACCOUNT}:function:meterline-local-exporter"
+SCHEDULER_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/meterline-local-scheduler"
 
 
 @dataclass
@@ -32,6 +42,19 @@ class LocalConfig:
     compaction_interval_s: float = 2.0
     compaction_grace_s: float = 10.0
     write_margin_s: float = 5.0
+    # Usage exports (the AWS values are MeterlineProps'): a schedule fires `export_settle_s` after its
+    # window closes; a webhook is tried `webhook_max_attempts` times, `webhook_backoff_base_s` apart at
+    # first, growing up to `webhook_backoff_max_s`. Webhooks to loopback addresses are allowed locally.
+    export_settle_s: int = 2
+    webhook_allow_loopback: bool = True
+    webhook_max_attempts: int = 4
+    webhook_backoff_base_s: int = 1
+    webhook_backoff_max_s: int = 3
+    webhook_timeout_s: int = 10
+    # A message whose handler failed reappears after the visibility timeout; on its
+    # `queue_max_receive_count`-th failure it moves to the dead-letter queue.
+    queue_visibility_timeout_s: int = 3
+    queue_max_receive_count: int = 3
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,6 +92,15 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
         "METERLINE_COMPACTION_GRACE_SECONDS": str(config.compaction_grace_s),
         "METERLINE_WRITE_MARGIN_SECONDS": str(config.write_margin_s),
         "METERLINE_METER_CACHE_SECONDS": "1",  # meters changed through the API apply within a second
+        "SCHEDULE_GROUP_NAME": f"{config.table_prefix}-reports",
+        "EXPORTER_FUNCTION_ARN": EXPORTER_FUNCTION_ARN,
+        "SCHEDULER_ROLE_ARN": SCHEDULER_ROLE_ARN,
+        "METERLINE_EXPORT_SETTLE_SECONDS": str(config.export_settle_s),
+        "METERLINE_WEBHOOK_ALLOW_LOOPBACK": "true" if config.webhook_allow_loopback else "false",
+        "METERLINE_WEBHOOK_MAX_ATTEMPTS": str(config.webhook_max_attempts),
+        "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS": str(config.webhook_backoff_base_s),
+        "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS": str(config.webhook_backoff_max_s),
+        "METERLINE_WEBHOOK_TIMEOUT_SECONDS": str(config.webhook_timeout_s),
         "POWERTOOLS_SERVICE_NAME": "meterline",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     }
@@ -79,16 +111,62 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class ExportResources:
+    export_queue_url: str
+    export_dlq_url: str
+    delivery_queue_url: str
+    delivery_dlq_url: str
+    signing_key_id: str
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables that name them for the handlers (the export DLQ is only read by people)."""
+        return {
+            "EXPORT_QUEUE_URL": self.export_queue_url,
+            "DELIVERY_QUEUE_URL": self.delivery_queue_url,
+            "DELIVERY_DLQ_URL": self.delivery_dlq_url,
+            "SIGNING_KEY_ID": self.signing_key_id,
+        }
+
+
+def create_export_resources(config: LocalConfig, schedule_group: str) -> ExportResources:
+    """The queues (each with a dead-letter queue, as the CDK stack has them), the signing key and the
+    schedule group of usage exports, in moto."""
+    import boto3
+
+    sqs = boto3.client("sqs", region_name=REGION)
+
+    def queue_with_dlq(name: str) -> tuple[str, str]:
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.queue_max_receive_count}
+        url = sqs.create_queue(QueueName=name, Attributes={
+            "VisibilityTimeout": str(config.queue_visibility_timeout_s), "RedrivePolicy": json.dumps(redrive),
+        })["QueueUrl"]
+        return url, dlq_url
+
+    export_url, export_dlq_url = queue_with_dlq(f"{config.table_prefix}-export-requests")
+    delivery_url, delivery_dlq_url = queue_with_dlq(f"{config.table_prefix}-deliveries")
+    key = boto3.client("kms", region_name=REGION).create_key(Description="Meterline local report signing secrets")
+    boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=schedule_group)
+    return ExportResources(export_url, export_dlq_url, delivery_url, delivery_dlq_url, key["KeyMetadata"]["Arn"])
+
+
 class LocalStack:
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
         self.gateway: Any = None
-        self.poller: Any = None
+        self.poller: Any = None  # the events stream's
+        self.exports: ExportResources | None = None
+        self.scheduler: Any = None
+        self.export_poller: Any = None
+        self.delivery_poller: Any = None
         self._mock: Any = None
         self._server_thread: threading.Thread | None = None
-        self._scheduler: threading.Thread | None = None
+        self._compactor_thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.functions: dict[str, Any] = {}
+        self.functions: dict[str, LocalFunction] = {}
 
     @property
     def url(self) -> str:
@@ -110,10 +188,12 @@ class LocalStack:
 
         import boto3
 
+        from meterline.aws.clients import reset_clients
         from meterline.storage.dynamo import reset_client
         from meterline.storage.tables import ALL_TABLES
 
         reset_client()
+        reset_clients()  # SQS, KMS and Scheduler clients made before this moto started would miss it
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         stream_arn = None
         for spec in ALL_TABLES:
@@ -127,20 +207,27 @@ class LocalStack:
                 stream_arn = description["LatestStreamArn"]
         self._seed_meters(declared_meters)
 
-        from functions.catalog import COMPACTOR_MODULE, HTTP_FUNCTIONS, PROCESSOR_MODULE
+        from functions.catalog import (
+            COMPACTOR_MODULE,
+            EXPORTER_MODULE,
+            HTTP_FUNCTIONS,
+            PROCESSOR_MODULE,
+            SENDER_MODULE,
+        )
         from meterline_local.http_gateway import LocalGateway, Route
-        from meterline_local.lambda_runtime import LocalFunction
+        from meterline_local.scheduler import LocalScheduler
+        from meterline_local.sqs_poller import SqsPoller, SqsSettings
         from meterline_local.stream_poller import StreamPoller, StreamSettings
+
+        self.exports = create_export_resources(self.config, env["SCHEDULE_GROUP_NAME"])
+        env.update(self.exports.environment)
+        os.environ.update(self.exports.environment)
 
         routes = []
         for spec in HTTP_FUNCTIONS:
-            function = LocalFunction(spec.name, spec.module, self.config.function_concurrency)
-            function.warm()
-            self.functions[spec.name] = function
+            function = self._function(spec.name, spec.module, self.config.function_concurrency)
             routes.extend(Route(method, path, function) for method, path in spec.routes)
-        processor = LocalFunction("processor", PROCESSOR_MODULE, concurrency=1)  # ParallelizationFactor 1
-        processor.warm()
-        self.functions["processor"] = processor
+        processor = self._function("processor", PROCESSOR_MODULE, concurrency=1)  # ParallelizationFactor 1
 
         self.gateway = LocalGateway((self.config.host, self.config.port), routes)
         self._server_thread = threading.Thread(target=self.gateway.serve_forever, name="gateway", daemon=True)
@@ -157,13 +244,31 @@ class LocalStack:
         self.poller.start()
 
         # EventBridge Scheduler runs the compactor every minute on AWS; here a thread runs it often.
-        compactor = LocalFunction("compactor", COMPACTOR_MODULE, concurrency=1)
-        compactor.warm()
-        self.functions["compactor"] = compactor
-        self._scheduler = threading.Thread(target=self._run_compactor, args=(compactor,), name="compactor",
-                                           daemon=True)
-        self._scheduler.start()
+        compactor = self._function("compactor", COMPACTOR_MODULE, concurrency=1)
+        self._compactor_thread = threading.Thread(target=self._run_compactor, args=(compactor,), name="compactor",
+                                                  daemon=True)
+        self._compactor_thread.start()
+
+        # Usage exports: report schedules fire into the exporter, which also takes manual runs from the
+        # export queue; the sender takes the deliveries. Batch sizes as in infra/exports.py.
+        exporter = self._function("exporter", EXPORTER_MODULE, self.config.function_concurrency)
+        sender = self._function("sender", SENDER_MODULE, self.config.function_concurrency)
+        sqs = boto3.client("sqs", region_name=REGION)
+        self.scheduler = LocalScheduler(boto3.client("scheduler", region_name=REGION), env["SCHEDULE_GROUP_NAME"],
+                                        {EXPORTER_FUNCTION_ARN: exporter.invoke})
+        self.export_poller = SqsPoller(sqs, self.exports.export_queue_url, exporter.invoke,
+                                       SqsSettings(batch_size=1), region=REGION, name="export-poller")
+        self.delivery_poller = SqsPoller(sqs, self.exports.delivery_queue_url, sender.invoke,
+                                         SqsSettings(batch_size=10), region=REGION, name="delivery-poller")
+        for thread in (self.scheduler, self.export_poller, self.delivery_poller):
+            thread.start()
         return self
+
+    def _function(self, name: str, module: str, concurrency: int) -> LocalFunction:
+        function = LocalFunction(name, module, concurrency)
+        function.warm()
+        self.functions[name] = function
+        return function
 
     def _run_compactor(self, compactor: Any) -> None:
         while not self._stopping.wait(self.config.compaction_interval_s):
@@ -186,11 +291,13 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._scheduler is not None:
-            self._scheduler.join(timeout=10)
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller.join(timeout=5)
+        threads = [self.scheduler, self.export_poller, self.delivery_poller, self.poller]
+        for thread in threads:
+            if thread is not None:
+                thread.stop()
+        for thread in [*threads, self._compactor_thread]:
+            if thread is not None:
+                thread.join(timeout=10)
         if self.gateway is not None:
             self.gateway.shutdown()
             self.gateway.server_close()

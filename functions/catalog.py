@@ -36,10 +36,31 @@ API = HttpFunction(
     ),
     description="Lists events and manages meters and answers usage queries",
 )
-HTTP_FUNCTIONS = (INGEST, API)
+REPORTS = HttpFunction(
+    name="reports",
+    routes=(
+        ("GET", "/api/v1/reports"),
+        ("POST", "/api/v1/reports"),
+        ("GET", "/api/v1/reports/{slug}"),
+        ("PUT", "/api/v1/reports/{slug}"),
+        ("DELETE", "/api/v1/reports/{slug}"),
+        ("POST", "/api/v1/reports/{slug}/rotate-secret"),
+        ("GET", "/api/v1/reports/{slug}/runs"),
+        ("POST", "/api/v1/reports/{slug}/runs"),
+    ),
+    description="Manages usage export reports, their schedules and signing secrets, and their runs",
+)
+HTTP_FUNCTIONS = (INGEST, API, REPORTS)
 
 # The events-table stream consumer.
 PROCESSOR_MODULE = "functions.processor.handler"
 
 # Scheduled every minute: folds counting rows into quarter-hour and day slots.
 COMPACTOR_MODULE = "functions.compactor.handler"
+
+# Usage exports: invoked by each report's EventBridge schedule (and by the export-request queue for
+# manual runs); queries the report's window and enqueues one webhook delivery per subject.
+EXPORTER_MODULE = "functions.exporter.handler"
+
+# Consumes the delivery queue: signs and POSTs each usage webhook, retries with backoff.
+SENDER_MODULE = "functions.sender.handler"

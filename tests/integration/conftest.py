@@ -28,3 +28,51 @@ def example_meters(request: pytest.FixtureRequest) -> Iterator[list[Meter]]:
         seed_meters(MetersStore(), "default", meters, SEEDED_AT_MS)
     yield meters
     meter_source.invalidate()
+
+
+@pytest.fixture
+def exports_aws(aws, monkeypatch):  # noqa: ANN001, ANN201 - fixtures
+    """`aws` plus what usage exports need in moto: the KMS key of signing secrets, the schedule group,
+    the export-request and delivery queues (with the delivery dead-letter queue), and their env vars.
+    Handler-level caches are dropped so each test sees its own moto resources."""
+    import boto3
+
+    from meterline.aws.clients import reset_clients
+
+    region = "us-east-1"
+    sqs = boto3.client("sqs", region_name=region)
+    urls = {name: sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("export-requests", "deliveries", "dlq")}
+    key_id = boto3.client("kms", region_name=region).create_key()["KeyMetadata"]["KeyId"]
+    boto3.client("scheduler", region_name=region).create_schedule_group(Name="meterline-reports")
+    env = {
+        "SIGNING_KEY_ID": key_id,
+        "SCHEDULE_GROUP_NAME": "meterline-reports",
+        "EXPORTER_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:exporter",
+        "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/scheduler",
+        "EXPORT_QUEUE_URL": urls["export-requests"],
+        "DELIVERY_QUEUE_URL": urls["deliveries"],
+        "DELIVERY_DLQ_URL": urls["dlq"],
+        "METERLINE_WEBHOOK_ALLOW_LOOPBACK": "true",
+        "METERLINE_WEBHOOK_MAX_ATTEMPTS": "3",
+        "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS": "1",
+        "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS": "1",
+        "METERLINE_WEBHOOK_TIMEOUT_SECONDS": "2",
+        "METERLINE_EXPORT_SETTLE_SECONDS": "60",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from functions.exporter import handler as exporter_handler
+    from functions.reports import handler as reports_handler
+    from functions.sender import handler as sender_handler
+    from meterline.settings import export_settings
+
+    def reset() -> None:
+        reset_clients()
+        export_settings.cache_clear()
+        reports_handler._context = None
+        exporter_handler._exporter = None
+        sender_handler._sender = None
+
+    reset()
+    yield {"sqs": sqs, "queues": urls, "key_id": key_id}
+    reset()

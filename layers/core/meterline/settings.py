@@ -57,3 +57,38 @@ class CompactionTiming:
 @cache
 def compaction_timing() -> CompactionTiming:
     return CompactionTiming.from_env()
+
+
+def _positive(name: str, default: str) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RuntimeError(f"{name}={raw!r} must be a number") from None
+    if value <= 0:
+        raise RuntimeError(f"{name} must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Usage exports. Schedules fire `settle` after each window closes (so the stream processor has
+    counted the window's last events); a scheduled run catches up at most `catch_up_windows` missed
+    windows; run history is kept `run_retention_days`."""
+
+    settle_ms: int
+    catch_up_windows: int
+    run_retention_days: int
+
+    @classmethod
+    def from_env(cls) -> ExportSettings:
+        return cls(
+            settle_ms=int(_positive("METERLINE_EXPORT_SETTLE_SECONDS", "60") * 1000),
+            catch_up_windows=int(_positive("METERLINE_EXPORT_CATCH_UP_WINDOWS", "24")),
+            run_retention_days=int(_positive("METERLINE_RUN_RETENTION_DAYS", "90")),
+        )
+
+
+@cache
+def export_settings() -> ExportSettings:
+    return ExportSettings.from_env()

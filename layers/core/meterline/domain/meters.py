@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.validation import field_errors
 from meterline.errors import FieldError, InvalidInput
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:_[a-z0-9]+)*$"
@@ -167,37 +168,8 @@ def _group_by_error(key: str, reason: str) -> PydanticCustomError:
 _ALIASES = {name: info.alias or name for name, info in Meter.model_fields.items()}
 _ALIASES.update({name: info.alias or name for name, info in BackfillStatus.model_fields.items()})
 
-_REASONS = {
-    "missing": "is required",
-    "extra_forbidden": "is not a field of a meter",
-    "string_type": "must be a string",
-    "string_too_short": "must not be empty",
-    "dict_type": "must be a JSON object",
-    "model_type": "must be a JSON object",
-    "model_attributes_type": "must be a JSON object",
-}
-
-
 def _field_errors(exc: ValidationError, index: int | None = None) -> list[FieldError]:
-    errors = []
-    for err in exc.errors(include_url=False):
-        loc = [str(part) for part in err["loc"]]
-        if loc and err["type"] != "extra_forbidden":  # an unknown field is named as it was sent
-            loc[0] = _ALIASES.get(loc[0], loc[0])
-        if err["type"] == "group_by_value":
-            loc.append(err["ctx"]["key"])
-        field = ".".join(loc) or "meter"
-        reason = _REASONS.get(err["type"])
-        if reason is None:
-            if err["type"] == "string_pattern_mismatch":
-                reason = f"must match {err['ctx']['pattern']}"
-            elif err["type"] == "string_too_long":
-                reason = f"must be at most {err['ctx']['max_length']} characters long"
-            else:
-                msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-                reason = msg[:1].lower() + msg[1:]
-        errors.append(FieldError(field, reason, index))
-    return errors
+    return field_errors(exc, aliases=_ALIASES, what="a meter", root="meter", index=index)
 
 
 def describe(errors: Sequence[FieldError]) -> str:

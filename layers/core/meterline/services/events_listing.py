@@ -8,7 +8,7 @@ from typing import Any
 
 from meterline.domain.event_index import EventRef
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import epoch_ms_field, format_ms, to_epoch_ms
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.events_store import EventsStore
 from meterline.storage.usage_store import UsageStore
@@ -43,14 +43,7 @@ class ListEventsQuery:
             errors.append(FieldError(name, "is not a supported query parameter"))
 
         def time_param(name: str) -> int | None:
-            raw = params.get(name)
-            if raw is None:
-                return None
-            try:
-                return to_epoch_ms(parse_rfc3339(raw))
-            except ValueError as exc:
-                errors.append(FieldError(name, str(exc)))
-                return None
+            return epoch_ms_field(params, name, errors)
 
         now = now or datetime.now(UTC)
         to_ms = time_param("to")

@@ -34,7 +34,7 @@ def new_meter_id() -> str:
     return str(ULID())
 
 
-def json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
+def json_object(body: bytes, content_type: str | None, what: str = "a meter") -> dict[str, Any]:
     """The JSON object of a request body: 415 unless application/json, 413 beyond 64 KiB, 400 otherwise."""
     bare = (content_type or "").split(";", 1)[0].strip().lower()
     if bare != JSON:
@@ -48,7 +48,8 @@ def json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise InvalidInput(f"the body is not valid JSON: {exc}", kind="malformed-json",
                            title="Malformed JSON") from None
     if not isinstance(payload, dict):
-        raise InvalidInput("the body must be a JSON object (a meter)", [FieldError("meter", "must be a JSON object")])
+        raise InvalidInput(f"the body must be a JSON object ({what})",
+                           [FieldError(what.split()[-1], "must be a JSON object")])
     return payload
 
 

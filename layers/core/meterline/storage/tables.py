@@ -59,12 +59,14 @@ USAGE_TABLE = TableSpec(
     ttl_attribute="expiresAt",
 )
 
-# What users configure: meters now; features, entitlements and reports later. Small and read-mostly.
+# What users configure (meters, usage export reports; entitlements later) and the history of report runs,
+# which expires (TTL) after METERLINE_RUN_RETENTION_DAYS.
 CATALOG_TABLE = TableSpec(
     logical_name="Catalog",
     env_var="CATALOG_TABLE",
     partition_key="pk",
     sort_key="sk",
+    ttl_attribute="expiresAt",
 )
 
 ALL_TABLES = (EVENTS_TABLE, USAGE_TABLE, CATALOG_TABLE)

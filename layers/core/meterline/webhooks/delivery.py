@@ -18,16 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from meterline.domain.reports import is_reserved_header
 from meterline.webhooks.endpoints import EndpointPolicy, RefusedEndpoint, Target, parse_target
 from meterline.webhooks.signing import signature_headers
 
 USER_AGENT = "Meterline-Webhooks/1"
 MAX_RESPONSE_BYTES = 4096
 ERROR_EXCERPT_CHARS = 200
-# Set by Meterline on every request (or framing ones http.client manages): endpoint headers cannot replace them.
-RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
-)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _LINE_BREAK_OR_NUL = re.compile(r"[\r\n\x00]")
 
@@ -102,8 +99,7 @@ def _request_headers(user_headers: Mapping[str, str], signature: dict[str, str])
         valid_value = isinstance(value, str) and not _LINE_BREAK_OR_NUL.search(value) and _is_latin1(value)
         if not (isinstance(name, str) and _HEADER_NAME.fullmatch(name) and valid_value):
             raise ValueError(f"endpoint header {str(name)[:64]!r} is not a valid HTTP header")
-        lowered = name.lower()
-        if lowered not in RESERVED_HEADERS and not lowered.startswith("webhook-"):
+        if not is_reserved_header(name):
             merged[name] = value
     return {**merged, "Content-Type": "application/json", "User-Agent": USER_AGENT, **signature}
 

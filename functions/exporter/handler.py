@@ -1,0 +1,55 @@
+"""The exporter: invoked by a report's EventBridge schedule ({"namespace", "report", "reportId"}) to
+export the windows that closed, or by the export-request queue (SQS, partial batch failures) to run a
+manually requested window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from meterline.aws.queues import ExportQueues
+from meterline.domain.timeutil import now_ms
+from meterline.services.exports import Exporter
+from meterline.settings import export_settings, settings
+from meterline.storage.meters_store import MetersStore
+from meterline.storage.reports_store import ReportsStore
+from meterline.storage.usage_store import UsageStore
+
+logger = Logger(service="meterline")
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_exporter: Exporter | None = None
+
+
+def exporter() -> Exporter:
+    global _exporter
+    if _exporter is None:
+        exports = export_settings()
+        _exporter = Exporter(
+            reports=ReportsStore(run_retention_days=exports.run_retention_days), meters=MetersStore(),
+            usage=UsageStore(retention_days=settings().retention_days), queues=ExportQueues(), settings=exports,
+        )
+    return _exporter
+
+
+def _requested(record: SQSRecord) -> None:
+    request = orjson.loads(record.body)
+    run = exporter().run_requested(request["namespace"], request["reportId"], request["runId"], request["report"],
+                                   now_ms())
+    logger.info("manual export", extra={"report": request["report"], "run": request["runId"],
+                                        "status": run.status if run else "skipped"})
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" in event:
+        with processor(records=event["Records"], handler=_requested, lambda_context=context):
+            processor.process()
+        return processor.response()
+    runs = exporter().run_scheduled(event["namespace"], event["report"], event["reportId"], now_ms())
+    logger.info("scheduled export", extra={"report": event["report"],
+                                           "windows": [(r.trigger.value, r.window_start_ms) for r in runs]})
+    return {"runs": [run.id for run in runs]}

@@ -1,0 +1,37 @@
+"""One boto3 client per service and process, made on first use (never at import time)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+
+def aws_client(service: str) -> Any:
+    client = _clients.get(service)
+    if client is None:
+        with _lock:
+            client = _clients.get(service)
+            if client is None:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=2, read_timeout=10)
+                client = _clients[service] = boto3.session.Session().client(service, config=config)
+    return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests switch between moto contexts)."""
+    with _lock:
+        _clients.clear()
+
+
+def required_env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"environment variable {name} ({what}) is not set")
+    return value

@@ -1,0 +1,52 @@
+"""The two SQS queues of usage exports: export requests (manual runs, consumed by the exporter) and
+webhook deliveries (one message per subject, consumed by the sender), plus the deliveries' dead-letter
+queue, where the sender puts a delivery after its last failed attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from meterline.aws.clients import aws_client, required_env
+
+MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
+
+
+class ExportQueues:
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("sqs")
+        return self._client
+
+    def request_export(self, message: dict[str, Any]) -> None:
+        self.client.send_message(QueueUrl=required_env("EXPORT_QUEUE_URL", "the export request queue"),
+                                 MessageBody=orjson.dumps(message).decode())
+
+    def enqueue_deliveries(self, messages: Sequence[dict[str, Any]]) -> None:
+        url = required_env("DELIVERY_QUEUE_URL", "the webhook delivery queue")
+        for start in range(0, len(messages), 10):
+            entries = [{"Id": str(i), "MessageBody": orjson.dumps(m).decode()}
+                       for i, m in enumerate(messages[start:start + 10])]
+            for _ in range(5):
+                failed = self.client.send_message_batch(QueueUrl=url, Entries=entries).get("Failed") or []
+                if not failed:
+                    break
+                retry = {f["Id"] for f in failed}
+                entries = [e for e in entries if e["Id"] in retry]
+            else:
+                raise RuntimeError(f"SQS refused {len(entries)} webhook deliveries: {failed[0].get('Message')}")
+
+    def retry_delivery(self, message: dict[str, Any], delay_seconds: int) -> None:
+        self.client.send_message(QueueUrl=required_env("DELIVERY_QUEUE_URL", "the webhook delivery queue"),
+                                 MessageBody=orjson.dumps(message).decode(),
+                                 DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds)))
+
+    def dead_letter(self, message: dict[str, Any]) -> None:
+        self.client.send_message(QueueUrl=required_env("DELIVERY_DLQ_URL", "the delivery dead-letter queue"),
+                                 MessageBody=orjson.dumps(message).decode())

@@ -1,0 +1,36 @@
+"""Report signing secrets at rest: encrypted with the stack's KMS key, bound (encryption context) to
+the namespace and report id, so a ciphertext copied to another report does not decrypt. The plaintext
+exists only in the create/rotate response and, briefly, in the sender's memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meterline.aws.clients import aws_client, required_env
+
+KEY_ENV = "SIGNING_KEY_ID"
+
+
+class SigningSecrets:
+    def __init__(self, client: Any = None, key_id: str | None = None) -> None:
+        self._client = client
+        self._key_id = key_id
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("kms")
+        return self._client
+
+    @staticmethod
+    def _context(namespace: str, report_id: str) -> dict[str, str]:
+        return {"meterline:namespace": namespace, "meterline:report": report_id}
+
+    def encrypt(self, namespace: str, report_id: str, secret: str) -> bytes:
+        key_id = self._key_id or required_env(KEY_ENV, "the KMS key of signing secrets")
+        return self.client.encrypt(KeyId=key_id, Plaintext=secret.encode(),
+                                   EncryptionContext=self._context(namespace, report_id))["CiphertextBlob"]
+
+    def decrypt(self, namespace: str, report_id: str, ciphertext: bytes) -> str:
+        return self.client.decrypt(CiphertextBlob=ciphertext,
+                                   EncryptionContext=self._context(namespace, report_id))["Plaintext"].decode()

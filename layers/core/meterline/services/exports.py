@@ -1,0 +1,195 @@
+"""Running usage exports (the exporter Lambda) and delivering their webhooks (the sender Lambda).
+
+Exporter: a scheduled invocation exports every window of the report that closed since the last one it
+exported (catching up at most `catch_up_windows`, oldest first), each claimed by a conditional write so
+a window runs at most once however often the schedule fires; a manual run exports the window it was
+given. Exporting = one usage query (grouped by subject and the report's keys), the report's filters,
+one delivery record and one queued message per subject.
+
+Sender: POSTs one subject's webhook; a failure is re-queued with a backoff delay until the retry policy
+gives up, then the message goes to the dead-letter queue and the delivery counts as failed on its run.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from meterline.aws.queues import ExportQueues
+from meterline.aws.signing_secrets import SigningSecrets
+from meterline.domain.exports import Delivery, Run, RunPhase, Trigger, webhook_id
+from meterline.domain.reports import (
+    SUBJECT,
+    Report,
+    Window,
+    closed_windows,
+    filtered_usage,
+    group_keys,
+    webhook_payload,
+)
+from meterline.services.meters import new_meter_id
+from meterline.services.usage_query import UsageQuery, UsageReader
+from meterline.settings import ExportSettings
+from meterline.storage.meters_store import MetersStore
+from meterline.storage.reports_store import ReportsStore, StoredReport
+from meterline.storage.usage_store import UsageStore
+from meterline.webhooks import EndpointPolicy, RetryPolicy, post_webhook
+
+# A run still "running" this long after its exporter started is taken over by a redelivered request
+# (the exporter's timeout is 5 minutes).
+STALE_RUN_MS = 10 * 60_000
+# SQS messages are limited to 256 KiB; a larger webhook body is refused (and reported) rather than sent.
+MAX_MESSAGE_BYTES = 250_000
+
+
+@dataclass
+class Exporter:
+    reports: ReportsStore
+    meters: MetersStore
+    usage: UsageStore
+    queues: ExportQueues
+    settings: ExportSettings
+
+    def run_scheduled(self, namespace: str, slug: str, report_id: str, now_ms: int) -> list[Run]:
+        """A schedule fired: export the windows that closed since the last export. Returns the runs made."""
+        stored = self.reports.get(namespace, slug)
+        if stored is None or stored.report.id != report_id:
+            return []  # the report was deleted (or re-created): this firing belonged to the old one
+        report = stored.report
+        windows = closed_windows(report.schedule, now_ms, created_ms=report.created_ms,
+                                 last_start_ms=self.reports.last_claimed_window(namespace, report_id),
+                                 bound=self.settings.catch_up_windows)
+        runs = []
+        for position, window in enumerate(windows):
+            trigger = Trigger.SCHEDULE if position == len(windows) - 1 else Trigger.CATCH_UP
+            run = Run(id=new_meter_id(), report_id=report_id, window_start_ms=window.start_ms,
+                      window_end_ms=window.end_ms, trigger=trigger, phase=RunPhase.RUNNING,
+                      requested_ms=now_ms, started_ms=now_ms)
+            if self.reports.claim_window(namespace, run):  # False: a duplicate firing already runs it
+                self._export(namespace, report, run, now_ms, resumed=False)
+                runs.append(run)
+        return runs
+
+    def run_requested(self, namespace: str, report_id: str, run_id: str, slug: str, now_ms: int) -> Run | None:
+        """A manual run's request arrived (possibly again): export its window unless already done."""
+        run = self.reports.get_run(namespace, report_id, run_id)
+        if run is None:
+            return None
+        resumed = run.phase is RunPhase.RUNNING
+        if not self.reports.start_run(namespace, run, now_ms, stale_before_ms=now_ms - STALE_RUN_MS):
+            return None
+        stored = self.reports.get(namespace, slug)
+        if stored is None or stored.report.id != report_id:
+            self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error="the report was deleted")
+            return run
+        self._export(namespace, stored.report, run, now_ms, resumed=resumed)
+        return run
+
+    def _export(self, namespace: str, report: Report, run: Run, now_ms: int, *, resumed: bool) -> None:
+        found = self.meters.find(namespace, report.meter_id_or_slug)
+        if found is None:
+            self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms,
+                                    error=f"meter {report.meter_id_or_slug!r} no longer exists")
+            return
+        meter = found.meter
+        window = Window(run.window_start_ms, run.window_end_ms)
+        try:
+            query = UsageQuery(from_ms=window.start_ms, to_ms=window.end_ms, time_zone=report.query.window_time_zone,
+                               group_by=[SUBJECT, *group_keys(report)])
+            usage = filtered_usage(report, UsageReader(self.usage).query(namespace, meter, query, now_ms))
+            known = self.reports.delivery_subjects(namespace, run) if resumed else set()
+            deliveries = [Delivery(subject, webhook_id(run.id, subject)) for subject in sorted(usage)]
+            self.reports.add_deliveries(namespace, run, [d for d in deliveries if d.subject not in known], now_ms)
+            messages, oversized = [], []
+            for delivery in deliveries:
+                message = {
+                    "namespace": namespace, "report": report.slug, "reportId": run.report_id, "runId": run.id,
+                    "subject": delivery.subject, "webhookId": delivery.webhook_id, "attempt": 1,
+                    "payload": webhook_payload(report, meter, window, delivery.subject, usage[delivery.subject]),
+                }
+                too_big = len(orjson.dumps(message)) > MAX_MESSAGE_BYTES
+                (oversized if too_big else messages).append(message)
+            self.queues.enqueue_deliveries(messages)
+            self.reports.end_export(namespace, run, subjects=len(deliveries), now_ms=now_ms)
+            for message in oversized:
+                self.reports.finish_delivery(
+                    namespace, run.report_id, run.id, message["subject"], succeeded=False, attempt=0,
+                    status_code=None, error=f"the webhook body exceeds {MAX_MESSAGE_BYTES} bytes", now_ms=now_ms)
+        except Exception as exc:
+            # Recorded so the run history says what happened; the window can be re-run manually.
+            self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error=f"export failed: {exc}")
+            raise
+
+
+class DeliveryMessage(BaseModel):
+    """One queued webhook: who it is for and the body to send."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    namespace: str
+    report: str
+    report_id: str = Field(alias="reportId")
+    run_id: str = Field(alias="runId")
+    subject: str
+    webhook_id: str = Field(alias="webhookId")
+    attempt: int = Field(ge=0)
+    payload: dict[str, Any]
+
+
+@dataclass
+class WebhookSender:
+    reports: ReportsStore
+    queues: ExportQueues
+    retry: RetryPolicy
+    endpoint_policy: EndpointPolicy
+    secrets: SigningSecrets = field(default_factory=SigningSecrets)
+    # Decrypted secrets per (report id, report version): a rotation bumps the version.
+    _secrets: dict[tuple[str, int], str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def deliver(self, raw: dict[str, Any], now_ms: int) -> str:
+        """Attempt one delivery. Returns what happened: succeeded, retrying, failed or duplicate."""
+        message = DeliveryMessage.model_validate(raw)
+        key = (message.namespace, message.report_id, message.run_id, message.subject)
+        delivery = self.reports.get_delivery(*key)
+        if delivery is None or delivery.status.terminal:
+            return "duplicate"  # redelivered after it ended (or its run expired)
+        stored = self.reports.get(message.namespace, message.report)
+        if stored is None or stored.report.id != message.report_id:
+            self.reports.finish_delivery(*key, succeeded=False, attempt=message.attempt, status_code=None,
+                                         error="the report was deleted", now_ms=now_ms)
+            return "failed"
+        attempt = post_webhook(
+            stored.report.endpoint.url, orjson.dumps(message.payload), webhook_id=message.webhook_id,
+            secret=self._secret(message.namespace, stored), headers=stored.report.endpoint.headers,
+            policy=self.endpoint_policy, timeout_s=self.retry.timeout_seconds,
+        )
+        if attempt.ok:
+            self.reports.finish_delivery(*key, succeeded=True, attempt=message.attempt,
+                                         status_code=attempt.status_code, error=None, now_ms=now_ms)
+            return "succeeded"
+        if self.retry.gives_up_after(message.attempt):
+            self.queues.dead_letter({**raw, "error": attempt.error, "lastResponseStatus": attempt.status_code})
+            self.reports.finish_delivery(*key, succeeded=False, attempt=message.attempt,
+                                         status_code=attempt.status_code, error=attempt.error, now_ms=now_ms)
+            return "failed"
+        self.reports.record_attempt(*key, attempt=message.attempt, status_code=attempt.status_code,
+                                    error=attempt.error, now_ms=now_ms)
+        self.queues.retry_delivery({**raw, "attempt": message.attempt + 1},
+                                   self.retry.delay_seconds(message.attempt))
+        return "retrying"
+
+    def _secret(self, namespace: str, stored: StoredReport) -> str:
+        report_id = stored.report.id
+        assert report_id is not None
+        with self._lock:
+            secret = self._secrets.get((report_id, stored.version))
+        if secret is None:
+            secret = self.secrets.decrypt(namespace, report_id, stored.secret)
+            with self._lock:
+                self._secrets[(report_id, stored.version)] = secret
+        return secret

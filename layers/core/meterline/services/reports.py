@@ -1,0 +1,166 @@
+"""Managing usage export reports: GET/POST /api/v1/reports, GET/PUT/DELETE /api/v1/reports/{slug},
+rotating a report's signing secret, requesting a manual run and listing runs.
+
+A report and its EventBridge schedule change together: the report item is written first (conditional,
+so a taken slug changes nothing), then the schedule; if the schedule call fails, a create is undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meterline.aws.queues import ExportQueues
+from meterline.aws.schedules import ReportSchedules
+from meterline.aws.signing_secrets import SigningSecrets
+from meterline.domain.exports import Run, RunPhase, Trigger
+from meterline.domain.meters import Meter
+from meterline.domain.reports import Report, check_against_meter, report_definition
+from meterline.domain.timeutil import epoch_ms_field, format_ms
+from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
+from meterline.services.meters import json_object, new_meter_id
+from meterline.settings import ExportSettings, export_settings
+from meterline.storage.meters_store import MetersStore
+from meterline.storage.reports_store import ReportsStore, StoredReport
+from meterline.webhooks import EndpointPolicy, new_signing_secret
+
+UPDATE_ATTEMPTS = 5
+MAX_RUNS_PAGE = 100
+DEFAULT_RUNS_PAGE = 20
+MAX_MANUAL_SPAN_MS = 400 * 86_400_000
+
+
+@dataclass
+class ReportsContext:
+    """What report management touches; the handlers build it once per process, tests inject fakes."""
+
+    reports: ReportsStore
+    meters: MetersStore
+    secrets: SigningSecrets = field(default_factory=SigningSecrets)
+    schedules: ReportSchedules = field(default_factory=ReportSchedules)
+    queues: ExportQueues = field(default_factory=ExportQueues)
+    endpoint_policy: EndpointPolicy = field(default_factory=EndpointPolicy.from_env)
+    settings: ExportSettings = field(default_factory=export_settings)
+
+
+def _not_found(slug: str) -> NotFound:
+    return NotFound(f"there is no report {slug!r}", [FieldError("slug", "no report has this slug")])
+
+
+def _stored(ctx: ReportsContext, namespace: str, slug: str) -> StoredReport:
+    stored = ctx.reports.get(namespace, slug)
+    if stored is None:
+        raise _not_found(slug)
+    return stored
+
+
+def report_meter(ctx: ReportsContext, namespace: str, report: Report) -> Meter:
+    meter = ctx.meters.find(namespace, report.meter_id_or_slug)
+    if meter is None:
+        raise NotFound(f"there is no meter {report.meter_id_or_slug!r}",
+                       [FieldError("meterIdOrSlug", "no meter has this id or slug")])
+    return meter.meter
+
+
+def _validated(ctx: ReportsContext, namespace: str, body: Mapping[str, Any], slug: str | None = None) -> Report:
+    report = report_definition(body, slug=slug)
+    ctx.endpoint_policy.check_url(report.endpoint.url)
+    check_against_meter(report, report_meter(ctx, namespace, report))
+    return report
+
+
+def create_report(ctx: ReportsContext, namespace: str, body: bytes, content_type: str | None,
+                  now_ms: int) -> dict[str, Any]:
+    """Store a report and create its schedule. The response is the only place its signing secret shows."""
+    definition = _validated(ctx, namespace, json_object(body, content_type, "a report"))
+    now = format_ms(now_ms)
+    report = definition.model_copy(update={"id": new_meter_id(), "created_at": now, "updated_at": now})
+    secret = new_signing_secret()
+    if not ctx.reports.create(namespace, report, ctx.secrets.encrypt(namespace, report.id, secret)):
+        raise Conflict(f"a report with slug {report.slug!r} already exists",
+                       [FieldError("slug", "is already taken by another report")])
+    try:
+        ctx.schedules.put(namespace, report, now_ms, ctx.settings.settle_ms, new=True)
+    except Exception:
+        ctx.reports.delete(namespace, report.slug, report.id)
+        raise
+    return {**report.to_api(), "signingSecret": secret}
+
+
+def list_reports(ctx: ReportsContext, namespace: str) -> list[Report]:
+    return [stored.report for stored in ctx.reports.list(namespace)]
+
+
+def get_report(ctx: ReportsContext, namespace: str, slug: str) -> Report:
+    return _stored(ctx, namespace, slug).report
+
+
+def update_report(ctx: ReportsContext, namespace: str, slug: str, body: bytes, content_type: str | None,
+                  now_ms: int) -> Report:
+    """Replace a report's definition (everything but its slug, id and secret) and its schedule."""
+    payload = json_object(body, content_type, "a report")
+    for _ in range(UPDATE_ATTEMPTS):
+        stored = _stored(ctx, namespace, slug)
+        definition = _validated(ctx, namespace, payload, slug=slug)
+        report = definition.model_copy(update={"id": stored.report.id, "created_at": stored.report.created_at,
+                                               "updated_at": format_ms(now_ms)})
+        if ctx.reports.replace(namespace, stored, report):
+            ctx.schedules.put(namespace, report, now_ms, ctx.settings.settle_ms, new=False)
+            return report
+    raise Conflict(f"report {slug!r} kept changing while it was being updated; retry")
+
+
+def delete_report(ctx: ReportsContext, namespace: str, slug: str) -> None:
+    """Delete the schedule first: a schedule without its report would fire into nothing."""
+    stored = _stored(ctx, namespace, slug)
+    ctx.schedules.delete(namespace, slug)
+    if not ctx.reports.delete(namespace, slug, stored.report.id):
+        raise _not_found(slug)
+
+
+def rotate_secret(ctx: ReportsContext, namespace: str, slug: str, now_ms: int) -> dict[str, Any]:
+    """Issue a new signing secret; deliveries sent from now on are signed with it."""
+    for _ in range(UPDATE_ATTEMPTS):
+        stored = _stored(ctx, namespace, slug)
+        secret = new_signing_secret()
+        report = stored.report.model_copy(update={"updated_at": format_ms(now_ms)})
+        if ctx.reports.replace(namespace, stored, report, ctx.secrets.encrypt(namespace, report.id, secret)):
+            return {**report.to_api(), "signingSecret": secret}
+    raise Conflict(f"report {slug!r} kept changing while its secret was being rotated; retry")
+
+
+def request_run(ctx: ReportsContext, namespace: str, slug: str, body: bytes, content_type: str | None,
+                now_ms: int) -> Run:
+    """A manual run of [from, to): recorded as pending and queued for the exporter."""
+    payload = json_object(body, content_type, "a run request")
+    errors = [FieldError(key, "is not a field of a run request") for key in sorted(set(payload) - {"from", "to"})]
+    start, end = epoch_ms_field(payload, "from", errors), epoch_ms_field(payload, "to", errors)
+    errors += [FieldError(name, "is required") for name in ("from", "to") if name not in payload]
+    if start is not None and end is not None:
+        if start >= end:
+            errors.append(FieldError("to", "must be after from"))
+        elif end - start > MAX_MANUAL_SPAN_MS:
+            errors.append(FieldError("to", "must be at most 400 days after from"))
+    if errors:
+        raise InvalidInput("invalid run request: " + "; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+    assert start is not None and end is not None
+    report = _stored(ctx, namespace, slug).report
+    assert report.id is not None
+    run = Run(id=new_meter_id(), report_id=report.id, window_start_ms=start, window_end_ms=end,
+              trigger=Trigger.MANUAL, phase=RunPhase.PENDING, requested_ms=now_ms)
+    ctx.reports.create_run(namespace, run)
+    ctx.queues.request_export({"namespace": namespace, "report": slug, "reportId": report.id, "runId": run.id})
+    return run
+
+
+def list_runs(ctx: ReportsContext, namespace: str, slug: str, params: Mapping[str, str]) -> list[Run]:
+    errors = [FieldError(name, "is not a supported query parameter") for name in sorted(set(params) - {"limit"})]
+    raw = params.get("limit", str(DEFAULT_RUNS_PAGE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RUNS_PAGE:
+        errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_RUNS_PAGE}"))
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+    report = _stored(ctx, namespace, slug).report
+    assert report.id is not None
+    return ctx.reports.list_runs(namespace, report.id, int(raw))

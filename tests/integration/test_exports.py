@@ -1,0 +1,313 @@
+"""Usage exports end to end inside one process, against moto: events ingested and counted by the real
+handlers; the exporter run as a schedule fires it (at chosen times) and as the export-request queue
+delivers a manual run; the sender draining the delivery queue into a real HTTP receiver that verifies
+every signature with the `standardwebhooks` library."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from standardwebhooks import Webhook
+
+from functions.exporter import handler as exporter
+from functions.ingest import handler as ingest
+from functions.processor import handler as processor
+from functions.reports import handler as reports_api
+from functions.sender import handler as sender
+from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.services import reports
+from tests.conftest import cloud_event, stream_records
+from tests.integration.http import call
+
+EVENTS = os.environ["EVENTS_TABLE"]
+JSON = "application/json"
+HOUR = 3_600_000
+T0 = to_epoch_ms(parse_rfc3339("2024-01-01T00:00:00Z"))
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1: verifies signatures, records deliveries, and can fail the first
+    `fail_first` attempts of every webhook id (or all of them)."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.received: list[dict[str, Any]] = []  # verified deliveries: id, headers, body
+        self.attempts: dict[str, int] = {}
+        self.fail_first = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                Webhook(receiver.secret).verify(body, headers)  # raises on a bad signature
+                with receiver.lock:
+                    webhook_id = headers["webhook-id"]
+                    receiver.attempts[webhook_id] = receiver.attempts.get(webhook_id, 0) + 1
+                    failing = receiver.attempts[webhook_id] <= receiver.fail_first
+                    if not failing:
+                        receiver.received.append({"id": webhook_id, "headers": headers, "body": orjson.loads(body)})
+                self.send_response(503 if failing else 204)
+                self.end_headers()
+                if failing:
+                    self.wfile.write(b"try later")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/usage"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def by_subject(self) -> dict[str, dict[str, Any]]:
+        return {d["body"]["query"]["subject"]: d["body"] for d in self.received}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+@pytest.fixture
+def ctx(exports_aws: Any) -> reports.ReportsContext:
+    return reports_api.context()
+
+
+def ingest_and_count(events: list[dict[str, Any]]) -> None:
+    assert call(ingest, "POST", "/api/v1/events", body=events, content_type=JSON).status == 204
+    records = stream_records(EVENTS)
+    assert processor.handler({"Records": records}, None) == {"batchItemFailures": []}
+
+
+def at(offset_ms: int) -> str:
+    return format_ms(T0 + offset_ms)
+
+
+def usage_events() -> list[dict[str, Any]]:
+    """Hour 0: customer-1 gpt4 300 + gpt3 50; customer-2 gpt4 150; customer-3 gpt4 20. Hour 1: customer-1 7."""
+    rows = [("customer-1", "gpt4", 100, 0), ("customer-1", "gpt4", 200, 10), ("customer-1", "gpt3", 50, 20),
+            ("customer-2", "gpt4", 150, 30), ("customer-3", "gpt4", 20, 40), ("customer-1", "gpt4", 7, 70)]
+    return [cloud_event(f"e{i}", subject=subject, time=at(minute * 60_000),
+                        data={"tokens": tokens, "model": model, "type": "input"})
+            for i, (subject, model, tokens, minute) in enumerate(rows)]
+
+
+def create_report(ctx: reports.ReportsContext, receiver: Receiver, created_at_ms: int, **overrides: Any
+                  ) -> dict[str, Any]:
+    body = {
+        "slug": "hourly_tokens", "meterIdOrSlug": "tokens_total",
+        "schedule": {"interval": "1h", "startAt": "2024-01-01T00:00:00Z"},
+        "query": {"groupBy": ["model"]}, "endpoint": {"url": receiver.url}, **overrides,
+    }
+    created = reports.create_report(ctx, "default", orjson.dumps(body), JSON, created_at_ms)
+    receiver.secret = created["signingSecret"]
+    return created
+
+
+def fire(report: dict[str, Any], now_ms: int) -> list[str]:
+    """What the report's schedule does: invoke the exporter with the schedule's input."""
+    event = {"namespace": "default", "report": report["slug"], "reportId": report["id"]}
+    from unittest import mock
+
+    with mock.patch("functions.exporter.handler.now_ms", return_value=now_ms):
+        return exporter.handler(event, None)["runs"]
+
+
+def drain(exports_aws: Any, *, wait_s: float = 0) -> int:
+    """Feed the delivery queue to the sender until it stays empty for `wait_s` (delayed retries)."""
+    sqs, url = exports_aws["sqs"], exports_aws["queues"]["deliveries"]
+    handled = 0
+    deadline = time.monotonic() + wait_s
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            if time.monotonic() >= deadline:
+                return handled
+            time.sleep(0.2)
+            continue
+        records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"} for m in messages]
+        result = sender.handler({"Records": records}, None)
+        assert result == {"batchItemFailures": []}
+        for m in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        handled += len(messages)
+        deadline = time.monotonic() + wait_s
+
+
+def runs(slug: str = "hourly_tokens") -> list[dict[str, Any]]:
+    reply = call(reports_api, "GET", f"/api/v1/reports/{slug}/runs")
+    assert reply.status == 200, reply.body
+    return reply.json()
+
+
+def test_scheduled_export_posts_one_signed_webhook_per_subject(exports_aws: Any, ctx: Any, receiver: Receiver
+                                                               ) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0 + 5 * 60_000)
+    assert fire(report, T0 + HOUR + 60_000) != []
+    assert drain(exports_aws) == 3
+
+    payloads = receiver.by_subject()
+    assert set(payloads) == {"customer-1", "customer-2", "customer-3"}
+    window = {"windowStart": "2024-01-01T00:00:00.000Z", "windowEnd": "2024-01-01T01:00:00.000Z"}
+    assert payloads["customer-1"] == {
+        "report": {"slug": "hourly_tokens"},
+        "usage": [{"subject": "customer-1", "value": 50, "groupBy": {"model": "gpt3"}, **window},
+                  {"subject": "customer-1", "value": 300, "groupBy": {"model": "gpt4"}, **window}],
+        "query": {"from": window["windowStart"], "to": window["windowEnd"], "subject": "customer-1",
+                  "groupBy": ["model"]},
+        "meter": {"id": payloads["customer-1"]["meter"]["id"], "slug": "tokens_total",
+                  "description": "AI Token Usage", "aggregation": "SUM", "eventType": "prompt",
+                  "valueProperty": "$.tokens", "groupBy": {"model": "$.model", "type": "$.type"}},
+    }
+    assert payloads["customer-2"]["usage"][0]["value"] == 150
+
+    [run] = runs()
+    assert (run["status"], run["trigger"], run["subjects"], run["succeeded"]) == ("succeeded", "schedule", 3, 3)
+    assert run["finishedAt"] is not None and run["startedAt"] is not None
+    assert sorted(d["webhookId"] for d in run["deliveries"]) == sorted(d["id"] for d in receiver.received)
+    assert {(d["status"], d["attempts"], d["lastResponseStatus"]) for d in run["deliveries"]} == {("succeeded", 1, 204)}
+
+
+def test_filters_on_usage_and_subject(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0, filter={"usage": {"$gte": 100},
+                                                      "subject": {"$nin": ["customer-2"]}})
+    fire(report, T0 + HOUR + 60_000)
+    drain(exports_aws)
+    payloads = receiver.by_subject()
+    # customer-2 excluded by subject, customer-3 (20) and customer-1's gpt3 row (50) by usage
+    assert set(payloads) == {"customer-1"}
+    assert [(u["groupBy"]["model"], u["value"]) for u in payloads["customer-1"]["usage"]] == [("gpt4", 300)]
+    assert runs()[0]["subjects"] == 1
+
+
+def test_duplicate_firings_deliver_once_and_a_gap_is_caught_up_oldest_first(exports_aws: Any, ctx: Any,
+                                                                           receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    first = fire(report, T0 + HOUR + 60_000)
+    assert len(first) == 1
+    assert fire(report, T0 + HOUR + 60_000) == []  # the same firing delivered twice
+    assert fire(report, T0 + HOUR + 90_000) == []
+    assert drain(exports_aws) == 3
+
+    # the schedule was paused for two hours: the next firing exports hours 1, 2 and 3, oldest first
+    assert len(fire(report, T0 + 4 * HOUR + 60_000)) == 3
+    listed = runs()
+    assert [(r["windowStart"][11:16], r["trigger"]) for r in listed] == [
+        ("03:00", "schedule"), ("02:00", "catch-up"), ("01:00", "catch-up"), ("00:00", "schedule")]
+    drain(exports_aws)
+    hour1 = [d for d in receiver.received if d["body"]["query"]["from"] == "2024-01-01T01:00:00.000Z"]
+    assert [(d["body"]["query"]["subject"], d["body"]["usage"][0]["value"]) for d in hour1] == [("customer-1", 7)]
+    assert [r["status"] for r in runs()] == ["succeeded"] * 4
+    assert len(receiver.received) == 4
+
+
+def test_catch_up_is_bounded_and_skips_windows_before_the_report_existed(exports_aws: Any, ctx: Any,
+                                                                         receiver: Receiver, monkeypatch: Any
+                                                                         ) -> None:
+    monkeypatch.setenv("METERLINE_EXPORT_CATCH_UP_WINDOWS", "3")
+    exporter._exporter = None
+    from meterline.settings import export_settings
+
+    export_settings.cache_clear()
+    report = create_report(ctx, receiver, T0 + 2 * HOUR + 1)  # created during hour 2
+    made = fire(report, T0 + 10 * HOUR + 60_000)
+    assert len(made) == 3  # hours 7, 8, 9: at most three windows back
+    assert [r["windowStart"][11:16] for r in runs()] == ["09:00", "08:00", "07:00"]
+    assert fire(report, T0 + 10 * HOUR + 90_000) == []
+
+
+def test_failing_receiver_is_retried_with_the_same_webhook_id(exports_aws: Any, ctx: Any, receiver: Receiver
+                                                              ) -> None:
+    ingest_and_count(usage_events()[:1])
+    report = create_report(ctx, receiver, T0)
+    receiver.fail_first = 1
+    fire(report, T0 + HOUR + 60_000)
+    drain(exports_aws, wait_s=2.5)  # the retry is delayed by the backoff (1 s here)
+    [webhook_id] = receiver.attempts
+    assert receiver.attempts[webhook_id] == 2 and [d["id"] for d in receiver.received] == [webhook_id]
+    [run] = runs()
+    assert run["status"] == "succeeded"
+    assert (run["deliveries"][0]["attempts"], run["deliveries"][0]["lastResponseStatus"]) == (2, 204)
+
+
+def test_receiver_that_keeps_failing_is_dead_lettered_and_the_run_is_partial(exports_aws: Any, ctx: Any,
+                                                                             receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0, filter={"subject": {"$in": ["customer-1", "customer-2"]}})
+    receiver.fail_first = 10**6
+    fire(report, T0 + HOUR + 60_000)
+    drain(exports_aws, wait_s=2.5)
+    [run] = runs()
+    assert (run["status"], run["failed"], run["succeeded"]) == ("partial", 2, 0)
+    assert all(attempts == 3 for attempts in receiver.attempts.values())  # METERLINE_WEBHOOK_MAX_ATTEMPTS
+    for delivery in run["deliveries"]:
+        assert (delivery["status"], delivery["attempts"], delivery["lastResponseStatus"]) == ("failed", 3, 503)
+        assert "HTTP 503" in delivery["lastError"]
+    dead = exports_aws["sqs"].receive_message(QueueUrl=exports_aws["queues"]["dlq"], MaxNumberOfMessages=10)
+    assert sorted(orjson.loads(m["Body"])["subject"] for m in dead["Messages"]) == ["customer-1", "customer-2"]
+
+
+def test_manual_run_exports_the_requested_window_again(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    create_report(ctx, receiver, T0)
+    reply = call(reports_api, "POST", "/api/v1/reports/hourly_tokens/runs", content_type=JSON,
+                 body={"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T02:00:00Z"})
+    assert reply.status == 202
+    sqs, url = exports_aws["sqs"], exports_aws["queues"]["export-requests"]
+    [message] = sqs.receive_message(QueueUrl=url)["Messages"]
+    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
+              "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}
+    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}
+    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}  # redelivered: no-op
+    drain(exports_aws)
+    assert receiver.by_subject()["customer-1"]["usage"][-1]["value"] == 307  # both hours, gpt4
+    [run] = runs()
+    assert (run["trigger"], run["status"], run["subjects"]) == ("manual", "succeeded", 3)
+
+
+def test_rotated_secret_signs_the_next_deliveries(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events()[:1])
+    report = create_report(ctx, receiver, T0)
+    receiver.secret = reports.rotate_secret(ctx, "default", "hourly_tokens", T0 + 1)["signingSecret"]
+    fire(report, T0 + HOUR + 60_000)
+    drain(exports_aws)
+    assert len(receiver.received) == 1  # verified with the new secret
+
+
+def test_deleted_report_delivers_nothing_more(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    fire(report, T0 + HOUR + 60_000)
+    reports.delete_report(ctx, "default", "hourly_tokens")
+    assert drain(exports_aws) == 3
+    assert receiver.received == []
+    assert fire(report, T0 + 2 * HOUR + 60_000) == []
+
+
+def test_unsafe_endpoint_is_refused_at_send_time(exports_aws: Any, ctx: Any, receiver: Receiver,
+                                                 monkeypatch: Any) -> None:
+    ingest_and_count(usage_events()[:1])
+    report = create_report(ctx, receiver, T0)
+    monkeypatch.setenv("METERLINE_WEBHOOK_ALLOW_LOOPBACK", "false")  # as a deployed stack
+    monkeypatch.setenv("METERLINE_WEBHOOK_MAX_ATTEMPTS", "1")
+    sender._sender = None
+    fire(report, T0 + HOUR + 60_000)
+    drain(exports_aws)
+    assert receiver.attempts == {}
+    [delivery] = runs()[0]["deliveries"]
+    assert delivery["status"] == "failed" and delivery["lastError"].startswith("refused")

@@ -6,15 +6,12 @@ every signature with the `standardwebhooks` library."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
 import pytest
-from standardwebhooks import Webhook
 
 from functions.exporter import handler as exporter
 from functions.ingest import handler as ingest
@@ -25,50 +22,12 @@ from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
 from tests.conftest import cloud_event, stream_records
 from tests.integration.http import call
+from tests.webhook_receiver import Receiver
 
 EVENTS = os.environ["EVENTS_TABLE"]
 JSON = "application/json"
 HOUR = 3_600_000
 T0 = to_epoch_ms(parse_rfc3339("2024-01-01T00:00:00Z"))
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1: verifies signatures, records deliveries, and can fail the first
-    `fail_first` attempts of every webhook id (or all of them)."""
-
-    def __init__(self) -> None:
-        self.secret = ""
-        self.received: list[dict[str, Any]] = []  # verified deliveries: id, headers, body
-        self.attempts: dict[str, int] = {}
-        self.fail_first = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["content-length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                Webhook(receiver.secret).verify(body, headers)  # raises on a bad signature
-                with receiver.lock:
-                    webhook_id = headers["webhook-id"]
-                    receiver.attempts[webhook_id] = receiver.attempts.get(webhook_id, 0) + 1
-                    failing = receiver.attempts[webhook_id] <= receiver.fail_first
-                    if not failing:
-                        receiver.received.append({"id": webhook_id, "headers": headers, "body": orjson.loads(body)})
-                self.send_response(503 if failing else 204)
-                self.end_headers()
-                if failing:
-                    self.wfile.write(b"try later")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/usage"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def by_subject(self) -> dict[str, dict[str, Any]]:
-        return {d["body"]["query"]["subject"]: d["body"] for d in self.received}
 
 
 @pytest.fixture

@@ -39,6 +39,10 @@ CONTEXT_KEYS: dict[str, str] = {
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
     "corsAllowOrigins": "cors_allow_origins",
     "authorizerFunctionArn": "authorizer_function_arn",
+    "exportSettleSeconds": "export_settle_seconds",
+    "webhookMaxAttempts": "webhook_max_attempts",
+    "webhookBackoffBaseSeconds": "webhook_backoff_base_seconds",
+    "webhookBackoffMaxSeconds": "webhook_backoff_max_seconds",
 }
 
 # Context key of the test-only switch that skips pip for the dependency layer (see infra/bundling.py).
@@ -78,6 +82,15 @@ class MeterlineProps:
     # of an existing Lambda authorizer with simple responses whose context carries `namespace`.
     authorizer: apigwv2.IHttpRouteAuthorizer | None = None
     authorizer_function_arn: str | None = None
+    # Usage exports: a report's schedule fires this long after each window closes, so the stream
+    # processor has counted the window's last events.
+    export_settle_seconds: int = 60
+    # A failed webhook is tried again after about base * 2^(n-1) seconds (jittered), at most `max` (SQS
+    # delays a message at most 900 s), `webhook_max_attempts` tries in all; then it goes to the delivery
+    # dead-letter queue.
+    webhook_max_attempts: int = 8
+    webhook_backoff_base_seconds: int = 30
+    webhook_backoff_max_seconds: int = 900
     # Alarm thresholds.
     iterator_age_alarm_seconds: int = 300
     api_5xx_alarm_percent: float = 1.0
@@ -117,6 +130,13 @@ class MeterlineProps:
             errors.append("give authorizer or authorizerFunctionArn, not both")
         if self.authorizer_function_arn is not None and not self.authorizer_function_arn.startswith("arn:"):
             errors.append("authorizerFunctionArn must be a Lambda function ARN")
+        if not 1 <= self.export_settle_seconds <= 3600:
+            errors.append("exportSettleSeconds must be between 1 and 3600")
+        if not 1 <= self.webhook_max_attempts <= 100:
+            errors.append("webhookMaxAttempts must be between 1 and 100")
+        if not 1 <= self.webhook_backoff_base_seconds <= self.webhook_backoff_max_seconds <= 900:
+            errors.append("webhookBackoffBaseSeconds and webhookBackoffMaxSeconds must satisfy "
+                          "1 <= base <= max <= 900 (SQS's longest message delay)")
         return errors
 
     @property

@@ -12,10 +12,11 @@ from __future__ import annotations
 from aws_cdk import Tags
 from constructs import Construct
 
+from functions.catalog import REPORTS
 from infra import nag
 from infra.api import Api
 from infra.config import BUNDLE_DEPENDENCIES_CONTEXT, MeterlineProps, bool_context
-from infra.exports import Exports
+from infra.exports import EXPORTER_NAME, SENDER_NAME, Exports
 from infra.lambdas import SharedLayers
 from infra.monitoring import Monitoring
 from infra.processing import COMPACTOR_NAME, PROCESSOR_NAME, StreamProcessing
@@ -35,7 +36,8 @@ class Meterline(Construct):
         tables = self.storage.tables
         self.api = Api(self, "Api", props=props, layers=self.layers, tables=tables)
         self.processing = StreamProcessing(self, "Processing", props=props, layers=self.layers, tables=tables)
-        self.exports = Exports(self, "Exports")
+        self.exports = Exports(self, "Exports", props=props, layers=self.layers, tables=tables,
+                               reports=self.api.functions[REPORTS.name])
         self.monitoring = Monitoring(
             self, "Monitoring",
             props=props,
@@ -44,10 +46,13 @@ class Meterline(Construct):
                 **{name: fn.function for name, fn in self.api.functions.items()},
                 PROCESSOR_NAME: self.processing.function,
                 COMPACTOR_NAME: self.processing.compactor.function,
+                EXPORTER_NAME: self.exports.exporter.function,
+                SENDER_NAME: self.exports.sender.function,
             },
             stream_function=self.processing.function,
             dead_letter_queues={
                 "StreamFailureQueue": self.processing.failure_queue,
+                "ExportDeadLetterQueue": self.exports.export_dlq,
                 "DeliveryDeadLetterQueue": self.exports.delivery_dlq,
             },
             tables={spec.logical_name: table for spec, table in tables.items()},

@@ -47,6 +47,21 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Usage": ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"),
         "Catalog": _READ,  # the meters to count
     },
+    "reports": {
+        # reports (with their encrypted signing secrets) and manual runs; meters to check reports against
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
+    },
+    "exporter": {
+        # runs, window claims (claim and run written with TransactWriteItems, which IAM authorizes per
+        # item) and delivery records (BatchWriteItem)
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+                    "dynamodb:BatchWriteItem"),
+        "Usage": _READ,  # the report's usage query
+    },
+    "sender": {
+        # delivery attempts; a finished delivery and its run's counts in one TransactWriteItems
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"),
+    },
     "compactor": {
         # backfills scan the events of a new meter's type
         "Events": ("dynamodb:Scan",),
@@ -71,6 +86,11 @@ SIZING: dict[str, FunctionSizing] = {
     "api": FunctionSizing(512, Duration.seconds(15)),
     "processor": FunctionSizing(512, Duration.seconds(60)),
     "compactor": FunctionSizing(1024, Duration.seconds(300)),
+    "reports": FunctionSizing(512, Duration.seconds(15)),
+    # An export queries a whole window of a report's meter and enqueues a delivery per subject.
+    "exporter": FunctionSizing(1024, Duration.seconds(300)),
+    # A batch of webhooks, each POST bounded by its timeout (infra/exports.py).
+    "sender": FunctionSizing(512, Duration.seconds(120)),
 }
 DEFAULT_SIZING = FunctionSizing(512, Duration.seconds(15))
 

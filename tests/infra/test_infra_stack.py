@@ -24,11 +24,16 @@ def _ids(dev: Synthesized) -> dict[str, str]:
     ids["processor"] = dev.logical_id("Processing/Processor/Function")
     ids["compactor"] = dev.logical_id("Processing/Compactor/Function")
     ids["compaction_schedule"] = dev.logical_id("Processing/CompactionSchedule")
+    ids["exporter"] = dev.logical_id("Exports/Exporter/Function")
+    ids["sender"] = dev.logical_id("Exports/Sender/Function")
     for spec in ALL_TABLES:
         ids[spec.logical_name] = dev.logical_id(f"Storage/{spec.logical_name}")
     ids["failure_queue"] = dev.logical_id("Processing/FailureQueue")
     ids["delivery_queue"] = dev.logical_id("Exports/DeliveryQueue")
     ids["delivery_dlq"] = dev.logical_id("Exports/DeliveryDeadLetterQueue")
+    ids["export_queue"] = dev.logical_id("Exports/ExportQueue")
+    ids["export_dlq"] = dev.logical_id("Exports/ExportDeadLetterQueue")
+    ids["signing_key"] = dev.logical_id("Exports/SigningKey")
     ids["scheduler_role"] = dev.logical_id("Exports/SchedulerRole")
     ids["topic"] = dev.logical_id("Monitoring/AlarmTopic")
     ids["http_api"] = dev.logical_id("Api/HttpApi")
@@ -73,7 +78,7 @@ def arn(logical_id: str, attribute: str = "Arn") -> str:
 
 def test_stream_event_source_mapping_settings(dev: Synthesized) -> None:
     ids = _ids(dev)
-    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)  # the stream, and two queues (exports)
     dev.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
         "EventSourceArn": {"Fn::GetAtt": [ids["Events"], "StreamArn"]},
         "FunctionName": {"Ref": ids["processor"]},
@@ -148,8 +153,9 @@ def test_compactor_runs_every_minute_alone_with_least_privilege(dev: Synthesized
 
 
 def test_every_function_has_a_declared_access_to_defined_tables(dev: Synthesized) -> None:
-    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"processor", "compactor"}
-    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 2)
+    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"processor", "compactor", "exporter",
+                                                                          "sender"}
+    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 4)
     defined = {spec.logical_name for spec in ALL_TABLES}
     used = {table for access in TABLE_ACCESS.values() for table in access}
     assert used == defined  # no grant to an unknown table, and no table nobody may touch
@@ -282,18 +288,22 @@ def test_exports_schedule_group_scheduler_role_and_delivery_queues(dev: Synthesi
     assert trust[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     source_arn = json.dumps(trust[0]["Condition"]["ArnLike"]["aws:SourceArn"])
     assert f":schedule/{group['Properties']['Name']}/*" in source_arn
-    # Nothing to invoke yet, so the role may do nothing yet.
-    assert not [p for p in dev.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]]
+    # It may invoke the exporter (unqualified) and nothing else.
+    statements = [s for p in dev.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert statements == [{"Action": "lambda:InvokeFunction", "Effect": "Allow",
+                           "Resource": {"Fn::GetAtt": [ids["exporter"], "Arn"]}}]
 
     queues = dev.resources("AWS::SQS::Queue")
-    assert queues[ids["delivery_queue"]]["Properties"]["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": [ids["delivery_dlq"], "Arn"]}, "maxReceiveCount": 5,
-    }
+    for queue, dlq in (("delivery_queue", "delivery_dlq"), ("export_queue", "export_dlq")):
+        assert queues[ids[queue]]["Properties"]["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [ids[dlq], "Arn"]}, "maxReceiveCount": 3,
+        }
 
 
 def test_every_queue_is_encrypted_and_refuses_plain_http(dev: Synthesized) -> None:
     queues = dev.resources("AWS::SQS::Queue")
-    assert len(queues) == 3
+    assert len(queues) == 5
     for queue in queues.values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
     policies = dev.resources("AWS::SQS::QueuePolicy").values()
@@ -330,9 +340,9 @@ def test_alarms_cover_api_functions_stream_and_dead_letter_queues(dev: Synthesiz
         assert watched("Errors", {"Ref": ids[name]}), name
         assert watched("Throttles", {"Ref": ids[name]}), name
     assert watched("IteratorAge", {"Ref": ids["processor"]})
-    for queue in ("failure_queue", "delivery_dlq"):
+    for queue in ("failure_queue", "delivery_dlq", "export_dlq"):
         assert watched("ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": [ids[queue], "QueueName"]}), queue
-    assert len(alarms) == 1 + 2 * len(TABLE_ACCESS) + 1 + 2
+    assert len(alarms) == 1 + 2 * len(TABLE_ACCESS) + 1 + 3
     dev.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
     dev.template.resource_count_is("AWS::SNS::Subscription", 0)  # no alarmEmail given
 

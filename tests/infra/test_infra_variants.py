@@ -24,6 +24,10 @@ CONTEXT = {
     "streamBatchingWindowSeconds": "1",
     "streamRetryAttempts": "3",
     "corsAllowOrigins": "https://app.example.com, https://admin.example.com",
+    "exportSettleSeconds": "120",
+    "webhookMaxAttempts": "5",
+    "webhookBackoffBaseSeconds": "10",
+    "webhookBackoffMaxSeconds": "600",
 }
 
 
@@ -56,6 +60,18 @@ def test_context_reaches_functions_and_stream_mapping(prod: Synthesized) -> None
     prod.template.has_resource_properties("AWS::ApiGatewayV2::Api", {
         "CorsConfiguration": {"AllowOrigins": ["https://app.example.com", "https://admin.example.com"]},
     })
+    sender = prod.data["Resources"][prod.logical_id("Exports/Sender/Function")]
+    assert {k: v for k, v in sender["Properties"]["Environment"]["Variables"].items()
+            if k.startswith("METERLINE_WEBHOOK_")} == {
+        "METERLINE_WEBHOOK_MAX_ATTEMPTS": "5", "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS": "10",
+        "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS": "600", "METERLINE_WEBHOOK_TIMEOUT_SECONDS": "10",
+        "METERLINE_WEBHOOK_ALLOW_LOOPBACK": "false",
+    }
+    for path in ("Api/Reports/Function", "Exports/Exporter/Function"):
+        env = prod.data["Resources"][prod.logical_id(path)]["Properties"]["Environment"]["Variables"]
+        assert env["METERLINE_EXPORT_SETTLE_SECONDS"] == "120"
+    (key,) = prod.resources("AWS::KMS::Key").values()
+    assert key["DeletionPolicy"] == "Retain"  # the signing secrets of retained reports stay readable
 
 
 def test_the_authorizer_seam_guards_every_route(prod: Synthesized) -> None:
@@ -103,6 +119,10 @@ def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
         ({"stream_retry_attempts": -1}, "bounded"),
         ({"default_namespace": "Not Valid"}, "defaultNamespace"),
         ({"authorizer_function_arn": "my-function"}, "authorizerFunctionArn"),
+        ({"export_settle_seconds": 0}, "exportSettleSeconds"),
+        ({"webhook_max_attempts": 0}, "webhookMaxAttempts"),
+        ({"webhook_backoff_max_seconds": 901}, "900"),
+        ({"webhook_backoff_base_seconds": 60, "webhook_backoff_max_seconds": 30}, "base <= max"),
     ],
 )
 def test_invalid_props_are_refused(changes: dict[str, Any], message: str) -> None:

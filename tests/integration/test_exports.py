@@ -20,6 +20,7 @@ from functions.reports import handler as reports_api
 from functions.sender import handler as sender
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
+from meterline.storage.meters_store import MetersStore
 from tests.conftest import cloud_event, stream_records
 from tests.integration.http import call
 from tests.webhook_receiver import Receiver
@@ -40,6 +41,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def ctx(exports_aws: Any) -> reports.ReportsContext:
+    """The example meters, with their (empty) backfills done: exports wait for a backfill to finish."""
+    MetersStore().set_backfill("default", "tokens_total", {"status": "completed"})
     return reports_api.context()
 
 
@@ -270,3 +273,24 @@ def test_unsafe_endpoint_is_refused_at_send_time(exports_aws: Any, ctx: Any, rec
     assert receiver.attempts == {}
     [delivery] = runs()[0]["deliveries"]
     assert delivery["status"] == "failed" and delivery["lastError"].startswith("refused")
+
+
+def test_exports_wait_for_the_meter_backfill(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    MetersStore().set_backfill("default", "tokens_total", {"status": "running"})
+    assert fire(report, T0 + HOUR + 60_000) == []  # nothing claimed: partial numbers are not exported
+    reply = call(reports_api, "POST", "/api/v1/reports/hourly_tokens/runs", content_type=JSON,
+                 body={"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T01:00:00Z"})
+    [message] = exports_aws["sqs"].receive_message(QueueUrl=exports_aws["queues"]["export-requests"])["Messages"]
+    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
+              "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}
+    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": [{"itemIdentifier":
+                                                                                    message["MessageId"]}]}
+    assert [r["status"] for r in runs()] == ["pending"] and reply.json()["id"] == runs()[0]["id"]
+
+    MetersStore().set_backfill("default", "tokens_total", {"status": "completed"})
+    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}  # SQS redelivers it
+    assert len(fire(report, T0 + 2 * HOUR + 60_000)) == 2  # hours 0 and 1, caught up
+    drain(exports_aws)
+    assert sorted(r["status"] for r in runs()) == ["succeeded"] * 3

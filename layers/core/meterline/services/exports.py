@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from meterline.aws.queues import ExportQueues
 from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import Delivery, Run, RunPhase, Trigger, webhook_id
+from meterline.domain.meters import BackfillState
 from meterline.domain.reports import (
     SUBJECT,
     Report,
@@ -46,6 +47,10 @@ STALE_RUN_MS = 10 * 60_000
 MAX_MESSAGE_BYTES = 250_000
 
 
+class CountingIncomplete(Exception):
+    """The report's meter is still being backfilled: retry the export later."""
+
+
 @dataclass
 class Exporter:
     reports: ReportsStore
@@ -60,6 +65,8 @@ class Exporter:
         if stored is None or stored.report.id != report_id:
             return []  # the report was deleted (or re-created): this firing belonged to the old one
         report = stored.report
+        if self._counting_incomplete(namespace, report):
+            return []  # the windows stay unclaimed: the first firing after the backfill catches them up
         windows = closed_windows(report.schedule, now_ms, created_ms=report.created_ms,
                                  last_start_ms=self.reports.last_claimed_window(namespace, report_id),
                                  bound=self.settings.catch_up_windows)
@@ -80,14 +87,23 @@ class Exporter:
         if run is None:
             return None
         resumed = run.phase is RunPhase.RUNNING
+        stored = self.reports.get(namespace, slug)
+        if stored is not None and self._counting_incomplete(namespace, stored.report):
+            raise CountingIncomplete(f"meter {stored.report.meter_id_or_slug!r} is still backfilling; "
+                                     "the request is retried")
         if not self.reports.start_run(namespace, run, now_ms, stale_before_ms=now_ms - STALE_RUN_MS):
             return None
-        stored = self.reports.get(namespace, slug)
         if stored is None or stored.report.id != report_id:
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error="the report was deleted")
             return run
         self._export(namespace, stored.report, run, now_ms, resumed=resumed)
         return run
+
+    def _counting_incomplete(self, namespace: str, report: Report) -> bool:
+        """A meter whose backfill has not finished would export partial numbers."""
+        found = self.meters.find(namespace, report.meter_id_or_slug)
+        backfill = found.meter.backfill if found else None
+        return backfill is not None and backfill.status in (BackfillState.PENDING, BackfillState.RUNNING)
 
     def _export(self, namespace: str, report: Report, run: Run, now_ms: int, *, resumed: bool) -> None:
         found = self.meters.find(namespace, report.meter_id_or_slug)

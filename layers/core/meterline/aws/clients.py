@@ -35,3 +35,19 @@ def required_env(name: str, what: str) -> str:
     if not value:
         raise RuntimeError(f"environment variable {name} ({what}) is not set")
     return value
+
+
+class AwsAdapter:
+    """What the adapters share: an injectable client, else the process-wide one for `service`, made on
+    first use."""
+
+    service: str
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client(self.service)
+        return self._client

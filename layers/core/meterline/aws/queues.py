@@ -9,20 +9,13 @@ from typing import Any
 
 import orjson
 
-from meterline.aws.clients import aws_client, required_env
+from meterline.aws.clients import AwsAdapter, required_env
 
 MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
 
 
-class ExportQueues:
-    def __init__(self, client: Any = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("sqs")
-        return self._client
+class ExportQueues(AwsAdapter):
+    service = "sqs"
 
     def request_export(self, message: dict[str, Any]) -> None:
         self.client.send_message(QueueUrl=required_env("EXPORT_QUEUE_URL", "the export request queue"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from meterline.aws.clients import aws_client, required_env
+from meterline.aws.clients import AwsAdapter, required_env
 from meterline.domain.reports import Report, next_boundary_ms, rate_expression
 
 _NAME_OK = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
@@ -27,15 +27,8 @@ def schedule_name(namespace: str, slug: str) -> str:
     return "r-" + hashlib.sha256(f"{namespace}/{slug}".encode()).hexdigest()[:40]
 
 
-class ReportSchedules:
-    def __init__(self, client: Any = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("scheduler")
-        return self._client
+class ReportSchedules(AwsAdapter):
+    service = "scheduler"
 
     @property
     def group(self) -> str:

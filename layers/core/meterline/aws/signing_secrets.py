@@ -6,21 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from meterline.aws.clients import aws_client, required_env
+from meterline.aws.clients import AwsAdapter, required_env
 
 KEY_ENV = "SIGNING_KEY_ID"
 
 
-class SigningSecrets:
-    def __init__(self, client: Any = None, key_id: str | None = None) -> None:
-        self._client = client
-        self._key_id = key_id
+class SigningSecrets(AwsAdapter):
+    service = "kms"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("kms")
-        return self._client
+    def __init__(self, client: Any = None, key_id: str | None = None) -> None:
+        super().__init__(client)
+        self._key_id = key_id
 
     @staticmethod
     def _context(namespace: str, report_id: str) -> dict[str, str]:

@@ -194,17 +194,10 @@ class ReportsStore(TableAdapter):
             "runId": {"S": run.id},
             "expiresAt": self._expires(run.requested_ms),
         }
-        try:
-            self.client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self.table, "Item": claim, "ConditionExpression": "attribute_not_exists(pk)"}},
-                {"Put": {"TableName": self.table, "Item": self._run_item(namespace, run)}},
-            ])
-        except self.client.exceptions.TransactionCanceledException as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                return False
-            raise
-        return True
+        return self._transact_if_first_holds([
+            {"Put": {"TableName": self.table, "Item": claim, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"TableName": self.table, "Item": self._run_item(namespace, run)}},
+        ])
 
     def last_claimed_window(self, namespace: str, report_id: str) -> int | None:
         """Start of the latest window a scheduled run has claimed."""
@@ -353,14 +346,7 @@ class ReportsStore(TableAdapter):
             "UpdateExpression": f"ADD {'succeeded' if succeeded else 'failed'} :one",
             "ExpressionAttributeValues": {":one": {"N": "1"}},
         }
-        try:
-            self.client.transact_write_items(TransactItems=[{"Update": delivery_update}, {"Update": run_update}])
-        except self.client.exceptions.TransactionCanceledException as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                return False
-            raise
-        return True
+        return self._transact_if_first_holds([{"Update": delivery_update}, {"Update": run_update}])
 
     @staticmethod
     def _attempt_update(attempt: int, status_code: int | None, error: str | None, now_ms: int
@@ -389,6 +375,17 @@ class ReportsStore(TableAdapter):
         return names, values, update
 
     # --- plumbing --------------------------------------------------------------------------------------
+
+    def _transact_if_first_holds(self, items: list[dict[str, Any]]) -> bool:
+        """Write `items` in one transaction; False (nothing written) if the first item's condition failed."""
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except self.client.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
 
     def _query(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         request = {"TableName": self.table, **request}

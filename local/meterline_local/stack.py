@@ -52,9 +52,10 @@ class LocalConfig:
     webhook_backoff_max_s: int = 3
     webhook_timeout_s: int = 10
     # A message whose handler failed reappears after the visibility timeout; on its
-    # `queue_max_receive_count`-th failure it moves to the dead-letter queue.
+    # `queue_max_receive_count`-th failure it moves to the dead-letter queue. Together about 30 s: a
+    # manual run requested while its meter backfills is retried this way until the backfill is done.
     queue_visibility_timeout_s: int = 3
-    queue_max_receive_count: int = 3
+    queue_max_receive_count: int = 10
     extra_env: dict[str, str] = field(default_factory=dict)
 
 

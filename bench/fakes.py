@@ -100,6 +100,7 @@ _KEY_EQ = re.compile(r"^(\w+) = (:\w+)$")
 _KEY_BETWEEN = re.compile(r"^(\w+) = (:\w+) AND (\w+) BETWEEN (:\w+) AND (:\w+)$")
 _KEY_BEGINS = re.compile(r"^(\w+) = (:\w+) AND begins_with\((\w+), (:\w+)\)$")
 _SET_CLAUSE = re.compile(r"^([#\w]+) = (:\w+)$")
+_UPDATE = re.compile(r"^(?:SET (.+?))?\s*(?:REMOVE (.+))?$")
 
 
 class CostModelDynamoDB:
@@ -200,19 +201,22 @@ class CostModelDynamoDB:
                     **rest: Any) -> dict[str, Any]:
         if rest:
             raise NotImplementedError(f"update_item parameters {sorted(rest)}")
-        if not UpdateExpression.startswith("SET "):
+        match = _UPDATE.match(UpdateExpression)
+        if not match or not (match.group(1) or match.group(2)):
             raise NotImplementedError(f"update expression {UpdateExpression!r}")
         assignments: dict[str, dict[str, Any]] = {}
-        for clause in UpdateExpression[4:].split(","):
-            match = _SET_CLAUSE.match(clause.strip())
-            if not match:
+        for clause in match.group(1).split(",") if match.group(1) else []:
+            set_match = _SET_CLAUSE.match(clause.strip())
+            if not set_match:
                 raise NotImplementedError(f"update clause {clause!r}")
-            name = self._names(ExpressionAttributeNames, match.group(1))
-            assignments[name] = (ExpressionAttributeValues or {})[match.group(2)]
+            name = self._names(ExpressionAttributeNames, set_match.group(1))
+            assignments[name] = (ExpressionAttributeValues or {})[set_match.group(2)]
+        removed = {self._names(ExpressionAttributeNames, name.strip())
+                   for name in (match.group(2) or "").split(",") if name.strip()}
         pk, sk = self._key(TableName, Key)
         with self._lock:
             before = self._get(TableName, pk, sk)
-            after = {**(before or Key), **assignments}
+            after = {name: value for name, value in {**(before or Key), **assignments}.items() if name not in removed}
             self._book("UpdateItem", TableName, pk, "WRU", write_units(before, after))
             self._store(TableName, pk, sk, after)
         if ReturnValues == "NONE":

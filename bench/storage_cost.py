@@ -6,8 +6,9 @@ Workload (bench/workload.py): 100,000 events of the example meters arriving at 1
 100 per request through EventsStore.put_new (ingestion time = event time); the events table's stream,
 in commit order, is fed to the real processor handler in 1,000-record batches (each a second after
 its last write); then the real Compactor.run_until_caught_up runs once every quarter of the workload is
-closed. The workload ends at UTC midnight, so that run also folds its day: quarter and day slots
-are both paid for, over only 100 s of traffic (one slot write per subject seen, at each level).
+closed. The workload ends at UTC midnight, so that run also folds its hour and its day: quarter, hour
+and day slots are all paid for, over only 100 s of traffic (a slot write per subject seen at each level,
+plus one per state of more than 256 bytes).
 
 Queries (UsageReader.query, tokens_total, DAY windows, groupBy model and type) are for the most active
 subject, `customer-1` (Zipf rank 1, ~10% of the events: the most rows and the largest slots to read):
@@ -19,14 +20,15 @@ Each result is checked against a recount of the generated events.
 
 Steady state (`*_steady`): one full UTC quarter (900,000 events at 1,000 events/s) through the processor
 and the compactor, so quarter slots amortise over a quarter as under continuous traffic. Event puts are
-not replayed (same cost per event by construction). Day slots are written once per subject and day,
-i.e. amortised over 96 quarters: the figure is the day fold of that quarter / 96. Also:
+not replayed (same cost per event by construction). Hour slots are written once per subject and hour,
+day slots once per subject and day: the figures are the roll-ups of that quarter / 4 and / 96. Also:
 - `query_rru_to_now_steady`: the 30-day query with `to` = now, at the end of that quarter (the usual
   dashboard query: the quarter not yet compacted is read through its manifest and raw rows);
-- `query_rru_30d_day_steady`, `query_rru_30d_day_kolkata_steady`: the 30-day queries over 30 days of
-  steady traffic for `customer-1`, approximated by copying its compacted quarter slot into every quarter
-  and its day slot into every day of the range (its group vocabularies saturate within a quarter, so a
-  day slot is about as large as a quarter slot). No recount check there (the copies are not events).
+- `query_rru_30d_day_steady`, `query_rru_30d_day_kolkata_steady`, `query_rru_30d_day_kathmandu_steady`:
+  the 30-day queries over 30 days of steady traffic for `customer-1`, approximated by copying its
+  compacted quarter, hour and day slots (packed and split items) into every quarter, hour and day of the
+  range (its group vocabularies saturate within a quarter, so a day slot is about as large as a quarter
+  slot). No recount check there (the copies are not events).
 
 Prices: DynamoDB on-demand $0.625 per million WRU and $0.125 per million RRU (the compactor's reads),
 API Gateway HTTP API $1.00 per million requests (100 events per request), Lambda arm64 at 512 MB,
@@ -57,7 +59,7 @@ from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate,
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.events import CloudEvent  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
-from meterline.domain.slots import DAY_MS, QUARTER_MS, day_of_month, floor_to, month_start  # noqa: E402
+from meterline.domain.slots import DAY, DAY_MS, HOUR, QUARTER, QUARTER_MS, floor_to  # noqa: E402
 from meterline.domain.timeutil import format_ms  # noqa: E402
 from meterline.services.compaction import Compactor  # noqa: E402
 from meterline.services.usage_query import UsageQuery, UsageReader  # noqa: E402
@@ -87,8 +89,10 @@ USD_PER_API_REQUEST = 1.00e-6
 USD_PER_GB_S = 0.0000133334
 LAMBDA_GB = 0.5
 
-WRITE_CATEGORIES = ["event_puts", "event_index", "raw_rows", "manifests", "quarter_slots", "day_slots",
-                    "compaction_state"]
+WRITE_CATEGORIES = ["event_puts", "event_index", "raw_rows", "manifests", "quarter_slots", "hour_slots",
+                    "day_slots", "compaction_state"]
+STEADY_CATEGORIES = ("event_index", "raw_rows", "manifests", "quarter_slots", "hour_slots", "day_slots")
+SLOT_CATEGORIES = {"q": "quarter_slots", "h": "hour_slots", "d": "day_slots"}
 
 
 def category(table: str, pk: str) -> str:
@@ -98,14 +102,13 @@ def category(table: str, pk: str) -> str:
         return "raw_rows"
     if "#evidx#" in pk:
         return "event_index"
-    if pk.startswith(("manifest#", "late#")):
+    if pk.startswith(("manifest#", "late#")) or pk.endswith("#late"):
         return "manifests"
-    if pk == "compaction" or pk.startswith("daywork#"):
+    if pk == "compaction" or pk.startswith("work#"):
         return "compaction_state"
-    if "#q#" in pk:
-        return "quarter_slots"
-    if "#d#" in pk:
-        return "day_slots"
+    parts = pk.split("#")
+    if len(parts) >= 3 and parts[1] in SLOT_CATEGORIES:
+        return SLOT_CATEGORIES[parts[1]]
     return "other"
 
 
@@ -273,40 +276,49 @@ def steady(catalog: MeterCatalog, event_puts: float, figures: dict[str, float]) 
                  + client.by_category("WRU", "compactor").get(name, 0.0) / STEADY_EVENTS
                  for name in WRITE_CATEGORIES}
     breakdown["event_puts"] = event_puts
+    # one quarter of traffic: an hour's slots are written once per 4 quarters, a day's once per 96
+    breakdown["hour_slots"] = client.total("WRU", "day_fold", "hour_slots") / 4 / STEADY_EVENTS
     breakdown["day_slots"] = client.total("WRU", "day_fold", "day_slots") / QUARTERS_PER_DAY / STEADY_EVENTS
     # compaction state: a few 1-WRU writes per quarter (~1e-5 per event)
     figures["wru_per_event_steady"] = sum(breakdown.values())
-    figures.update({f"wru_{name}_per_event_steady": breakdown[name]
-                    for name in ("event_index", "raw_rows", "manifests", "quarter_slots", "day_slots")})
+    figures.update({f"wru_{name}_per_event_steady": breakdown[name] for name in STEADY_CATEGORIES})
+    # the day fold phase reads the hour's quarters (once per 4 quarters) and the day's hours (once per 96)
+    day_fold_rru = client.by_category("RRU", "day_fold")
     figures["rru_compaction_per_event_steady"] = (
-        client.total("RRU", "compactor") + client.total("RRU", "day_fold") / QUARTERS_PER_DAY) / STEADY_EVENTS
+        client.total("RRU", "compactor") + day_fold_rru.get("quarter_slots", 0.0) / 4
+        + sum(units for name, units in day_fold_rru.items() if name != "quarter_slots") / QUARTERS_PER_DAY
+    ) / STEADY_EVENTS
     return client
 
 
 def history(catalog: MeterCatalog, steady_client: CostModelDynamoDB, figures: dict[str, float]) -> None:
-    """30 days of steady traffic for TOP_SUBJECT: its compacted slots of the steady quarter, copied into every
-    quarter and day of the queried range, under an up-to-date compactor."""
+    """30 days of steady traffic for TOP_SUBJECT: its compacted slots of the steady quarter (its quarter,
+    hour and day slots, packed and split items), copied into every quarter, hour and day of the queried
+    range, under an up-to-date compactor."""
     usage = steady_client.tables[USAGE_TABLE]
-    day = floor_to(STEADY_QUARTER_START_MS, DAY_MS)
-    quarter_slot = usage[slot_partition(NAMESPACE, "q", day)][slot_key(TOP_SUBJECT, 44)]
-    day_slot = usage[slot_partition(NAMESPACE, "d", month_start(day))][slot_key(TOP_SUBJECT, day_of_month(day))]
     client = new_client()
-    for start in range(DAY_END_MS - 30 * DAY_MS, DAY_END_MS, DAY_MS):
-        pk = slot_partition(NAMESPACE, "d", month_start(start))
-        sk = slot_key(TOP_SUBJECT, day_of_month(start))
-        client.seed(USAGE_TABLE, {**day_slot, "pk": {"S": pk}, "sk": {"S": sk}})
-        pk = slot_partition(NAMESPACE, "q", start)
-        for index in range(QUARTERS_PER_DAY):
-            sk = slot_key(TOP_SUBJECT, index)
-            client.seed(USAGE_TABLE, {**quarter_slot, "pk": {"S": pk}, "sk": {"S": sk}})
+    for level in (QUARTER, HOUR, DAY):
+        period = level.period(STEADY_QUARTER_START_MS)
+        key = slot_key(TOP_SUBJECT, level, level.index(STEADY_QUARTER_START_MS))
+        base = slot_partition(NAMESPACE, level, period)
+        found = {pk[len(base):]: items[key] for pk, items in usage.items()
+                 if (pk == base or pk.startswith(base + "#")) and key in items}
+        assert "" in found, (level, key)
+        for start in range(DAY_END_MS - 30 * DAY_MS, DAY_END_MS, level.length_ms):
+            for suffix, item in found.items():
+                client.seed(USAGE_TABLE, {**item, "pk": {"S": slot_partition(NAMESPACE, level, level.period(start))
+                                                         + suffix},
+                                          "sk": {"S": slot_key(TOP_SUBJECT, level, level.index(start))}})
     now = DAY_END_MS + 4 * 60_000
     client.seed(USAGE_TABLE, {
-        **COMPACTION_KEY, "quarterHorizon": {"N": str(DAY_END_MS)}, "dayHorizon": {"N": str(DAY_END_MS)},
-        "lateThrough": {"N": str(DAY_END_MS)}})
+        **COMPACTION_KEY, "quarterHorizon": {"N": str(DAY_END_MS)}, "hourHorizon": {"N": str(DAY_END_MS)},
+        "dayHorizon": {"N": str(DAY_END_MS)}, "lateThrough": {"N": str(DAY_END_MS)}})
     day_query = {"from": format_ms(DAY_END_MS - 30 * DAY_MS), "to": format_ms(DAY_END_MS)}
     figures["query_rru_30d_day_steady"] = run_query(client, catalog, "history", now, **day_query)[0]
     figures["query_rru_30d_day_kolkata_steady"] = run_query(
         client, catalog, "history_kolkata", now, windowTimeZone="Asia/Kolkata", **day_query)[0]
+    figures["query_rru_30d_day_kathmandu_steady"] = run_query(
+        client, catalog, "history_kathmandu", now, windowTimeZone="Asia/Kathmandu", **day_query)[0]
 
 
 def main() -> None:
@@ -331,12 +343,11 @@ def main() -> None:
     order = ["wru_per_event", *(f"wru_{name}_per_event" for name in WRITE_CATEGORIES), "failed_conditional_writes",
              "rru_compaction_per_event", "usd_per_million_events", "usd_lambda_per_million_events",
              "wru_per_event_batch100", "wru_per_event_steady",
-             *(f"wru_{name}_per_event_steady" for name in ("event_index", "raw_rows", "manifests", "quarter_slots",
-                                                           "day_slots")),
+             *(f"wru_{name}_per_event_steady" for name in STEADY_CATEGORIES),
              "rru_compaction_per_event_steady", "usd_per_million_events_steady",
              "query_rru_30d_day", "query_rru_30d_day_fresh", "query_rru_30d_day_kolkata",
              "query_rru_30d_day_through_today", "query_rru_to_now_steady", "query_rru_30d_day_steady",
-             "query_rru_30d_day_kolkata_steady"]
+             "query_rru_30d_day_kolkata_steady", "query_rru_30d_day_kathmandu_steady"]
     assert sorted(order) == sorted(figures), set(order) ^ set(figures)
     for name in order:
         value = figures[name]

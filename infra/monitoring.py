@@ -1,7 +1,8 @@
 """Alarms to an SNS topic (optionally mailed), and one CloudWatch dashboard.
 
 Alarms: API 5xx rate, per-function errors and throttles, the stream's iterator age (the processor
-falling behind), and messages in any dead-letter or on-failure queue. Missing data is not breaching:
+falling behind), the compactor's lag behind its schedule, and messages in any dead-letter or
+on-failure queue. Missing data is not breaching:
 an idle stack is a healthy one.
 """
 
@@ -21,8 +22,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import MeterlineProps
+from infra.lambdas import SERVICE_NAME
+from meterline.services.compaction import LAG_METRIC, METRICS_NAMESPACE
 
 PERIOD = Duration.minutes(5)
+COMPACTION_LAG_ALARM_SECONDS = 30 * 60
 _NOT_BREACHING = cloudwatch.TreatMissingData.NOT_BREACHING
 _AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 _ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
@@ -73,6 +77,16 @@ class Monitoring(Construct):
                     description=f"The processor is more than {props.iterator_age_alarm_seconds} s behind the "
                                 "events stream (counters are stale; records expire from the stream after 24 h)")
 
+        # The compactor's own metric (functions/compactor): how far behind its schedule it is. Queries stay
+        # exact while it lags (they read raw rows instead of slots), but cost more the further behind it is.
+        compaction_lag = cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=LAG_METRIC,
+                                           dimensions_map={"service": SERVICE_NAME}, period=PERIOD,
+                                           statistic="Maximum", unit=cloudwatch.Unit.SECONDS)
+        self._alarm("CompactionLag", compaction_lag, threshold=COMPACTION_LAG_ALARM_SECONDS, comparison=_ABOVE,
+                    evaluation_periods=2,
+                    description=f"The compactor is more than {COMPACTION_LAG_ALARM_SECONDS // 60} minutes behind "
+                                "(usage queries read raw rows for the unfolded time and get slower and costlier)")
+
         for name, queue in dead_letter_queues.items():
             depth = queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
             self._alarm(f"{name}Depth", depth, threshold=1,
@@ -110,6 +124,8 @@ class Monitoring(Construct):
             _graph("Queue depth", [q.metric_approximate_number_of_messages_visible(period=PERIOD, label=n)
                                    for n, q in dead_letter_queues.items()]),
         )
+
+        self.dashboard.add_widgets(_graph("Compaction lag (s)", [compaction_lag]))
 
     def _alarm(
         self,

@@ -1,5 +1,5 @@
 """Scheduled every minute: run pending meter backfills a step, then fold raw counting rows into
-quarter-hour and day slots.
+quarter-hour, hour and day slots, and report how far behind schedule the compactor is (a metric).
 
 Must not run concurrently with itself (reserved concurrency 1); each run stops early enough to stay
 inside its timeout, and the next run continues where it stopped.
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.domain.timeutil import now_ms
 from meterline.services.backfill import BackfillWorker
-from meterline.services.compaction import Compactor
+from meterline.services.compaction import LAG_METRIC, METRICS_NAMESPACE, Compactor
 from meterline.services.meter_source import meter_catalog, ttl_seconds
 from meterline.settings import compaction_timing, settings
 from meterline.storage.events_store import EventsStore
@@ -22,6 +23,9 @@ from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore
 
 logger = Logger(service="meterline")
+# One datapoint per run (an embedded-metric-format log line): how far the compactor is behind its schedule.
+# infra/monitoring.py alarms on it, also when it is missing (the compactor stopped running).
+metrics = Metrics(namespace=METRICS_NAMESPACE, service="meterline")
 _compactor: Compactor | None = None
 _backfills: BackfillWorker | None = None
 # Leave this much of the invocation's time unused, so a run never times out half-way through a step.
@@ -47,6 +51,7 @@ def backfills() -> BackfillWorker:
     return _backfills
 
 
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = now_ms()
     filled = backfills().run(now)
@@ -56,8 +61,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = compactor().run(now)
     while not report.caught_up and context.get_remaining_time_in_millis() > SAFETY_MS:
         report = compactor().run(now)
-    logger.info("compaction", extra={"quarters": report.quarters, "days": report.days,
+    metrics.add_metric(name=LAG_METRIC, unit=MetricUnit.Seconds, value=report.lag_ms / 1000)
+    logger.info("compaction", extra={"quarters": report.quarters, "hours": report.hours, "days": report.days,
                                      "late_quarters": report.late_quarters, "units": report.units,
                                      "slot_writes": report.slot_writes, "caught_up": report.caught_up,
-                                     **report.horizons})
+                                     "lag_ms": report.lag_ms, **report.horizons})
     return {"caughtUp": report.caught_up, **report.horizons}

@@ -342,7 +342,7 @@ def test_alarms_cover_api_functions_stream_and_dead_letter_queues(dev: Synthesiz
     assert watched("IteratorAge", {"Ref": ids["processor"]})
     for queue in ("failure_queue", "delivery_dlq", "export_dlq"):
         assert watched("ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": [ids[queue], "QueueName"]}), queue
-    assert len(alarms) == 1 + 2 * len(TABLE_ACCESS) + 1 + 3
+    assert len(alarms) == 1 + 2 * len(TABLE_ACCESS) + 1 + 3 + 1  # ... + compaction lag (test_infra_compaction.py)
     dev.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
     dev.template.resource_count_is("AWS::SNS::Subscription", 0)  # no alarmEmail given
 

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog, parse_meters, parse_number
-from meterline.domain.slots import QUARTER_MS, floor_to
 from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize, plan_windows, resolve_time_zone
 from meterline.processing.counting import count_events
@@ -285,23 +284,22 @@ def usage_table(name: str) -> Iterator[tuple[Any, UsageStore]]:
 def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     """Events arrive (late ones included, batches redelivered and bisected) while the compactor lags:
     it runs every 30 minutes, folds at most 3 quarters and 4 late lists per run, and now and then dies
-    half-way through a run (but stays within the reader's PENDING_LOOKBACK of its late lists; see
-    test_late_rows_while_the_compactor_is_stalled). Queries made meanwhile read day slots, quarter slots,
-    pending late quarters and the raw tail; each must equal a recount of the events processed so far."""
+    half-way through a run. Queries made meanwhile read day, hour and quarter slots, pending late quarters
+    and the raw tail; each must equal a recount of the events processed so far."""
     from meterline.services import compaction, usage_query
 
     seen = {"crashes": 0, "queries": 0, "with pending quarters": 0, "with a raw tail": 0, "with quarter slots": 0,
-            "with day slots": 0}
+            "with hour slots": 0, "with day slots": 0}
     planned = usage_query.plan
 
-    def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, pending: frozenset[int] = frozenset(),
+    def plan(query: UsageQuery, horizons: dict[str, int], pending: frozenset[int] = frozenset(),
              **kwargs: Any) -> Any:
         """The reader's plan, recorded: which paths the queries took."""
-        chosen = planned(query, quarter_horizon, day_horizon, pending, **kwargs)
+        chosen = planned(query, horizons, pending, **kwargs)
         seen["with pending quarters"] += any(query.from_ms <= q < query.to_ms for q in pending)
-        seen["with a raw tail"] += any(end > quarter_horizon for _, end in chosen.raw_ranges)
-        seen["with quarter slots"] += bool(chosen.quarter_slots)
-        seen["with day slots"] += bool(chosen.day_slots)
+        seen["with a raw tail"] += any(end > horizons["quarterHorizon"] for _, end in chosen.raw_ranges)
+        for level in ("quarter", "hour", "day"):
+            seen[f"with {level} slots"] += any(lv.name == level[0] for lv, _ in chosen.slots)
         return chosen
 
     monkeypatch.setattr(usage_query, "plan", plan)
@@ -328,13 +326,13 @@ def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch) 
             while next_run <= now:  # the compactor's scheduled runs up to now, some of them dying half-way
                 if rng.random() < 0.3:
                     seen["crashes"] += 1
-                    store.put_slots = _dies_after(rng.randint(1, 6), store.put_slots)  # type: ignore[method-assign]
+                    store.put_slot = _dies_after(rng.randint(1, 6), store.put_slot)  # type: ignore[method-assign]
                 try:
                     compactor.run(next_run)
                 except _CompactorDied:
                     pass
                 finally:
-                    store.__dict__.pop("put_slots", None)
+                    store.__dict__.pop("put_slot", None)
                 next_run += COMPACTOR_EVERY_MS
             count_events(batch, catalogs, store, f"b{i}-{size}", now, TIMING)
             if rng.random() < 0.3:  # redelivered whole or bisected, later, under another batch id
@@ -343,8 +341,6 @@ def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch) 
             processed.extend(batch)
             i += size
             if rng.random() < 0.6 or i >= len(stream):
-                late_through = store.get_compaction_state()["lateThrough"]
-                assert late_through >= floor_to(now - usage_query.PENDING_LOOKBACK_MS, QUARTER_MS)
                 reader = UsageReader(store)
                 for _ in range(4):
                     meter, query = random_query(rng, now)
@@ -363,14 +359,14 @@ class _CompactorDied(Exception):
     pass
 
 
-def _dies_after(writes: int, put_slots: Any) -> Any:
+def _dies_after(writes: int, put_slot: Any) -> Any:
     left = [writes]
 
-    def put(*args: Any, **kwargs: Any) -> None:
+    def put(*args: Any, **kwargs: Any) -> int:
         if left[0] == 0:
             raise _CompactorDied
         left[0] -= 1
-        put_slots(*args, **kwargs)
+        return put_slot(*args, **kwargs)
 
     return put
 
@@ -379,13 +375,10 @@ def _event(i: int, time_ms: int, ingested_ms: int) -> StoredEvent:
     return StoredEvent("default", f"x{i}", "s1", "use", "alice", time_ms, ingested_ms, {"v": 1, "tier": "a"})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "UsageReader._pending_quarters reads late lists only from now - PENDING_LOOKBACK_MS (2 h): while the "
-    "compactor is further behind, a quarter with late rows not folded yet is read from its stale slot"))
 def test_late_rows_while_the_compactor_is_stalled() -> None:
     """A late event counts from the moment it is processed, however long the compactor has not run
     (DESIGN.md invariant 5; docs/architecture.md: missing "only between its arrival as a late event and
-    the next compaction")."""
+    the next compaction"): the reader finds every late list from the compactor's `lateThrough` on."""
     meter = next(m for m in METERS if m.slug == "m_count")
     with usage_table("test-usage-stalled") as (_, store):
         compactor = Compactor(store, catalogs, TIMING)
@@ -399,7 +392,10 @@ def test_late_rows_while_the_compactor_is_stalled() -> None:
         want = recount(meter, [on_time, late], query)
         reader = UsageReader(store)
         assert_same(as_result(reader.query("default", meter, query, T0 + 2 * HOUR)), want)  # 1 h behind: right
-        assert_same(as_result(reader.query("default", meter, query, T0 + 4 * HOUR)), want)  # 3 h: 1, not 2
+        assert_same(as_result(reader.query("default", meter, query, T0 + 4 * HOUR)), want)  # 3 h behind
+        assert_same(as_result(reader.query("default", meter, query, T0 + 50 * HOUR)), want)  # 2 days behind
+        compactor.run_until_caught_up(T0 + 50 * HOUR)
+        assert_same(as_result(reader.query("default", meter, query, T0 + 50 * HOUR)), want)  # and caught up
 
 
 def test_a_query_to_the_end_of_the_month_reads_few_items() -> None:
@@ -420,15 +416,23 @@ def test_a_query_to_the_end_of_the_month_reads_few_items() -> None:
         assert len(calls) <= 60, f"{len(calls)} DynamoDB calls for one month"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "UsageReader._read_raw skips quarters after now + 15 min, but ingestion accepts any event time: an event "
-    "dated later is stored and processed, yet missing from queries until its time comes"))
-def test_an_event_dated_in_the_future_counts_once_processed() -> None:
+def test_an_event_dated_up_to_the_ingestion_limit_ahead_counts_once_processed() -> None:
+    """Ingestion refuses event times more than MAX_FUTURE_MS after receipt (tests/unit/
+    test_event_validation.py); an event at that limit, processed at once, counts in queries right away
+    and after compaction, also when the query's clock is a few minutes behind the ingesting one."""
+    from meterline.domain.events import MAX_FUTURE_MS
+
     meter = next(m for m in METERS if m.slug == "m_count")
     with usage_table("test-usage-future") as (_, store):
-        Compactor(store, catalogs, TIMING).run_until_caught_up(T0)
-        ahead = _event(1, T0 + HOUR, T0 + 60_000)  # a client whose clock is an hour fast
-        count_events([ahead], catalogs, store, "b1", T0 + 60_000, TIMING)
+        compactor = Compactor(store, catalogs, TIMING)
+        compactor.run_until_caught_up(T0)
+        received = T0 + 14 * 60_000 + 59_000  # the limit lands in the next quarter
+        ahead = _event(1, received + MAX_FUTURE_MS, received)
+        count_events([ahead], catalogs, store, "b1", received + 1000, TIMING)
         query = UsageQuery(T0, T0 + 2 * HOUR, WindowSize.HOUR)
-        rows = UsageReader(store).query("default", meter, query, T0 + 120_000)
-        assert_same(as_result(rows), recount(meter, [ahead], query))
+        want = recount(meter, [ahead], query)
+        assert want
+        reader = UsageReader(store)
+        for now in (received - 5 * 60_000, received + 2000, received + HOUR):
+            compactor.run_until_caught_up(now)
+            assert_same(as_result(reader.query("default", meter, query, now)), want)

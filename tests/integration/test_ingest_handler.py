@@ -63,7 +63,7 @@ def test_same_batch_from_8_threads_is_stored_exactly_once(aws) -> None:
     results = []
 
     def send() -> None:
-        events = parse_events(body, "application/json", 1)
+        events = parse_events(body, "application/json", 1_800_000_000_000)  # received after the events' time
         barrier.wait()
         results.append(store.put_new("default", events, 1))
 

@@ -13,13 +13,14 @@ from meterline.domain.events import (
     MAX_BODY_BYTES,
     MAX_EVENT_BYTES,
     MAX_EVENTS_PER_REQUEST,
+    MAX_FUTURE_MS,
     SINGLE,
     parse_events,
 )
 from meterline.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from tests.conftest import cloud_event
 
-RECEIVED = 1_700_000_000_123
+RECEIVED = 1_800_000_000_123  # 2027-01-15: after the example events
 
 
 def parse(payload: Any, content_type: str = JSON) -> list:
@@ -99,6 +100,22 @@ def test_every_offending_event_of_a_batch_is_reported() -> None:
         parse(batch)
     assert [(e.index, e.field) for e in caught.value.errors] == [(1, "subject"), (3, "id")]
     assert caught.value.detail.startswith("2 invalid events, nothing was stored")
+
+
+def test_event_times_more_than_five_minutes_ahead_are_refused() -> None:
+    """Counting rows are looked for up to a quarter-hour after a query's `now`: an event dated further
+    ahead than clock skew explains is a 400 naming its `time`, and nothing of the batch is stored."""
+    from meterline.domain.timeutil import format_ms
+
+    limit = format_ms(RECEIVED + MAX_FUTURE_MS)
+    too_far = format_ms(RECEIVED + MAX_FUTURE_MS + 1)
+    assert parse(cloud_event(time=limit), SINGLE)[0].time == RECEIVED + MAX_FUTURE_MS
+    with pytest.raises(InvalidInput) as caught:
+        parse([cloud_event(0), cloud_event(1, time=too_far)])
+    [error] = caught.value.errors
+    assert (error.index, error.field) == (1, "time")
+    assert error.reason.startswith("must be at most 5 minutes after the time of receipt") and too_far in error.reason
+    assert caught.value.detail.startswith("1 invalid event, nothing was stored: event 1: time must be at most")
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,9 @@ MAX_EVENT_BYTES = 64 * 1024
 # id and source form the idempotency key (a DynamoDB key is at most 2,048 bytes); subject and
 # type are keys of counters and indexes.
 MAX_ATTRIBUTE_BYTES = 256
+# How far an event's time may be ahead of its receipt (clock skew). Queries look for counting rows up to
+# a quarter-hour after their own `now`, so anything accepted here is found; see docs/decisions.md.
+MAX_FUTURE_MS = 5 * 60_000
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -112,20 +115,30 @@ def parse_events(body: bytes, content_type: str | None, received_ms: int) -> lis
     try:
         events = _BATCH_ADAPTER.validate_python(raw_events)
     except ValidationError as exc:
-        errors = [_field_error(err, is_batch) for err in exc.errors(include_url=False)]
-        bad = len({e.index for e in errors})
-        raise InvalidInput(
-            f"{bad} invalid event{'s' if bad > 1 else ''}, nothing was stored: "
-            + "; ".join(_describe(e) for e in errors[:10]),
-            errors,
-            kind="invalid-events",
-            title="Invalid events",
-        ) from None
+        raise _invalid_events([_field_error(err, is_batch) for err in exc.errors(include_url=False)]) from None
 
-    for ev in events:
+    future = []
+    for index, ev in enumerate(events):
         if ev.time is None:
             ev.time = received_ms
+        elif ev.time > received_ms + MAX_FUTURE_MS:
+            future.append(FieldError("time", f"must be at most {MAX_FUTURE_MS // 60_000} minutes after the time "
+                                     f"of receipt ({format_ms(received_ms)}); it is {format_ms(ev.time)}",
+                                     index if is_batch else None))
+    if future:
+        raise _invalid_events(future)
     return events
+
+
+def _invalid_events(errors: list[FieldError]) -> InvalidInput:
+    bad = len({e.index for e in errors})
+    return InvalidInput(
+        f"{bad} invalid event{'s' if bad > 1 else ''}, nothing was stored: "
+        + "; ".join(_describe(e) for e in errors[:10]),
+        errors,
+        kind="invalid-events",
+        title="Invalid events",
+    )
 
 
 def _check_event_sizes(raw_events: list[Any], is_batch: bool) -> None:

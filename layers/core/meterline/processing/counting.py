@@ -1,10 +1,11 @@
 """The stream processor's counting step: turn a batch's events into rows and write them.
 
 Rows are written, never added: each batch writes one raw page per (namespace, counter set, minute,
-subject bucket) it touches, keyed by the batch id, and one manifest per event quarter (plus, for late
-data, one per processing quarter-hour) telling the compactor which pages to fold into quarter and day slots.
-A redelivered batch rewrites pages (same or different batch id); rows carry their event's identity,
-so every reader counts each event once whatever was written twice.
+subject bucket) it touches, keyed by the minute and the batch id, into a partition per quarter; and one
+manifest per event quarter and namespace (plus, for late data, a late list per namespace) telling the
+compactor which partitions to fold into slots. A redelivered batch rewrites pages (same or different
+batch id); rows carry their event's identity, so every reader counts each event once whatever was
+written twice.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def is_late(quarter_ms: int, now_ms: int, timing: CompactionTiming) -> bool:
 
 def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterCatalog], store: UsageStore,
                  batch_id: str, now_ms: int, timing: CompactionTiming) -> CountResult:
-    pages: dict[str, list[list]] = defaultdict(list)
+    pages: dict[tuple[str, int], list[list]] = defaultdict(list)
     parts: dict[str, tuple[str, str, int, int]] = {}
     for event in events:
         counters = counters_for(catalogs(event.namespace)).get(event.type)
@@ -65,25 +66,28 @@ def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterC
             row = counter.row(event)
             if row is None:
                 continue
-            partition = raw_partition(event.namespace, counter.counter_set, minute, bucket)
-            pages[partition].append(row.as_list())
+            partition = raw_partition(event.namespace, counter.counter_set, floor_to(minute, QUARTER_MS), bucket)
+            pages[(partition, minute)].append(row.as_list())
             parts[partition] = (event.namespace, counter.counter_set, minute, bucket)
     result = CountResult(rows=sum(len(rows) for rows in pages.values()))
     if not pages:
         return result
     result.pages = store.put_raw_pages(pages, batch_id, now_ms)
 
-    # manifest#{quarter} lists every raw partition of a quarter (the compactor's on-time work, and
-    # the directory a query reads raw rows through); late#{processing quarter} also lists late ones, whose
-    # quarters the compactor may already have folded.
-    manifests: dict[str, list[list]] = defaultdict(list)
+    # manifest#{quarter} lists every raw partition of a quarter (the compactor's on-time work, and the
+    # directory a query reads raw rows through), under the namespace's key range; late parts, whose
+    # quarters the compactor may already have folded, are also listed by processing quarter.
+    manifests: dict[tuple[int, str], list[list]] = defaultdict(list)
+    late: dict[str, list[list]] = defaultdict(list)
     for namespace, counter_set, minute, bucket in parts.values():
         quarter = floor_to(minute, QUARTER_MS)
         part = [namespace, counter_set, minute, bucket]
-        manifests[f"manifest#{quarter}"].append(part)
+        manifests[(quarter, namespace)].append(part)
         if is_late(quarter, now_ms, timing):
-            manifests[f"late#{floor_to(now_ms, QUARTER_MS)}"].append(part)
-    for key, listed in manifests.items():
-        store.put_manifest(key, batch_id, listed, now_ms)
-    result.manifests = len(manifests)
+            late[namespace].append(part)
+    for (quarter, namespace), listed in manifests.items():
+        store.put_manifest(quarter, namespace, batch_id, listed, now_ms)
+    for namespace, listed in late.items():
+        store.put_late(floor_to(now_ms, QUARTER_MS), namespace, batch_id, listed, now_ms)
+    result.manifests = len(manifests) + 2 * len(late)
     return result

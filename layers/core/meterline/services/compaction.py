@@ -1,16 +1,23 @@
-"""The compactor: folds raw rows into quarter-hour slots and quarter slots into day slots.
+"""The compactor: folds raw rows into quarter-hour slots, quarter slots into hour slots and hour slots
+into day slots.
 
 Every slot is *recomputed* from the level below and overwritten, never incremented, so running any
 step twice, or crashing half-way and running it again, leaves the same numbers. Work is found through
 manifests (see processing/counting.py):
 
-- on-time pass: quarter after quarter, once a quarter ended `grace` ago, fold every (counter set,
-  subject bucket) its manifest lists; then move the quarter horizon on. Queries read quarter slots
+- on-time pass: quarter after quarter, once a quarter ended `grace` ago, fold every (namespace, subject
+  bucket, counter set) its manifest lists; then move the quarter horizon on. Queries read quarter slots
   only below that horizon and raw rows above it, so no row is ever read twice.
-- day pass: when the quarter horizon passes midnight, fold each subject's 96 quarter slots into a day
-  slot; then move the day horizon on.
+- roll-up: when the quarter horizon passes an hour, fold the hour's quarter slots into hour slots for
+  every namespace that had work in it, then move the hour horizon on; likewise hours into days.
 - late pass: rows that arrived after their quarter was (or may have been) folded are listed by
-  processing quarter-hour; their quarters are folded again, and their days too if already folded.
+  processing quarter-hour; their quarters are folded again, and their hours and days too if already
+  folded (only the counter sets and subjects concerned).
+
+Each fold streams: a quarter fold reads one subject bucket's rows per counter set, a roll-up reads one
+partition of the level below in key order and writes each subject's slot as soon as its slots are read.
+A quarter's manifest is read and indexed once per run; a late list needs no manifest (a raw partition
+holds a whole quarter of one counter set and subject bucket).
 
 The compactor must not run concurrently with itself (reserved concurrency 1 on AWS, one thread
 locally).
@@ -19,7 +26,7 @@ locally).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +34,10 @@ import orjson
 
 from meterline.domain.counting import MeterCounter, Row, aggregate_rows, merge_group_states
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.slots import DAY_MS, QUARTER_MS, day_of_month, floor_to, month_start, quarter_index
+from meterline.domain.slots import DAY, DAY_MS, HOUR, HOUR_MS, QUARTER, QUARTER_MS, Level, floor_to
 from meterline.processing.counting import counters_for
 from meterline.settings import CompactionTiming
-from meterline.storage.usage_store import UsageStore, raw_partition, slot_key, slot_partition
+from meterline.storage.usage_store import UsageStore, raw_partition
 
 # Bounds per run, so one invocation stays well inside a Lambda timeout; the next run continues.
 MAX_QUARTERS_PER_RUN = 96
@@ -38,17 +45,43 @@ MAX_LATE_QUARTERS_PER_RUN = 96
 # Where a fresh stack's compactor starts looking. It runs from deployment on, so nothing older exists.
 INITIAL_QUARTER_LOOKBACK_MS = DAY_MS
 INITIAL_LATE_LOOKBACK_MS = 2 * QUARTER_MS
+# The compactor's lag metric (CloudWatch embedded metric format, emitted by functions/compactor).
+METRICS_NAMESPACE = "Meterline"
+LAG_METRIC = "CompactionLag"
+# Manifest indexes kept per run (late lists of a backfill can name thousands of quarters).
+MAX_CACHED_INDEXES = 512
+
+# (namespace, subject bucket) -> counter sets with raw rows
+ManifestIndex = dict[tuple[str, int], set[str]]
 
 
 @dataclass
 class CompactionReport:
     quarters: int = 0
+    hours: int = 0
     days: int = 0
     late_quarters: int = 0
     units: int = 0
     slot_writes: int = 0
     caught_up: bool = True  # False when a bound stopped the run early: run again
     horizons: dict[str, int] = field(default_factory=dict)
+    lag_ms: int = 0  # how far the compactor is behind its schedule (0 when up to date)
+
+
+def compaction_lag(now_ms: int, horizons: dict[str, int], timing: CompactionTiming) -> int:
+    """How long ago the oldest work the compactor has not done became due: the next quarter to fold is
+    due `grace` after it ends, the next late list `write_margin` after its processing quarter ends."""
+    due = min(horizons["quarterHorizon"] + QUARTER_MS + timing.grace_ms,
+              horizons["lateThrough"] + QUARTER_MS + timing.write_margin_ms)
+    return max(0, now_ms - due)
+
+
+def index_manifest(parts: Iterable[list[Any]]) -> dict[int, ManifestIndex]:
+    """Manifest parts [namespace, counter set, minute, bucket] by quarter, then (namespace, bucket)."""
+    index: dict[int, ManifestIndex] = defaultdict(lambda: defaultdict(set))
+    for namespace, counter_set, minute, bucket in parts:
+        index[floor_to(minute, QUARTER_MS)][(namespace, bucket)].add(counter_set)
+    return index
 
 
 class Compactor:
@@ -56,13 +89,12 @@ class Compactor:
         self.store = store
         self.catalogs = catalogs
         self.timing = timing
+        self._indexes: dict[int, ManifestIndex] = {}
 
-    def _counter(self, namespace: str, counter_set: str) -> MeterCounter | None:
-        for counters in counters_for(self.catalogs(namespace)).values():
-            for counter in counters:
-                if counter.counter_set == counter_set:
-                    return counter
-        return None  # the meter was deleted or changed: its counters are no longer read
+    def _counters(self, namespace: str) -> dict[str, MeterCounter]:
+        """The namespace's counter sets in force. Rows of others (deleted or changed meters) are no
+        longer read."""
+        return {c.counter_set: c for cs in counters_for(self.catalogs(namespace)).values() for c in cs}
 
     def run_until_caught_up(self, now_ms: int, max_runs: int = 1000) -> CompactionReport:
         for _ in range(max_runs):
@@ -73,118 +105,136 @@ class Compactor:
 
     def run(self, now_ms: int) -> CompactionReport:
         report = CompactionReport()
-        self._directory: dict[int, list[list[Any]]] = {}
+        self._indexes = {}
         state = self.store.get_compaction_state()
         start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
-        quarter_horizon = state.get("quarterHorizon", start)
-        day_horizon = state.get("dayHorizon", floor_to(quarter_horizon, DAY_MS))
-        late_through = state.get("lateThrough", floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS)
-        if not state:
-            self.store.set_compaction_state(quarterHorizon=quarter_horizon, dayHorizon=day_horizon,
-                                            lateThrough=late_through)
+        horizons = {
+            "quarterHorizon": state.get("quarterHorizon", start),
+            "lateThrough": state.get("lateThrough", floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS),
+        }
+        horizons["hourHorizon"] = state.get("hourHorizon", floor_to(horizons["quarterHorizon"], HOUR_MS))
+        horizons["dayHorizon"] = state.get("dayHorizon", floor_to(horizons["hourHorizon"], DAY_MS))
+        if set(horizons) - set(state):
+            self.store.set_compaction_state(**horizons)
 
-        # Late rows first: they may belong to quarters (and days) already folded.
-        while (late_through + QUARTER_MS + self.timing.write_margin_ms <= now_ms
+        # Late rows first: they may belong to quarters (and hours, days) already folded.
+        while (horizons["lateThrough"] + QUARTER_MS + self.timing.write_margin_ms <= now_ms
                and report.late_quarters < MAX_LATE_QUARTERS_PER_RUN):
-            parts = self.store.read_manifests(f"late#{late_through}")
-            self._fold_late(parts, day_horizon, now_ms, report)
-            late_through += QUARTER_MS
+            self._fold_late(self.store.read_late(horizons["lateThrough"]), horizons, now_ms, report)
+            horizons["lateThrough"] += QUARTER_MS
             report.late_quarters += 1
-            self.store.set_compaction_state(lateThrough=late_through)
+            self.store.set_compaction_state(lateThrough=horizons["lateThrough"])
 
-        while (quarter_horizon + QUARTER_MS + self.timing.grace_ms <= now_ms
+        self._roll_up(horizons, now_ms, report)  # finishes a roll-up a crashed run left half-done
+        while (horizons["quarterHorizon"] + QUARTER_MS + self.timing.grace_ms <= now_ms
                and report.quarters < MAX_QUARTERS_PER_RUN):
-            units = self._units(self._quarter_parts(quarter_horizon))
-            for (namespace, quarter, bucket), counter_sets in sorted(units.items()):
+            quarter = horizons["quarterHorizon"]
+            index = self._index(quarter)
+            for (namespace, bucket), counter_sets in sorted(index.items()):
                 self._fold_quarter(namespace, quarter, bucket, counter_sets, report)
-            for namespace in {unit[0] for unit in units}:
-                self.store.put_daywork(floor_to(quarter_horizon, DAY_MS), namespace, now_ms)
-            quarter_horizon += QUARTER_MS
+            for namespace in sorted({unit[0] for unit in index}):
+                self.store.put_work(HOUR, floor_to(quarter, HOUR_MS), namespace, now_ms)
+            horizons["quarterHorizon"] += QUARTER_MS
             report.quarters += 1
-            self.store.set_compaction_state(quarterHorizon=quarter_horizon)
-            while day_horizon + DAY_MS <= quarter_horizon:
-                for namespace in self.store.read_daywork(day_horizon):
-                    self._fold_day(namespace, day_horizon, None, report)
-                day_horizon += DAY_MS
-                report.days += 1
-                self.store.set_compaction_state(dayHorizon=day_horizon)
+            self.store.set_compaction_state(quarterHorizon=horizons["quarterHorizon"])
+            self._roll_up(horizons, now_ms, report)
 
         report.caught_up = not (
-            late_through + QUARTER_MS + self.timing.write_margin_ms <= now_ms
-            or quarter_horizon + QUARTER_MS + self.timing.grace_ms <= now_ms
+            horizons["lateThrough"] + QUARTER_MS + self.timing.write_margin_ms <= now_ms
+            or horizons["quarterHorizon"] + QUARTER_MS + self.timing.grace_ms <= now_ms
         )
-        report.horizons = {"quarterHorizon": quarter_horizon, "dayHorizon": day_horizon, "lateThrough": late_through}
+        report.horizons = dict(horizons)
+        report.lag_ms = compaction_lag(now_ms, horizons, self.timing)
         return report
+
+    def _roll_up(self, horizons: dict[str, int], now_ms: int, report: CompactionReport) -> None:
+        """Fold complete hours below the quarter horizon, then complete days below the hour horizon."""
+        while horizons["hourHorizon"] + HOUR_MS <= horizons["quarterHorizon"]:
+            hour = horizons["hourHorizon"]
+            for namespace in self.store.read_work(HOUR, hour):
+                self._fold_up(HOUR, namespace, hour, None, None, report)
+                self.store.put_work(DAY, floor_to(hour, DAY_MS), namespace, now_ms)
+            horizons["hourHorizon"] += HOUR_MS
+            report.hours += 1
+            self.store.set_compaction_state(hourHorizon=horizons["hourHorizon"])
+        while horizons["dayHorizon"] + DAY_MS <= horizons["hourHorizon"]:
+            day = horizons["dayHorizon"]
+            for namespace in self.store.read_work(DAY, day):
+                self._fold_up(DAY, namespace, day, None, None, report)
+            horizons["dayHorizon"] += DAY_MS
+            report.days += 1
+            self.store.set_compaction_state(dayHorizon=horizons["dayHorizon"])
+
+    def _index(self, quarter: int) -> ManifestIndex:
+        """The quarter's manifest, indexed (read once per run)."""
+        index = self._indexes.get(quarter)
+        if index is None:
+            if len(self._indexes) >= MAX_CACHED_INDEXES:
+                self._indexes.clear()
+            index = self._indexes[quarter] = index_manifest(self.store.read_manifests(quarter)).get(quarter, {})
+        return index
 
     def _fold_quarter(self, namespace: str, quarter: int, bucket: int, counter_sets: set[str],
                       report: CompactionReport) -> set[str]:
         """Recompute, from all their raw rows, the quarter slots of every subject of one subject bucket
-        for the given counter sets; one write per subject carries every counter set. Returns the
-        subjects written."""
+        for the given counter sets, one counter set's rows at a time; one packed write per subject
+        carries every small state. Returns the subjects written."""
+        counters = self._counters(namespace)
         per_subject: dict[str, dict[str, str]] = defaultdict(dict)
         for counter_set in sorted(counter_sets):
-            counter = self._counter(namespace, counter_set)
+            counter = counters.get(counter_set)
             if counter is None:
                 continue
-            rows: list[Row] = []
-            minutes = sorted({minute for ns, cs, minute, b in self._quarter_parts(quarter)
-                              if ns == namespace and cs == counter_set and b == bucket})
-            for minute in minutes:
-                partition = raw_partition(namespace, counter_set, minute, bucket)
-                rows.extend(Row.from_list(raw) for raw in self.store.read_raw(partition))
+            rows = (Row.from_list(raw) for raw in self.store.iter_raw(
+                raw_partition(namespace, counter_set, quarter, bucket)))
             for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
                 per_subject[subject][counter_set] = orjson.dumps(by_group).decode()
-        partition = slot_partition(namespace, "q", floor_to(quarter, DAY_MS))
-        index = quarter_index(quarter)
-        for subject, states in per_subject.items():
-            self.store.put_slots(partition, slot_key(subject, index), states)
-            report.slot_writes += 1
+        for subject in sorted(per_subject):
+            report.slot_writes += self.store.put_slot(namespace, QUARTER, quarter, subject, per_subject[subject])
         report.units += 1
         return set(per_subject)
 
-    def _quarter_parts(self, quarter: int) -> list[list[Any]]:
-        """Every raw partition of a quarter, from its manifest (read once per run)."""
-        if quarter not in self._directory:
-            self._directory[quarter] = self.store.read_manifests(f"manifest#{quarter}")
-        return self._directory[quarter]
-
-    @staticmethod
-    def _units(parts: list[list[Any]]) -> dict[tuple[str, int, int], set[str]]:
-        """Manifest parts grouped into (namespace, quarter, bucket) -> counter sets."""
-        units: dict[tuple[str, int, int], set[str]] = defaultdict(set)
-        for namespace, counter_set, minute, bucket in parts:
-            units[(namespace, floor_to(minute, QUARTER_MS), bucket)].add(counter_set)
-        return units
-
-    def _fold_late(self, parts: list[list[Any]], day_horizon: int, now_ms: int, report: CompactionReport) -> None:
-        redo_days: dict[tuple[str, int], set[str]] = defaultdict(set)
-        for (namespace, quarter, bucket), counter_sets in sorted(self._units(parts).items()):
-            subjects = self._fold_quarter(namespace, quarter, bucket, counter_sets, report)
-            day = floor_to(quarter, DAY_MS)
-            if day < day_horizon:
-                redo_days[(namespace, day)] |= subjects
-            else:
-                self.store.put_daywork(day, namespace, now_ms)
-        for (namespace, day), subjects in sorted(redo_days.items()):
+    def _fold_late(self, parts: list[list[Any]], horizons: dict[str, int], now_ms: int,
+                   report: CompactionReport) -> None:
+        redo_hours: dict[tuple[str, int], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+        for quarter, units in sorted(index_manifest(parts).items()):
+            for (namespace, bucket), late in sorted(units.items()):
+                subjects = self._fold_quarter(namespace, quarter, bucket, late, report)
+                hour = floor_to(quarter, HOUR_MS)
+                if hour < horizons["hourHorizon"]:
+                    redo_hours[(namespace, hour)][0].update(subjects)
+                    redo_hours[(namespace, hour)][1].update(late)
+                else:
+                    self.store.put_work(HOUR, hour, namespace, now_ms)
+        redo_days: dict[tuple[str, int], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+        for (namespace, hour), (subjects, counter_sets) in sorted(redo_hours.items()):
             for subject in sorted(subjects):
-                self._fold_day(namespace, day, subject, report)
+                self._fold_up(HOUR, namespace, hour, subject, counter_sets, report)
+            day = floor_to(hour, DAY_MS)
+            if day < horizons["dayHorizon"]:
+                redo_days[(namespace, day)][0].update(subjects)
+                redo_days[(namespace, day)][1].update(counter_sets)
+            else:
+                self.store.put_work(DAY, day, namespace, now_ms)
+        for (namespace, day), (subjects, counter_sets) in sorted(redo_days.items()):
+            for subject in sorted(subjects):
+                self._fold_up(DAY, namespace, day, subject, counter_sets, report)
 
-    def _fold_day(self, namespace: str, day: int, subject: str | None, report: CompactionReport) -> None:
-        """Recompute day slots from quarter slots: one subject's, or every subject's of the namespace."""
-        catalog_counters = {c.counter_set: c for cs in counters_for(self.catalogs(namespace)).values() for c in cs}
-        merged: dict[str, dict[str, dict[str, list[Any]]]] = defaultdict(dict)  # subject -> cs -> groups
-        for item in self.store.read_slot_items(slot_partition(namespace, "q", day), subject):
-            item_subject = item["sk"]["S"].rpartition("#")[0]
-            for name, value in item.items():
-                if not name.startswith("c") or name[1:] not in catalog_counters:
-                    continue
-                counter = catalog_counters[name[1:]]
-                into = merged[item_subject].setdefault(name[1:], {})
-                merge_group_states(counter.aggregation, into, orjson.loads(value["S"]))
-        partition = slot_partition(namespace, "d", month_start(day))
-        index = day_of_month(day)
-        for item_subject, by_counter in merged.items():
-            if by_counter:
-                self.store.put_slots(partition, slot_key(item_subject, index),
-                                     {cs: orjson.dumps(groups).decode() for cs, groups in by_counter.items()})
-                report.slot_writes += 1
+    def _fold_up(self, level: Level, namespace: str, start: int, subject: str | None,
+                 counter_sets: set[str] | None, report: CompactionReport) -> None:
+        """Recompute the `level` slot starting at `start` (an hour or a day) from the slots of the level
+        below, which fill exactly one partition: for every subject of the namespace, or one subject; for
+        every counter set in force, or the given ones. Streamed subject by subject."""
+        lower = QUARTER if level is HOUR else HOUR
+        counters = self._counters(namespace)
+        wanted = sorted(cs for cs in counters if counter_sets is None or cs in counter_sets)
+        for item_subject, slots in self.store.read_slots(namespace, lower, start, wanted, subject):
+            merged: dict[str, dict[str, list[Any]]] = {}
+            for states in slots.values():
+                for counter_set, state in states.items():
+                    merge_group_states(counters[counter_set].aggregation, merged.setdefault(counter_set, {}),
+                                       orjson.loads(state))
+            if merged:
+                report.slot_writes += self.store.put_slot(
+                    namespace, level, start, item_subject,
+                    {cs: orjson.dumps(groups).decode() for cs, groups in sorted(merged.items())})

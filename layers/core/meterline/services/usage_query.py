@@ -1,4 +1,4 @@
-"""Usage queries: windows in any IANA time zone, answered from day slots, quarter-hour slots and raw
+"""Usage queries: windows in any IANA time zone, answered from day, hour and quarter-hour slots and raw
 rows, each part of time from exactly one of them.
 
 Below the compactor's horizons the slots are complete; above them (the fresh tail) raw rows are read
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from meterline.domain.counting import (
+    SUBJECT_BUCKETS,
     Row,
     counter_set_id,
     encode_groups,
@@ -28,14 +29,13 @@ from meterline.domain.counting import (
     subject_bucket,
 )
 from meterline.domain.meters import Aggregation, Meter
-from meterline.domain.slots import DAY_MS, MINUTE_MS, QUARTER_MS, day_of_month, floor_to, month_start, quarter_index
+from meterline.domain.slots import DAY, HOUR, MINUTE_MS, QUARTER, QUARTER_MS, Level, floor_to
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
-from meterline.storage.usage_store import UsageStore, raw_partition, slot_partition
+from meterline.storage.usage_store import UsageStore, raw_partition
 
 SUBJECT = "subject"
-PENDING_LOOKBACK_MS = 8 * QUARTER_MS
 
 
 @dataclass
@@ -124,20 +124,37 @@ def _string_list(value: Any, name: str, errors: list[FieldError]) -> list[str] |
 @dataclass
 class _Plan:
     windows: list[tuple[int, int]]
-    day_slots: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # month -> day starts
-    quarter_slots: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # day -> quarters
+    slots: dict[tuple[Level, int], list[int]] = field(default_factory=lambda: defaultdict(list))  # -> starts
     raw_ranges: list[tuple[int, int]] = field(default_factory=list)
 
 
-def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, pending: frozenset[int] = frozenset(),
+_LEVEL = {Resolution.QUARTER: QUARTER, Resolution.HOUR: HOUR, Resolution.DAY: DAY}
+
+
+def plan(query: UsageQuery, horizons: Mapping[str, int], pending: frozenset[int] = frozenset(),
          max_windows: int = 10_000) -> _Plan:
-    """Which slots and raw ranges answer each window. `pending` are quarters with late rows the
-    compactor has not folded yet: they (and their days) are read from raw rows."""
+    """Which slots and raw ranges answer each window. Quarter, hour and day slots are complete below the
+    compactor's quarter, hour and day horizons. `pending` are quarters with late rows the compactor has
+    not folded yet: they are read from raw rows, and their hours and days from the slots around them."""
+    quarter_horizon = horizons.get("quarterHorizon", 0)
+    hour_horizon = min(horizons.get("hourHorizon", 0), quarter_horizon)
+    day_horizon = min(horizons.get("dayHorizon", 0), hour_horizon)
     if query.window_size is None:
         windows = [(query.from_ms, query.to_ms)]
     else:
         windows = plan_windows(query.from_ms, query.to_ms, query.window_size, query.zone, max_windows=max_windows)
     result = _Plan(windows)
+
+    def place(start: int, end: int, levels: tuple[Resolution, ...]) -> None:
+        for bucket in cover(start, end, Resolution.QUARTER, levels=levels).buckets:
+            if not any(bucket.start_ms <= q < bucket.end_ms for q in pending):
+                level = _LEVEL[bucket.resolution]
+                result.slots[(level, level.period(bucket.start_ms))].append(bucket.start_ms)
+            elif bucket.resolution is Resolution.QUARTER:
+                result.raw_ranges.append((bucket.start_ms, bucket.end_ms))
+            else:  # a pending quarter inside: the finer levels around it
+                place(bucket.start_ms, bucket.end_ms, levels[:levels.index(bucket.resolution)])
+
     for start, end in windows:
         lo = min(-(-start // QUARTER_MS) * QUARTER_MS, end)
         hi = max(lo, min(floor_to(end, QUARTER_MS), quarter_horizon))
@@ -147,40 +164,28 @@ def plan(query: UsageQuery, quarter_horizon: int, day_horizon: int, pending: fro
             result.raw_ranges.append((hi, end))
         if hi <= lo:
             continue
-        split = max(lo, min(hi, floor_to(day_horizon, DAY_MS)))
-        pieces = []
-        if split > lo:
-            pieces.append((lo, split, (Resolution.QUARTER, Resolution.DAY)))
-        if hi > split:
-            pieces.append((split, hi, (Resolution.QUARTER,)))
-        for a, b, levels in pieces:
-            for bucket in cover(a, b, Resolution.QUARTER, levels=levels).buckets:
-                if bucket.resolution is Resolution.DAY and not any(
-                        bucket.start_ms <= q < bucket.end_ms for q in pending):
-                    result.day_slots[month_start(bucket.start_ms)].append(bucket.start_ms)
-                    continue
-                for quarter in range(bucket.start_ms, bucket.end_ms, QUARTER_MS):
-                    if quarter in pending:
-                        result.raw_ranges.append((quarter, quarter + QUARTER_MS))
-                    else:
-                        result.quarter_slots[floor_to(quarter, DAY_MS)].append(quarter)
+        by_day = max(lo, min(hi, day_horizon))
+        by_hour = max(by_day, min(hi, hour_horizon))
+        for a, b, levels in ((lo, by_day, (Resolution.QUARTER, Resolution.HOUR, Resolution.DAY)),
+                             (by_day, by_hour, (Resolution.QUARTER, Resolution.HOUR)),
+                             (by_hour, hi, (Resolution.QUARTER,))):
+            if b > a:
+                place(a, b, levels)
     return result
 
 
 class UsageReader:
     def __init__(self, store: UsageStore) -> None:
         self.store = store
-        self._manifests: dict[int, list[list[Any]]] = {}  # per query
         self._now = 0
 
     def query(self, namespace: str, meter: Meter, query: UsageQuery, now_ms: int | None = None
               ) -> list[dict[str, Any]]:
-        self._manifests = {}
         self._now = int(time.time() * 1000) if now_ms is None else now_ms
         state = self.store.get_compaction_state()
         counter_set = counter_set_id(meter)
-        pending = self._pending_quarters(namespace, counter_set, state, self._now)
-        the_plan = plan(query, state.get("quarterHorizon", 0), state.get("dayHorizon", 0), pending)
+        pending = self._pending_quarters(namespace, counter_set, state)
+        the_plan = plan(query, state, pending)
         aggregation = meter.aggregation
         group_keys = list(meter.group_by)
         selected = [k for k in query.group_by if k != SUBJECT]
@@ -209,11 +214,8 @@ class UsageReader:
             key = (window, subject if by_subject else None, groups)
             accumulated[key] = merge(aggregation, accumulated.get(key), state)
 
-        subjects = query.subjects
-        self._read_slots(namespace, "d", counter_set, the_plan.day_slots, day_of_month, DAY_MS, subjects, add)
-        self._read_slots(namespace, "q", counter_set, the_plan.quarter_slots, quarter_index, QUARTER_MS,
-                         subjects, add)
-        self._read_raw(namespace, counter_set, aggregation, the_plan.raw_ranges, subjects, add)
+        self._read_slots(namespace, counter_set, the_plan.slots, query.subjects, add)
+        self._read_raw(namespace, counter_set, aggregation, the_plan.raw_ranges, query.subjects, add)
 
         rows = []
         for (window, subject, groups), state in sorted(accumulated.items(), key=lambda kv: (
@@ -228,69 +230,61 @@ class UsageReader:
             })
         return rows
 
-    def _read_slots(self, namespace: str, level: str, counter_set: str, wanted: dict[int, list[int]],
-                    index_of: Any, length: int, subjects: Sequence[str] | None, add: Any) -> None:
-        for period, starts in wanted.items():
-            partition = slot_partition(namespace, level, period)
-            by_index = {index_of(start): start for start in starts}
+    def _read_slots(self, namespace: str, counter_set: str, wanted: dict[tuple[Level, int], list[int]],
+                    subjects: Sequence[str] | None, add: Any) -> None:
+        for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][1])):
+            by_index = {level.index(start): start for start in starts}
             if subjects is None:
-                slots = self.store.read_slots(partition, counter_set)
+                slots = self.store.read_slots(namespace, level, period, [counter_set])
             else:
                 first, last = min(by_index), max(by_index)
-                slots = [s for subject in subjects
-                         for s in self.store.read_slots(partition, counter_set, subject, first, last)]
-            for subject, index, encoded_states in slots:
-                start = by_index.get(index)
-                if start is None:
-                    continue
-                for encoded_groups, state in orjson.loads(encoded_states).items():
-                    add(start, subject, encoded_groups, state)
+                slots = (found for subject in subjects
+                         for found in self.store.read_slots(namespace, level, period, [counter_set], subject,
+                                                            first, last))
+            for subject, by_slot in slots:
+                for index, states in by_slot.items():
+                    start = by_index.get(index)
+                    if start is None or counter_set not in states:
+                        continue
+                    for encoded_groups, state in orjson.loads(states[counter_set]).items():
+                        add(start, subject, encoded_groups, state)
 
     def _read_raw(self, namespace: str, counter_set: str, aggregation: Aggregation,
                   ranges: list[tuple[int, int]], subjects: Sequence[str] | None, add: Any) -> None:
-        """Raw rows of the given time ranges, found through the quarters' manifests (so empty minutes
-        cost nothing), de-duplicated by event identity and cut to the millisecond."""
-        buckets = {subject_bucket(s) for s in subjects} if subjects is not None else None
+        """Raw rows of the given time ranges, de-duplicated by event identity and cut to the millisecond:
+        per quarter, one Query per subject bucket over the minutes wanted."""
+        buckets = sorted({subject_bucket(s) for s in subjects} if subjects is not None else range(SUBJECT_BUCKETS))
         wanted_subjects = set(subjects) if subjects is not None else None
-        partitions: dict[str, tuple[int, int]] = {}
-        horizon = self._now + QUARTER_MS  # nothing is stored for later quarters (a `to` may be in the future)
+        horizon = self._now + QUARTER_MS  # nothing is stored for later times (ingestion refuses them)
+        minutes_by_quarter: dict[int, list[int]] = {}
         for start, end in ranges:
-            for quarter in range(floor_to(start, QUARTER_MS), min(end, horizon), QUARTER_MS):
-                for ns, cs, minute, bucket in self._manifest(quarter):
-                    if (ns == namespace and cs == counter_set and start - MINUTE_MS < minute < end
-                            and (buckets is None or bucket in buckets)):
-                        partitions.setdefault(raw_partition(ns, cs, minute, bucket), (start, end))
+            first, last = floor_to(start, MINUTE_MS), floor_to(min(end, horizon) - 1, MINUTE_MS)
+            if first > last:
+                continue
+            for quarter in range(floor_to(first, QUARTER_MS), last + 1, QUARTER_MS):
+                lo, hi = max(first, quarter), min(last, quarter + QUARTER_MS - MINUTE_MS)
+                known = minutes_by_quarter.get(quarter)
+                minutes_by_quarter[quarter] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
         seen: set[tuple[str, str]] = set()
-        for partition in partitions:
-            for raw in self.store.read_raw(partition):
-                row = Row.from_list(raw)
-                if (row.source, row.id) in seen or not any(a <= row.time_ms < b for a, b in ranges):
-                    continue
-                if wanted_subjects is not None and row.subject not in wanted_subjects:
-                    continue
-                seen.add((row.source, row.id))
-                add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
+        for quarter, (first, last) in sorted(minutes_by_quarter.items()):
+            for bucket in buckets:
+                for raw in self.store.iter_raw(raw_partition(namespace, counter_set, quarter, bucket), first, last):
+                    row = Row.from_list(raw)
+                    if (row.source, row.id) in seen or not any(a <= row.time_ms < b for a, b in ranges):
+                        continue
+                    if wanted_subjects is not None and row.subject not in wanted_subjects:
+                        continue
+                    seen.add((row.source, row.id))
+                    add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
 
-    def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int], now: int
-                          ) -> frozenset[int]:
-        """Quarters with late rows not folded yet, from the late manifests the compactor has not
-        processed (processing quarter-hours from its `lateThrough` to now)."""
+    def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int]) -> frozenset[int]:
+        """Quarters with late rows not folded yet: those of the namespace's late lists from the
+        compactor's `lateThrough` on, however far behind it is (one Query)."""
         if "lateThrough" not in state:
             return frozenset()
-        pending = set()
-        # A compactor more than PENDING_LOOKBACK behind is stalled (and alarmed); bound the reads.
-        for processing_quarter in range(max(state["lateThrough"], floor_to(now - PENDING_LOOKBACK_MS, QUARTER_MS)),
-                                        now + QUARTER_MS, QUARTER_MS):
-            for ns, cs, minute, _ in self.store.read_manifests(f"late#{processing_quarter}"):
-                if ns == namespace and cs == counter_set:
-                    pending.add(floor_to(minute, QUARTER_MS))
-        return frozenset(pending)
-
-    def _manifest(self, quarter: int) -> list[list[Any]]:
-        cached = self._manifests.get(quarter)
-        if cached is None:
-            cached = self._manifests[quarter] = self.store.read_manifests(f"manifest#{quarter}")
-        return cached
+        return frozenset(floor_to(minute, QUARTER_MS)
+                         for _, cs, minute, _ in self.store.read_late_since(namespace, state["lateThrough"])
+                         if cs == counter_set)
 
 
 QUERY_PARAMS = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "filterGroupBy", "clientId"}

@@ -3,6 +3,7 @@ quarter-hour and day slots, and the compactor's state."""
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.event_index import EventRef, IndexPage
+from meterline.domain.slots import Level
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
 
@@ -22,14 +24,22 @@ def index_partition(namespace: str, day: str) -> str:
 
 # --- counting ---------------------------------------------------------------------------------
 # Raw rows (the minute resolution, and what every coarser counter is recomputed from):
-#   pk "{ns}#raw#{counter set}#{minute ms}#{bucket}"  sk "{batch id}"   rows: JSON list of Row lists
-# Manifests (what the compactor must look at):
-#   pk "manifest#{quarter ms}" (on-time batches, by event quarter)    sk "{batch id}"  parts: JSON
-#   pk "late#{minute ms}"      (late batches, by processing minute)   sk "{batch id}"  parts: JSON
-#   pk "daywork#{day ms}"      (namespaces with quarters to roll into days)  sk namespace
-# Slots, one item per subject and slot, one attribute per counter set ("c" + counter set id):
-#   quarter-hours: pk "{ns}#q#{day ms}"    sk "{subject}#{quarter index 00-95}"
-#   days:          pk "{ns}#d#{month ms}"  sk "{subject}#{day of month 01-31}"
+#   pk "{ns}#raw#{counter set}#{quarter ms}#{bucket}"  sk "{minute ms}#{batch id}"  rows: list of Row lists
+#       (a page per minute and batch; a Query over a minute range of one partition finds a subject's rows)
+# Manifests (what the compactor must look at, and the directory of a quarter's raw partitions):
+#   pk "manifest#{quarter ms}"  sk "{ns}#{batch id}"   parts: [[ns, counter set, minute, bucket]]
+#       on-time and late batches alike, by event quarter; a reader reads its namespace's key range only
+#   pk "late#{processing quarter ms}"  sk "{ns}#{batch id}"  parts: the compactor's list of late work
+#   pk "{ns}#late"  sk "{processing quarter ms, 13 digits}#{batch id}"  parts: the same, per namespace,
+#       so a reader finds every late part the compactor has not folded yet in one Query
+#   pk "work#{level}#{period ms}"  sk ns    namespaces with quarters to roll into an hour or a day
+# Slots (level q: quarter-hours, partitions per UTC day; h: hours and d: days, partitions per UTC month),
+# key "{subject byte length, 3 digits}#{subject}#{index in the partition}":
+#   packed: pk "{ns}#{level}#{period ms}"                  one attribute "c{counter set}" per small state
+#   split:  pk "{ns}#{level}#{period ms}#{counter set}"    attribute "s": one state of more than
+#           SPLIT_STATE_BYTES, so that reading one meter never pays for a subject's other large states
+#   A state lives in exactly one of them; if both exist (a state that shrank), the packed one is current.
+#   The length prefix keeps one subject's keys contiguous and its key ranges exact ("a" and "a#1").
 # Compaction state:  pk "compaction"  sk "state"
 
 RAW = "raw"
@@ -46,17 +56,29 @@ def unpack(blob: bytes) -> Any:
     return orjson.loads(zlib.decompress(blob))
 
 
-def raw_partition(namespace: str, counter_set: str, minute_ms: int, bucket: int) -> str:
-    return f"{namespace}#{RAW}#{counter_set}#{minute_ms}#{bucket}"
+def raw_partition(namespace: str, counter_set: str, quarter_ms: int, bucket: int) -> str:
+    return f"{namespace}#{RAW}#{counter_set}#{quarter_ms}#{bucket}"
 
 
-def slot_partition(namespace: str, level: str, period_ms: int) -> str:
-    """level "q": quarter slots of the UTC day starting at period_ms; "d": day slots of the month."""
-    return f"{namespace}#{level}#{period_ms}"
+def slot_partition(namespace: str, level: Level, period_ms: int, counter_set: str | None = None) -> str:
+    base = f"{namespace}#{level.name}#{period_ms}"
+    return base if counter_set is None else f"{base}#{counter_set}"
 
 
-def slot_key(subject: str, index: int) -> str:
-    return f"{subject}#{index:02d}"
+def slot_key(subject: str, level: Level, index: int) -> str:
+    return f"{len(subject.encode()):03d}#{subject}#{index:0{level.width}d}"
+
+
+def parse_slot_key(key: str) -> tuple[str, int]:
+    subject, _, index = key.split("#", 1)[1].rpartition("#")
+    return subject, int(index)
+
+
+# A state longer than this (JSON text) gets an item of its own. Most subjects' states are a few dozen
+# bytes and share one item (one write unit per subject and slot); a busy subject's large states (many
+# groups) are split out, so a query of one meter reads that meter's state and not the others'.
+SPLIT_STATE_BYTES = 256
+SlotStates = dict[int, dict[str, str]]  # slot index -> counter set -> state (JSON)
 
 
 class UsageStore(TableAdapter):
@@ -114,59 +136,148 @@ class UsageStore(TableAdapter):
 
     # --- counting ---
 
-
-    def put_raw_pages(self, pages: dict[str, list[list[Any]]], batch_id: str, now_ms: int) -> int:
+    def put_raw_pages(self, pages: dict[tuple[str, int], list[list[Any]]], batch_id: str, now_ms: int) -> int:
+        """One page per (raw partition, minute) of a batch, keyed by the batch: a redelivered batch
+        overwrites its own pages (or, re-cut, writes rows again, which readers de-duplicate)."""
         expires = str(now_ms // 1000 + self._retention_s)
-        for partition, rows in pages.items():
+        for (partition, minute), rows in pages.items():
             self.client.put_item(
                 TableName=self.table,
-                Item={"pk": {"S": partition}, "sk": {"S": batch_id},
+                Item={"pk": {"S": partition}, "sk": {"S": f"{minute:013d}#{batch_id}"},
                       "rows": {"B": pack(rows)}, "expiresAt": {"N": expires}},
             )
         return len(pages)
 
-    def read_raw(self, partition: str, consistent: bool = True) -> list[list[Any]]:
-        rows: list[list[Any]] = []
-        for item in self._query_all(partition, consistent):
-            rows.extend(unpack(item["rows"]["B"]))
-        return rows
+    def iter_raw(self, partition: str, first_minute: int | None = None, last_minute: int | None = None
+                 ) -> Iterator[list[Any]]:
+        """The rows of a raw partition (a quarter of one counter set and subject bucket), or of its
+        minutes first..last."""
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
+                                   "KeyConditionExpression": "pk = :pk",
+                                   "ExpressionAttributeValues": {":pk": {"S": partition}}}
+        if first_minute is not None and last_minute is not None:
+            request["KeyConditionExpression"] += " AND sk BETWEEN :lo AND :hi"
+            request["ExpressionAttributeValues"][":lo"] = {"S": f"{first_minute:013d}#"}
+            request["ExpressionAttributeValues"][":hi"] = {"S": f"{last_minute:013d}#\U0010ffff"}
+        for item in self._query(request):
+            yield from unpack(item["rows"]["B"])
 
-    def put_manifest(self, key: str, batch_id: str, parts: list[list[Any]], now_ms: int) -> None:
+    def read_raw(self, partition: str) -> list[list[Any]]:
+        return list(self.iter_raw(partition))
+
+    def _put_parts(self, pk: str, sk: str, parts: list[list[Any]], now_ms: int) -> None:
         self.client.put_item(
             TableName=self.table,
-            Item={"pk": {"S": key}, "sk": {"S": batch_id}, "parts": {"B": pack(parts)},
+            Item={"pk": {"S": pk}, "sk": {"S": sk}, "parts": {"B": pack(parts)},
                   # manifests are work items: a month is far beyond any compaction delay
                   "expiresAt": {"N": str(now_ms // 1000 + 31 * 86_400)}},
         )
 
-    def read_manifests(self, key: str) -> list[list[Any]]:
+    def put_manifest(self, quarter_ms: int, namespace: str, batch_id: str, parts: list[list[Any]],
+                     now_ms: int) -> None:
+        self._put_parts(f"manifest#{quarter_ms}", f"{namespace}#{batch_id}", parts, now_ms)
+
+    def read_manifests(self, quarter_ms: int, namespace: str | None = None) -> list[list[Any]]:
+        """The parts listed for a quarter: every namespace's (the compactor) or one namespace's."""
+        return self._read_parts(f"manifest#{quarter_ms}", None if namespace is None else f"{namespace}#")
+
+    def put_late(self, processing_quarter_ms: int, namespace: str, batch_id: str, parts: list[list[Any]],
+                 now_ms: int) -> None:
+        self._put_parts(f"{namespace}#late", f"{processing_quarter_ms:013d}#{batch_id}", parts, now_ms)
+        self._put_parts(f"late#{processing_quarter_ms}", f"{namespace}#{batch_id}", parts, now_ms)
+
+    def read_late(self, processing_quarter_ms: int) -> list[list[Any]]:
+        """Every namespace's late parts listed in one processing quarter (the compactor's work)."""
+        return self._read_parts(f"late#{processing_quarter_ms}", None)
+
+    def read_late_since(self, namespace: str, processing_quarter_ms: int) -> list[list[Any]]:
+        """One namespace's late parts listed from a processing quarter on, in one Query."""
+        return self._read_parts(f"{namespace}#late", None, (f"{processing_quarter_ms:013d}", "9" * 13 + "~"))
+
+    def _read_parts(self, pk: str, prefix: str | None, between: tuple[str, str] | None = None
+                    ) -> list[list[Any]]:
+        values: dict[str, Any] = {":pk": {"S": pk}}
+        condition = "pk = :pk"
+        if prefix is not None:
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = {"S": prefix}
+        elif between is not None:
+            condition += " AND sk BETWEEN :lo AND :hi"
+            values[":lo"], values[":hi"] = {"S": between[0]}, {"S": between[1]}
         parts: list[list[Any]] = []
-        for item in self._query_all(key, True):
+        for item in self._query({"TableName": self.table, "KeyConditionExpression": condition,
+                                 "ExpressionAttributeValues": values, "ConsistentRead": True}):
             parts.extend(unpack(item["parts"]["B"]))
         return parts
 
-    def put_slots(self, partition: str, key: str, states: dict[str, str]) -> None:
-        """Overwrite the states of some counter sets in one slot item (idempotent)."""
-        names = {f"#c{i}": f"c{counter_set}" for i, counter_set in enumerate(states)}
-        values = {f":v{i}": {"S": state} for i, state in enumerate(states.values())}
-        self.client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": partition}, "sk": {"S": key}},
-            UpdateExpression="SET " + ", ".join(f"#c{i} = :v{i}" for i in range(len(states))),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-
-    def read_slots(self, partition: str, counter_set: str, subject: str | None = None,
-                   first: int | None = None, last: int | None = None) -> list[tuple[str, int, str]]:
-        """(subject, slot index, state JSON) of one counter set in a slot partition: one subject's slots
-        first..last, or every subject's."""
+    def put_slot(self, namespace: str, level: Level, start_ms: int, subject: str, states: dict[str, str]) -> int:
+        """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
+        items of their own first, then the packed item gets the small ones and loses any stale copy of
+        the large ones, in one write. Returns the number of writes."""
+        period = level.period(start_ms)
+        key = {"S": slot_key(subject, level, level.index(start_ms))}
+        split = {cs: state for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
+        for counter_set, state in split.items():
+            self.client.put_item(TableName=self.table, Item={
+                "pk": {"S": slot_partition(namespace, level, period, counter_set)}, "sk": key, "s": {"S": state}})
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        for i, (counter_set, state) in enumerate(states.items()):
+            names[f"#c{i}"] = f"c{counter_set}"
+            if counter_set in split:
+                removes.append(f"#c{i}")
+            else:
+                values[f":v{i}"] = {"S": state}
+                sets.append(f"#c{i} = :v{i}")
+        expression = " ".join(part for part in (
+            "SET " + ", ".join(sets) if sets else "", "REMOVE " + ", ".join(removes) if removes else "") if part)
         request: dict[str, Any] = {
-            "TableName": self.table,
-            "ConsistentRead": True,
-            "ProjectionExpression": "sk, #c",
-            "ExpressionAttributeNames": {"#c": f"c{counter_set}"},
-        }
+            "TableName": self.table, "Key": {"pk": {"S": slot_partition(namespace, level, period)}, "sk": key},
+            "UpdateExpression": expression, "ExpressionAttributeNames": names}
+        if values:
+            request["ExpressionAttributeValues"] = values
+        self.client.update_item(**request)
+        return len(split) + 1
+
+    def read_slots(self, namespace: str, level: Level, period_ms: int, counter_sets: Sequence[str],
+                   subject: str | None = None, first: int | None = None, last: int | None = None
+                   ) -> Iterator[tuple[str, SlotStates]]:
+        """(subject, {slot index: {counter set: state}}) for every subject of a slot partition, or for one
+        subject's slots first..last, one subject at a time in key order (streamed: a subject's slots
+        are complete when it is yielded). Reads the packed items and, per counter set, its split items."""
+        if not counter_sets:
+            return
+        names = {f"#c{i}": f"c{cs}" for i, cs in enumerate(counter_sets)}
+        packed = self._slot_items(slot_partition(namespace, level, period_ms), level, subject, first, last,
+                                  "sk, " + ", ".join(names), names)
+        streams = [_tagged(packed, "")]
+        for counter_set in counter_sets:
+            items = self._slot_items(slot_partition(namespace, level, period_ms, counter_set), level, subject,
+                                     first, last, None, None)
+            streams.append(_tagged(items, counter_set))
+        current: str | None = None
+        inline: SlotStates = {}
+        split: SlotStates = {}
+        for key, counter_set, item in heapq.merge(*streams, key=lambda entry: entry[:2]):
+            item_subject, index = parse_slot_key(key)
+            if item_subject != current:
+                if current is not None:
+                    yield current, _combine(inline, split)
+                current, inline, split = item_subject, {}, {}
+            if counter_set:
+                split.setdefault(index, {})[counter_set] = item["s"]["S"]
+            else:
+                states = {cs: item[f"c{cs}"]["S"] for cs in counter_sets if f"c{cs}" in item}
+                if states:
+                    inline.setdefault(index, {}).update(states)
+        if current is not None:
+            yield current, _combine(inline, split)
+
+    def _slot_items(self, partition: str, level: Level, subject: str | None, first: int | None,
+                    last: int | None, projection: str | None, names: dict[str, str] | None
+                    ) -> Iterator[dict[str, Any]]:
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         if subject is None:
             request["KeyConditionExpression"] = "pk = :pk"
             request["ExpressionAttributeValues"] = {":pk": {"S": partition}}
@@ -174,39 +285,22 @@ class UsageStore(TableAdapter):
             request["KeyConditionExpression"] = "pk = :pk AND sk BETWEEN :lo AND :hi"
             request["ExpressionAttributeValues"] = {
                 ":pk": {"S": partition},
-                ":lo": {"S": slot_key(subject, first or 0)},
-                ":hi": {"S": slot_key(subject, 99 if last is None else last)},
+                ":lo": {"S": slot_key(subject, level, first or 0)},
+                ":hi": {"S": slot_key(subject, level, 10**level.width - 1 if last is None else last)},
             }
-        out = []
-        for item in self._query(request):
-            state = item.get(f"c{counter_set}")
-            if state is None:
-                continue
-            item_subject, _, index = item["sk"]["S"].rpartition("#")
-            if subject is not None and item_subject != subject:
-                continue
-            out.append((item_subject, int(index), state["S"]))
-        return out
+        if projection is not None:
+            request["ProjectionExpression"] = projection
+            request["ExpressionAttributeNames"] = names
+        return self._query(request)
 
-    def read_slot_items(self, partition: str, subject: str | None = None) -> list[dict[str, Any]]:
-        """Whole slot items (every counter set) of a partition, or of one subject in it."""
-        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        if subject is None:
-            request["KeyConditionExpression"] = "pk = :pk"
-            request["ExpressionAttributeValues"] = {":pk": {"S": partition}}
-        else:
-            request["KeyConditionExpression"] = "pk = :pk AND begins_with(sk, :prefix)"
-            request["ExpressionAttributeValues"] = {":pk": {"S": partition}, ":prefix": {"S": subject + "#"}}
-        return [item for item in self._query(request)
-                if subject is None or item["sk"]["S"].rpartition("#")[0] == subject]
-
-    def put_daywork(self, day_ms: int, namespace: str, now_ms: int) -> None:
+    def put_work(self, level: Level, period_ms: int, namespace: str, now_ms: int) -> None:
+        """Note that a namespace has quarters to roll into the hour or day starting at period_ms."""
         self.client.put_item(TableName=self.table, Item={
-            "pk": {"S": f"daywork#{day_ms}"}, "sk": {"S": namespace},
+            "pk": {"S": f"work#{level.name}#{period_ms}"}, "sk": {"S": namespace},
             "expiresAt": {"N": str(now_ms // 1000 + 31 * 86_400)}})
 
-    def read_daywork(self, day_ms: int) -> list[str]:
-        return [item["sk"]["S"] for item in self._query_all(f"daywork#{day_ms}", True)]
+    def read_work(self, level: Level, period_ms: int) -> list[str]:
+        return [item["sk"]["S"] for item in self._query_all(f"work#{level.name}#{period_ms}", True)]
 
     def get_compaction_state(self) -> dict[str, int]:
         item = self.client.get_item(TableName=self.table, Key=COMPACTION_KEY, ConsistentRead=True).get("Item")
@@ -239,3 +333,18 @@ class UsageStore(TableAdapter):
             if not last:
                 return
             request["ExclusiveStartKey"] = last
+
+
+def _tagged(items: Iterator[dict[str, Any]], tag: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for item in items:
+        yield item["sk"]["S"], tag, item
+
+
+def _combine(inline: SlotStates, split: SlotStates) -> SlotStates:
+    """A subject's states: the packed copy of a counter set's state wins over a split one (a split item
+    is left behind when a state shrinks back under SPLIT_STATE_BYTES)."""
+    for index, states in split.items():
+        into = inline.setdefault(index, {})
+        for counter_set, state in states.items():
+            into.setdefault(counter_set, state)
+    return inline

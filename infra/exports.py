@@ -25,6 +25,7 @@ from constructs import Construct
 
 from infra.config import MeterlineProps
 from infra.lambdas import SIZING, MeterlineFunction, SharedLayers, removal_policy
+from meterline.aws.signing_secrets import CONTEXT_KEYS
 from meterline.storage.tables import TableSpec
 
 EXPORTER_NAME = "exporter"
@@ -43,13 +44,13 @@ MAX_RECEIVE_COUNT = 3
 
 # The encryption context every signing-secret encryption carries (meterline.aws.signing_secrets); the
 # key grants require exactly these keys.
-SIGNING_CONTEXT_KEYS = ("meterline:namespace", "meterline:report")
+SIGNING_CONTEXT_KEYS = CONTEXT_KEYS
 
 # The contract variables each function reads (the local stack sets them all, meterline_local.stack).
 # The exporter cannot be given its own ARN: its environment would depend on itself.
 REPORTS_ENVIRONMENT = ("SCHEDULE_GROUP_NAME", "EXPORTER_FUNCTION_ARN", "SCHEDULER_ROLE_ARN", "EXPORT_QUEUE_URL",
                        "SIGNING_KEY_ID", "METERLINE_EXPORT_SETTLE_SECONDS", "METERLINE_WEBHOOK_ALLOW_LOOPBACK")
-EXPORTER_ENVIRONMENT = ("DELIVERY_QUEUE_URL", "METERLINE_EXPORT_SETTLE_SECONDS")
+EXPORTER_ENVIRONMENT = ("DELIVERY_QUEUE_URL", "EXPORT_QUEUE_URL", "METERLINE_EXPORT_SETTLE_SECONDS")
 SENDER_ENVIRONMENT = ("DELIVERY_QUEUE_URL", "DELIVERY_DLQ_URL", "SIGNING_KEY_ID", "METERLINE_WEBHOOK_ALLOW_LOOPBACK",
                       "METERLINE_WEBHOOK_MAX_ATTEMPTS", "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS",
                       "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS", "METERLINE_WEBHOOK_TIMEOUT_SECONDS")
@@ -147,6 +148,7 @@ class Exports(Construct):
             self.export_queue, batch_size=EXPORTER_BATCH_SIZE, report_batch_item_failures=True,
         ))
         self.delivery_queue.grant_send_messages(self.exporter.role)
+        self.export_queue.grant_send_messages(self.exporter.role)  # a manual run waiting for a backfill
 
         self.sender.function.add_event_source(sources.SqsEventSource(
             self.delivery_queue, batch_size=SENDER_BATCH_SIZE, report_batch_item_failures=True,

@@ -54,13 +54,12 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "exporter": {
         # runs, window claims (claim and run written with TransactWriteItems, which IAM authorizes per
         # item) and delivery records (BatchWriteItem)
-        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
-                    "dynamodb:BatchWriteItem"),
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"),
         "Usage": _READ,  # the report's usage query
     },
     "sender": {
-        # delivery attempts; a finished delivery and its run's counts in one TransactWriteItems
-        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"),
+        # delivery attempts; a finished delivery and its run's counts in one TransactWriteItems (updates only)
+        "Catalog": (*_READ, "dynamodb:UpdateItem"),
     },
     "compactor": {
         # backfills scan the events of a new meter's type

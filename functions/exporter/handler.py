@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.aws.queues import ExportQueues
 from meterline.domain.timeutil import now_ms
-from meterline.services.exports import Exporter
+from meterline.services.exports import CountingIncomplete, Exporter
 from meterline.settings import export_settings, settings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore
@@ -38,8 +38,16 @@ def exporter() -> Exporter:
 
 def _requested(record: SQSRecord) -> None:
     request = orjson.loads(record.body)
-    run = exporter().run_requested(request["namespace"], request["reportId"], request["runId"], request["report"],
-                                   now_ms())
+    try:
+        run = exporter().run_requested(request["namespace"], request["reportId"], request["runId"],
+                                       request["report"], now_ms())
+    except CountingIncomplete as waiting:
+        # Asked again later, as a new message: waiting for a backfill must not use up the queue's
+        # receive count (which dead-letters requests that keep crashing).
+        exporter().queues.request_export(request, delay_seconds=export_settings().backfill_wait_seconds)
+        logger.info("manual export waits", extra={"report": request["report"], "run": request["runId"],
+                                                  "reason": str(waiting)})
+        return
     logger.info("manual export", extra={"report": request["report"], "run": request["runId"],
                                         "status": run.status if run else "skipped"})
 

@@ -51,11 +51,12 @@ class LocalConfig:
     webhook_backoff_base_s: int = 1
     webhook_backoff_max_s: int = 3
     webhook_timeout_s: int = 10
+    # A manual run requested while its meter backfills is asked for again this much later.
+    export_backfill_wait_s: int = 2
     # A message whose handler failed reappears after the visibility timeout; on its
-    # `queue_max_receive_count`-th failure it moves to the dead-letter queue. Together about 30 s: a
-    # manual run requested while its meter backfills is retried this way until the backfill is done.
+    # `queue_max_receive_count`-th failure it moves to the dead-letter queue (3 as on AWS).
     queue_visibility_timeout_s: int = 3
-    queue_max_receive_count: int = 10
+    queue_max_receive_count: int = 3
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -97,12 +98,15 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
         "EXPORTER_FUNCTION_ARN": EXPORTER_FUNCTION_ARN,
         "SCHEDULER_ROLE_ARN": SCHEDULER_ROLE_ARN,
         "METERLINE_EXPORT_SETTLE_SECONDS": str(config.export_settle_s),
+        "METERLINE_EXPORT_BACKFILL_WAIT_SECONDS": str(config.export_backfill_wait_s),
         "METERLINE_WEBHOOK_ALLOW_LOOPBACK": "true" if config.webhook_allow_loopback else "false",
         "METERLINE_WEBHOOK_MAX_ATTEMPTS": str(config.webhook_max_attempts),
         "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS": str(config.webhook_backoff_base_s),
         "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS": str(config.webhook_backoff_max_s),
         "METERLINE_WEBHOOK_TIMEOUT_SECONDS": str(config.webhook_timeout_s),
         "POWERTOOLS_SERVICE_NAME": "meterline",
+        # No CloudWatch here: the compactor's lag metric would print a JSON line every 2 s.
+        "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     }
     if config.meters_file is not None:

@@ -58,6 +58,7 @@ def exports_aws(aws, monkeypatch):  # noqa: ANN001, ANN201 - fixtures
         "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS": "1",
         "METERLINE_WEBHOOK_TIMEOUT_SECONDS": "2",
         "METERLINE_EXPORT_SETTLE_SECONDS": "60",
+        "METERLINE_EXPORT_BACKFILL_WAIT_SECONDS": "1",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -53,7 +53,7 @@ def test_the_export_environment_names_resources_that_exist(stack: LocalStack) ->
                        (env["DELIVERY_QUEUE_URL"], env["DELIVERY_DLQ_URL"])):
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 10}
+        assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
         assert attributes["VisibilityTimeout"] == "1"
 
     kms = boto3.client("kms", region_name="us-east-1")

@@ -74,11 +74,14 @@ def _positive(name: str, default: str) -> float:
 class ExportSettings:
     """Usage exports. Schedules fire `settle` after each window closes (so the stream processor has
     counted the window's last events); a scheduled run catches up at most `catch_up_windows` missed
-    windows; run history is kept `run_retention_days`."""
+    windows; run history is kept `run_retention_days`; a manual run waiting for its meter's backfill
+    is retried every `backfill_wait_seconds`."""
 
     settle_ms: int
     catch_up_windows: int
     run_retention_days: int
+    # A manual run whose meter is still backfilling is asked for again this much later.
+    backfill_wait_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> ExportSettings:
@@ -86,6 +89,7 @@ class ExportSettings:
             settle_ms=int(_positive("METERLINE_EXPORT_SETTLE_SECONDS", "60") * 1000),
             catch_up_windows=int(_positive("METERLINE_EXPORT_CATCH_UP_WINDOWS", "24")),
             run_retention_days=int(_positive("METERLINE_RUN_RETENTION_DAYS", "90")),
+            backfill_wait_seconds=int(_positive("METERLINE_EXPORT_BACKFILL_WAIT_SECONDS", "30")),
         )
 
 

@@ -17,9 +17,10 @@ MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
 class ExportQueues(AwsAdapter):
     service = "sqs"
 
-    def request_export(self, message: dict[str, Any]) -> None:
+    def request_export(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
         self.client.send_message(QueueUrl=required_env("EXPORT_QUEUE_URL", "the export request queue"),
-                                 MessageBody=orjson.dumps(message).decode())
+                                 MessageBody=orjson.dumps(message).decode(),
+                                 DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds)))
 
     def enqueue_deliveries(self, messages: Sequence[dict[str, Any]]) -> None:
         url = required_env("DELIVERY_QUEUE_URL", "the webhook delivery queue")

@@ -9,6 +9,8 @@ from typing import Any
 from meterline.aws.clients import AwsAdapter, required_env
 
 KEY_ENV = "SIGNING_KEY_ID"
+# The encryption context's keys; the CDK key grants require exactly these (infra/exports.py).
+CONTEXT_KEYS = ("meterline:namespace", "meterline:report")
 
 
 class SigningSecrets(AwsAdapter):
@@ -20,7 +22,7 @@ class SigningSecrets(AwsAdapter):
 
     @staticmethod
     def _context(namespace: str, report_id: str) -> dict[str, str]:
-        return {"meterline:namespace": namespace, "meterline:report": report_id}
+        return dict(zip(CONTEXT_KEYS, (namespace, report_id), strict=True))
 
     def encrypt(self, namespace: str, report_id: str, secret: str) -> bytes:
         key_id = self._key_id or required_env(KEY_ENV, "the KMS key of signing secrets")

@@ -84,6 +84,8 @@ class Monitoring(Construct):
                                            statistic="Maximum", unit=cloudwatch.Unit.SECONDS)
         self._alarm("CompactionLag", compaction_lag, threshold=COMPACTION_LAG_ALARM_SECONDS, comparison=_ABOVE,
                     evaluation_periods=2,
+                    # The compactor reports every minute: no datapoint means it is not running at all.
+                    missing_data=cloudwatch.TreatMissingData.BREACHING,
                     description=f"The compactor is more than {COMPACTION_LAG_ALARM_SECONDS // 60} minutes behind "
                                 "(usage queries read raw rows for the unfolded time and get slower and costlier)")
 
@@ -137,6 +139,7 @@ class Monitoring(Construct):
         comparison: cloudwatch.ComparisonOperator = _AT_LEAST,
         evaluation_periods: int = 1,
         datapoints_to_alarm: int | None = None,
+        missing_data: cloudwatch.TreatMissingData = _NOT_BREACHING,
     ) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(
             self, construct_id,
@@ -145,7 +148,7 @@ class Monitoring(Construct):
             comparison_operator=comparison,
             evaluation_periods=evaluation_periods,
             datapoints_to_alarm=datapoints_to_alarm,
-            treat_missing_data=_NOT_BREACHING,
+            treat_missing_data=missing_data,
             alarm_description=description,
         )
         alarm.add_alarm_action(self._action)

@@ -19,3 +19,5 @@ def test_an_alarm_watches_the_compaction_lag(dev: Synthesized) -> None:
     assert props["ComparisonOperator"] == "GreaterThanThreshold"
     assert props["Threshold"] == COMPACTION_LAG_ALARM_SECONDS and props["EvaluationPeriods"] == 2
     assert props["AlarmActions"] == [{"Ref": topic}] and props["OKActions"] == [{"Ref": topic}]
+    # a compactor that stopped reports nothing: that must alarm too
+    assert props["TreatMissingData"] == "breaching"

@@ -30,7 +30,7 @@ from meterline.domain.counting import (
 )
 from meterline.domain.meters import Aggregation, Meter
 from meterline.domain.slots import DAY, HOUR, MINUTE_MS, QUARTER, QUARTER_MS, Level, floor_to
-from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import epoch_ms_field, format_ms
 from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.usage_store import UsageStore, raw_partition
@@ -59,17 +59,7 @@ class UsageQuery:
         errors: list[FieldError] = []
 
         def when(name: str) -> int | None:
-            value = raw.get(name)
-            if value is None:
-                return None
-            if not isinstance(value, str):
-                errors.append(FieldError(name, "must be an RFC 3339 date-time string"))
-                return None
-            try:
-                return to_epoch_ms(parse_rfc3339(value))
-            except ValueError as exc:
-                errors.append(FieldError(name, str(exc)))
-                return None
+            return epoch_ms_field(raw, name, errors)
 
         from_ms, to_ms = when("from"), when("to")
         window_size = None

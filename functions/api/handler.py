@@ -28,7 +28,7 @@ def stores() -> tuple[EventsStore, UsageStore]:
     global _stores
     if _stores is None:
         retention = settings().retention_days
-        _stores = (EventsStore(retention_days=retention), UsageStore(retention_days=retention))
+        _stores = (EventsStore(retention_days=retention), UsageStore.configured())
     return _stores
 
 

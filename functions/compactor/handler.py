@@ -35,7 +35,7 @@ SAFETY_MS = 20_000
 def compactor() -> Compactor:
     global _compactor
     if _compactor is None:
-        _compactor = Compactor(UsageStore(retention_days=settings().retention_days), meter_catalog,
+        _compactor = Compactor(UsageStore.configured(), meter_catalog,
                                compaction_timing())
     return _compactor
 
@@ -46,7 +46,7 @@ def backfills() -> BackfillWorker:
         retention = settings().retention_days
         # Wait until every stream processor has reloaded its meters (cache TTL) before scanning.
         settle_ms = int((ttl_seconds() + 5) * 1000)
-        _backfills = BackfillWorker(EventsStore(retention_days=retention), UsageStore(retention_days=retention),
+        _backfills = BackfillWorker(EventsStore(retention_days=retention), UsageStore.configured(),
                                     MetersStore(), compaction_timing(), settle_ms)
     return _backfills
 

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from meterline.aws.queues import ExportQueues
 from meterline.domain.timeutil import now_ms
 from meterline.services.exports import CountingIncomplete, Exporter
-from meterline.settings import export_settings, settings
+from meterline.settings import export_settings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore
 from meterline.storage.usage_store import UsageStore
@@ -31,7 +31,7 @@ def exporter() -> Exporter:
         exports = export_settings()
         _exporter = Exporter(
             reports=ReportsStore(run_retention_days=exports.run_retention_days), meters=MetersStore(),
-            usage=UsageStore(retention_days=settings().retention_days), queues=ExportQueues(), settings=exports,
+            usage=UsageStore.configured(), queues=ExportQueues(), settings=exports,
         )
     return _exporter
 

@@ -34,7 +34,7 @@ def _storage_unavailable(error: StorageUnavailable) -> Response:
 @app.post("/api/v1/events")
 def ingest_events() -> Response:
     result = ingest(events_store(), namespace_of(app.current_event.raw_event), request_body(app),
-                    app.current_event.headers.get("content-type"), now_ms())
+                    app.current_event.headers.get("content-type"), now_ms(), settings().max_event_age_ms)
     logger.debug("ingested", extra={"stored": result.stored, "duplicates": result.duplicates})
     return Response(status_code=204)
 

@@ -20,7 +20,7 @@ from meterline.domain.timeutil import now_ms
 from meterline.processing.counting import count_events
 from meterline.processing.event_indexing import batch_id, decode_insert, index_events
 from meterline.services.meter_source import meter_catalog
-from meterline.settings import compaction_timing, settings
+from meterline.settings import compaction_timing
 from meterline.storage.usage_store import UsageStore
 
 logger = Logger(service="meterline")
@@ -31,7 +31,7 @@ _usage: UsageStore | None = None
 def usage_store() -> UsageStore:
     global _usage
     if _usage is None:
-        _usage = UsageStore(retention_days=settings().retention_days)
+        _usage = UsageStore.configured()
     return _usage
 
 

@@ -15,6 +15,10 @@ class Settings:
     default_namespace: str
     retention_days: int
     meters_file: str | None
+    # Fine resolutions may be kept for less time than events, hour and day counters (see
+    # meterline.storage.usage_store.Retention).
+    minute_retention_days: int | None = None
+    quarter_retention_days: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -24,11 +28,36 @@ class Settings:
         retention = int(os.environ.get("METERLINE_RETENTION_DAYS", "400"))
         if retention < 1:
             raise RuntimeError("METERLINE_RETENTION_DAYS must be at least 1")
+        def days(name: str) -> int | None:
+            raw = os.environ.get(name)
+            if not raw:
+                return None
+            if not raw.isdigit() or not 1 <= int(raw) <= retention:
+                raise RuntimeError(f"{name}={raw!r} must be a whole number of days from 1 to METERLINE_RETENTION_DAYS")
+            return int(raw)
+
+        minute, quarter = days("METERLINE_MINUTE_RETENTION_DAYS"), days("METERLINE_QUARTER_RETENTION_DAYS")
+        if minute == 1:
+            raise RuntimeError("METERLINE_MINUTE_RETENTION_DAYS must be at least 2 (late events need a day)")
+        if minute is not None and quarter is not None and minute > quarter:
+            raise RuntimeError("METERLINE_MINUTE_RETENTION_DAYS must not exceed METERLINE_QUARTER_RETENTION_DAYS")
         return cls(
             default_namespace=namespace,
             retention_days=retention,
             meters_file=os.environ.get("METERLINE_METERS_FILE") or None,
+            minute_retention_days=minute,
+            quarter_retention_days=quarter,
         )
+
+
+    @property
+    def max_event_age_ms(self) -> int | None:
+        """With minute counters kept N days, events older than N - 1 days are refused: a late event makes
+        the compactor re-fold its quarter from raw rows, which must all still exist (one day of margin
+        for compaction lag)."""
+        if self.minute_retention_days is None:
+            return None
+        return (self.minute_retention_days - 1) * 86_400_000
 
 
 @cache

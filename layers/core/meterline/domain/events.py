@@ -81,10 +81,13 @@ def media_type(content_type: str | None) -> str:
     return bare
 
 
-def parse_events(body: bytes, content_type: str | None, received_ms: int) -> list[CloudEvent]:
+def parse_events(body: bytes, content_type: str | None, received_ms: int,
+                 max_age_ms: int | None = None) -> list[CloudEvent]:
     """Parse and validate the body of POST /api/v1/events. Raises a MeterlineError on any problem.
 
     Every returned event has `time` resolved to UTC epoch milliseconds (the time of receipt if absent).
+    With `max_age_ms`, events older than that before their receipt are refused (see
+    meterline.settings.Settings.max_event_age_ms).
     """
     kind = media_type(content_type)
     if len(body) > MAX_BODY_BYTES:
@@ -125,6 +128,10 @@ def parse_events(body: bytes, content_type: str | None, received_ms: int) -> lis
             future.append(FieldError("time", f"must be at most {MAX_FUTURE_MS // 60_000} minutes after the time "
                                      f"of receipt ({format_ms(received_ms)}); it is {format_ms(ev.time)}",
                                      index if is_batch else None))
+        elif max_age_ms is not None and ev.time < received_ms - max_age_ms:
+            future.append(FieldError("time", f"must be at most {max_age_ms // 86_400_000} days before the time of "
+                                     f"receipt ({format_ms(received_ms)}): minute counters are not kept longer; "
+                                     f"it is {format_ms(ev.time)}", index if is_batch else None))
     if future:
         raise _invalid_events(future)
     return events

@@ -29,7 +29,7 @@ from meterline.domain.counting import (
     subject_bucket,
 )
 from meterline.domain.meters import Aggregation, Meter
-from meterline.domain.slots import DAY, HOUR, MINUTE_MS, QUARTER, QUARTER_MS, Level, floor_to
+from meterline.domain.slots import DAY, DAY_MS, HOUR, MINUTE_MS, QUARTER, QUARTER_MS, Level, floor_to
 from meterline.domain.timeutil import epoch_ms_field, format_ms
 from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
@@ -176,6 +176,7 @@ class UsageReader:
         counter_set = counter_set_id(meter)
         pending = self._pending_quarters(namespace, counter_set, state)
         the_plan = plan(query, state, pending)
+        self._check_retention(query, the_plan)
         aggregation = meter.aggregation
         group_keys = list(meter.group_by)
         selected = [k for k in query.group_by if k != SUBJECT]
@@ -219,6 +220,27 @@ class UsageReader:
                 "groupBy": dict(zip(selected, groups, strict=True)),
             })
         return rows
+
+    def _check_retention(self, query: UsageQuery, the_plan: _Plan) -> None:
+        """Refuse a query that needs minute rows or quarter slots older than they are kept: its answer
+        would silently miss usage."""
+        retention = self.store.retention
+        needs = [("minute", retention.minute_days, retention.minute_ms, "METERLINE_MINUTE_RETENTION_DAYS",
+                  "quarter-hour", min((start for start, _ in the_plan.raw_ranges), default=None)),
+                 ("quarter-hour", retention.quarter_days, retention.quarter_ms, "METERLINE_QUARTER_RETENTION_DAYS",
+                  "hour", min((start for (level, _), starts in the_plan.slots.items() if level is QUARTER
+                               for start in starts), default=None))]
+        for name, configured, kept_ms, variable, coarser, oldest in needs:
+            # Unless configured, fine resolutions live as long as the events (their expiry counts from
+            # when they were written, so late events' rows outlive the events' own time).
+            if configured is None or oldest is None or oldest >= self._now - kept_ms:
+                continue
+            field = "windowSize" if query.window_size is WindowSize.MINUTE else "from"
+            days = kept_ms // DAY_MS
+            reason = (f"needs {name} counters at {format_ms(oldest)}, which are kept {days} days ({variable}); "
+                      f"before {format_ms(self._now - kept_ms)} use window and range edges on UTC {coarser} "
+                      "boundaries")
+            raise InvalidInput(f"{field} {reason}", [FieldError(field, reason)])
 
     def _read_slots(self, namespace: str, counter_set: str, wanted: dict[tuple[Level, int], list[int]],
                     subjects: Sequence[str] | None, add: Any) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from meterline.domain.event_index import EventRef, IndexPage
-from meterline.domain.slots import Level
+from meterline.domain.slots import QUARTER, Level
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
 
@@ -81,12 +82,47 @@ SPLIT_STATE_BYTES = 256
 SlotStates = dict[int, dict[str, str]]  # slot index -> counter set -> state (JSON)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long derived usage items live. Index pages, hour and day slots: `days` (as events). Raw
+    counting rows (the minute resolution): `minute_days`, counted from when they are written, which is
+    never before their events' time. Quarter-hour slots: `quarter_days` after the quarter. Queries that
+    would need an expired resolution are refused (meterline.services.usage_query), never answered short."""
+
+    days: int = 400
+    minute_days: int | None = None
+    quarter_days: int | None = None
+
+    @property
+    def minute_ms(self) -> int:
+        return (self.minute_days or self.days) * 86_400_000
+
+    @property
+    def quarter_ms(self) -> int:
+        return (self.quarter_days or self.days) * 86_400_000
+
+    def slot_expiry_s(self, level: Level, start_ms: int) -> int:
+        keep_ms = self.quarter_ms if level is QUARTER else self.days * 86_400_000
+        return (start_ms + level.length_ms + keep_ms) // 1000
+
+
 class UsageStore(TableAdapter):
     spec = USAGE_TABLE
 
-    def __init__(self, client: Any = None, table: str | None = None, retention_days: int = 400) -> None:
+    def __init__(self, client: Any = None, table: str | None = None, retention_days: int = 400,
+                 retention: Retention | None = None) -> None:
         super().__init__(client, table)
-        self._retention_s = retention_days * 86_400
+        self.retention = retention or Retention(days=retention_days)
+        self._retention_s = self.retention.days * 86_400
+
+    @classmethod
+    def configured(cls) -> UsageStore:
+        """The store with the retention of the environment (meterline.settings)."""
+        from meterline.settings import settings
+
+        config = settings()
+        return cls(retention=Retention(config.retention_days, config.minute_retention_days,
+                                       config.quarter_retention_days))
 
     def put_index_pages(self, pages: Sequence[IndexPage], now_ms: int) -> None:
         """Write index pages. A page's key is derived from its batch, so a redelivered batch
@@ -139,7 +175,7 @@ class UsageStore(TableAdapter):
     def put_raw_pages(self, pages: dict[tuple[str, int], list[list[Any]]], batch_id: str, now_ms: int) -> int:
         """One page per (raw partition, minute) of a batch, keyed by the batch: a redelivered batch
         overwrites its own pages (or, re-cut, writes rows again, which readers de-duplicate)."""
-        expires = str(now_ms // 1000 + self._retention_s)
+        expires = str((now_ms + self.retention.minute_ms) // 1000)
         for (partition, minute), rows in pages.items():
             self.client.put_item(
                 TableName=self.table,
@@ -217,12 +253,14 @@ class UsageStore(TableAdapter):
         period = level.period(start_ms)
         key = {"S": slot_key(subject, level, level.index(start_ms))}
         split = {cs: state for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
+        expires = {"N": str(self.retention.slot_expiry_s(level, start_ms))}
         for counter_set, state in split.items():
             self.client.put_item(TableName=self.table, Item={
-                "pk": {"S": slot_partition(namespace, level, period, counter_set)}, "sk": key, "s": {"S": state}})
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        sets, removes = [], []
+                "pk": {"S": slot_partition(namespace, level, period, counter_set)}, "sk": key, "s": {"S": state},
+                "expiresAt": expires})
+        names: dict[str, str] = {"#expires": "expiresAt"}
+        values: dict[str, Any] = {":expires": expires}
+        sets, removes = ["#expires = :expires"], []
         for i, (counter_set, state) in enumerate(states.items()):
             names[f"#c{i}"] = f"c{counter_set}"
             if counter_set in split:
@@ -232,12 +270,9 @@ class UsageStore(TableAdapter):
                 sets.append(f"#c{i} = :v{i}")
         expression = " ".join(part for part in (
             "SET " + ", ".join(sets) if sets else "", "REMOVE " + ", ".join(removes) if removes else "") if part)
-        request: dict[str, Any] = {
-            "TableName": self.table, "Key": {"pk": {"S": slot_partition(namespace, level, period)}, "sk": key},
-            "UpdateExpression": expression, "ExpressionAttributeNames": names}
-        if values:
-            request["ExpressionAttributeValues"] = values
-        self.client.update_item(**request)
+        self.client.update_item(
+            TableName=self.table, Key={"pk": {"S": slot_partition(namespace, level, period)}, "sk": key},
+            UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
         return len(split) + 1
 
     def read_slots(self, namespace: str, level: Level, period_ms: int, counter_sets: Sequence[str],

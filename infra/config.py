@@ -26,6 +26,8 @@ PRODUCTION_STAGES = ("prod",)
 CONTEXT_KEYS: dict[str, str] = {
     "stage": "stage",
     "retentionDays": "retention_days",
+    "minuteRetentionDays": "minute_retention_days",
+    "quarterRetentionDays": "quarter_retention_days",
     "logLevel": "log_level",
     "logRetentionDays": "log_retention_days",
     "alarmEmail": "alarm_email",
@@ -57,6 +59,10 @@ class MeterlineProps:
     stage: str = "dev"
     # How long events (and derived items) live: the events table's TTL, METERLINE_RETENTION_DAYS.
     retention_days: int = 400
+    # Shorter lives for minute rows and quarter-hour counters (METERLINE_MINUTE/QUARTER_RETENTION_DAYS);
+    # None: as long as events. See docs/architecture.md, "Retention".
+    minute_retention_days: int | None = None
+    quarter_retention_days: int | None = None
     # Powertools / Lambda application log level.
     log_level: str = "INFO"
     # CloudWatch Logs retention of the Lambda and access log groups (a value CloudWatch accepts).
@@ -106,6 +112,13 @@ class MeterlineProps:
             errors.append(f"stage {self.stage!r} must match {STAGE_PATTERN.pattern}")
         if not 1 <= self.retention_days <= 3650:
             errors.append("retentionDays must be between 1 and 3650")
+        minute, quarter = self.minute_retention_days, self.quarter_retention_days
+        if minute is not None and not 2 <= minute <= self.retention_days:
+            errors.append("minuteRetentionDays must be between 2 and retentionDays")
+        if quarter is not None and not 1 <= quarter <= self.retention_days:
+            errors.append("quarterRetentionDays must be between 1 and retentionDays")
+        if minute is not None and quarter is not None and minute > quarter:
+            errors.append("minuteRetentionDays must not exceed quarterRetentionDays")
         if self.log_level not in LOG_LEVELS:
             errors.append(f"logLevel must be one of {', '.join(LOG_LEVELS)}")
         if self.log_retention_days not in _RETENTION_BY_DAYS:
@@ -169,12 +182,13 @@ class MeterlineProps:
 
 
 def _coerce(prop: str, raw: Any) -> Any:
-    default = MeterlineProps.__dataclass_fields__[prop].default
+    declared = MeterlineProps.__dataclass_fields__[prop]
+    default = declared.default
     if prop == "cors_allow_origins":
         if isinstance(raw, str):
             return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
         return tuple(str(origin) for origin in raw)
-    if isinstance(default, int):
+    if isinstance(default, int) or str(declared.type) == "int | None":
         try:
             return int(str(raw))
         except ValueError as error:

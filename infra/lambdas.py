@@ -178,6 +178,10 @@ class MeterlineFunction(Construct):
             "METERLINE_DEFAULT_NAMESPACE": props.default_namespace,
             "METERLINE_RETENTION_DAYS": str(props.retention_days),
         }
+        for variable, days in (("METERLINE_MINUTE_RETENTION_DAYS", props.minute_retention_days),
+                               ("METERLINE_QUARTER_RETENTION_DAYS", props.quarter_retention_days)):
+            if days is not None:
+                environment[variable] = str(days)
         for spec, table, _ in access:
             environment[spec.env_var] = table.table_name
 

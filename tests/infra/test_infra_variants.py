@@ -14,6 +14,8 @@ CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-
 CONTEXT = {
     "stage": "prod",
     "retentionDays": "730",
+    "minuteRetentionDays": "14",
+    "quarterRetentionDays": "90",
     "logLevel": "warning",
     "logRetentionDays": "365",
     "alarmEmail": "ops@example.com",
@@ -52,6 +54,8 @@ def test_context_reaches_functions_and_stream_mapping(prod: Synthesized) -> None
         props = function["Properties"]
         assert props["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == "WARNING"
         assert props["Environment"]["Variables"]["METERLINE_RETENTION_DAYS"] == "730"
+        assert props["Environment"]["Variables"]["METERLINE_MINUTE_RETENTION_DAYS"] == "14"
+        assert props["Environment"]["Variables"]["METERLINE_QUARTER_RETENTION_DAYS"] == "90"
         assert props["LoggingConfig"]["ApplicationLogLevel"] == "WARN"
     prod.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
         "BatchSize": 250, "MaximumBatchingWindowInSeconds": 1, "MaximumRetryAttempts": 3,
@@ -110,6 +114,9 @@ def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
     [
         ({"stage": "Prod!"}, "stage"),
         ({"retention_days": 0}, "retentionDays"),
+        ({"minute_retention_days": 1}, "minuteRetentionDays"),
+        ({"quarter_retention_days": 500}, "quarterRetentionDays"),
+        ({"minute_retention_days": 30, "quarter_retention_days": 7}, "must not exceed"),
         ({"log_level": "TRACE"}, "logLevel"),
         ({"log_retention_days": 10}, "logRetentionDays"),
         ({"alarm_email": "nobody"}, "alarmEmail"),

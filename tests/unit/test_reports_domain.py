@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 
 from meterline.domain.exports import Delivery, DeliveryStatus, Run, RunPhase, Trigger, webhook_id
 from meterline.domain.reports import (
-    Schedule,
+    WindowGrid,
     closed_windows,
     interval_ms,
     matches,
-    next_boundary_ms,
     rate_expression,
     report_definition,
 )
@@ -44,8 +43,9 @@ def test_bad_intervals(interval: Any) -> None:
         interval_ms(interval)
 
 
-def schedule(interval: str = "1h", start: str = "2024-01-01T00:00:00Z") -> Schedule:
-    return Schedule(interval=interval, startAt=start)
+def schedule(interval: str = "1h", start: str = "2024-01-01T00:00:00Z", zone: str = "UTC") -> WindowGrid:
+    return WindowGrid.of(report_definition({**BODY, "schedule": {"interval": interval, "startAt": start},
+                                            "query": {"windowTimeZone": zone}}))
 
 
 def test_closed_windows_since_last_export_and_since_creation() -> None:
@@ -68,7 +68,7 @@ def test_closed_windows_since_last_export_and_since_creation() -> None:
 def test_closed_windows_properties(start: int, length_m: int, now: int, created: int, last: int | None,
                                    bound: int) -> None:
     start -= start % 1000
-    s = Schedule(interval=f"{length_m}m", startAt=_iso(start))
+    s = WindowGrid(start, f"{length_m}m")
     length = length_m * MINUTE
     windows = closed_windows(s, now, created_ms=created, last_start_ms=last, bound=bound)
     assert len(windows) <= bound
@@ -82,17 +82,52 @@ def test_closed_windows_properties(start: int, length_m: int, now: int, created:
         assert windows[-1].end_ms > now - length  # the latest closed window is included
 
 
-def _iso(ms: int) -> str:
-    from meterline.domain.timeutil import format_ms
-
-    return format_ms(ms)
-
-
 def test_next_boundary() -> None:
     s = schedule("15m", "2024-01-01T00:05:00Z")
-    assert next_boundary_ms(s, T0) == T0 + 20 * MINUTE  # before startAt: its first window's end
-    assert next_boundary_ms(s, T0 + 20 * MINUTE) == T0 + 35 * MINUTE
-    assert next_boundary_ms(s, T0 + 21 * MINUTE) == T0 + 35 * MINUTE
+    assert s.next_boundary_ms(T0) == T0 + 20 * MINUTE  # before startAt: its first window's end
+    assert s.next_boundary_ms(T0 + 20 * MINUTE) == T0 + 35 * MINUTE
+    assert s.next_boundary_ms(T0 + 21 * MINUTE) == T0 + 35 * MINUTE
+    assert s.schedule_expression == "rate(15 minutes)"
+
+
+def ms(iso: str) -> int:
+    return to_epoch_ms(parse_rfc3339(iso))
+
+
+def test_daily_windows_follow_the_zone_across_dst() -> None:
+    grid = schedule("1d", "2024-03-09T00:00:00-05:00", zone="America/New_York")
+    spring = grid.window(grid.index_at(ms("2024-03-10T12:00:00Z")))
+    assert (spring.start_ms, spring.end_ms) == (ms("2024-03-10T05:00:00Z"), ms("2024-03-11T04:00:00Z"))  # 23 h
+    autumn = grid.window(grid.index_at(ms("2024-11-03T12:00:00Z")))
+    assert (autumn.start_ms, autumn.end_ms) == (ms("2024-11-03T04:00:00Z"), ms("2024-11-04T05:00:00Z"))  # 25 h
+    # the hourly schedule started on a window end keeps hitting window ends after the change
+    assert grid.schedule_expression == "rate(1 hour)"
+    assert (ms("2024-03-11T04:00:00Z") - grid.next_boundary_ms(ms("2024-03-09T12:00:00Z"))) % HOUR == 0
+    windows = closed_windows(grid, ms("2024-03-12T04:00:30Z"), created_ms=ms("2024-03-09T01:00:00Z"),
+                             last_start_ms=None, bound=10)
+    assert [(w.end_ms - w.start_ms) // HOUR for w in windows] == [24, 23, 24]
+    # every two days, still at local midnight
+    two_days = schedule("2d", "2024-03-09T00:00:00-05:00", zone="America/New_York")
+    assert two_days.window(1).start_ms == ms("2024-03-11T04:00:00Z")
+    # minute and hour intervals, and UTC, stay fixed durations
+    assert schedule("1h", zone="America/New_York").zone is None and schedule("1d").zone is None
+
+
+@given(days=st.integers(1, 3), zone=st.sampled_from(["America/New_York", "Europe/Berlin", "Asia/Kolkata",
+                                                      "Australia/Lord_Howe"]),
+       t=st.integers(ms("2023-01-01T00:00:00Z"), ms("2026-01-01T00:00:00Z")))
+def test_calendar_windows_are_contiguous_and_start_at_local_midnight(days: int, zone: str, t: int) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    grid = schedule(f"{days}d", "2023-01-01T00:00:00Z", zone=zone)
+    first_local = datetime.fromtimestamp(grid.start_ms / 1000, ZoneInfo(zone))
+    k = grid.index_at(t)
+    window = grid.window(k)
+    assert window.start_ms <= t < window.end_ms and grid.window(k + 1).start_ms == window.end_ms
+    local = datetime.fromtimestamp(window.start_ms / 1000, ZoneInfo(zone))
+    assert (local.hour, local.minute) == (first_local.hour, first_local.minute) or zone == "Australia/Lord_Howe"
+    assert (local.date() - first_local.date()).days == k * days
 
 
 @pytest.mark.parametrize(("conditions", "value", "expected"), [

@@ -1,7 +1,8 @@
 """One EventBridge Scheduler schedule per report, in the stack's schedule group, invoking the exporter.
 
 The schedule starts on the first window boundary after now plus the settle time and repeats every
-interval (a rate expression), so each firing comes `settle` after a window closed."""
+interval (a rate expression; hourly for calendar-day windows), so each firing comes `settle` after a
+window closed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 
 from meterline.aws.clients import AwsAdapter, required_env
-from meterline.domain.reports import Report, next_boundary_ms, rate_expression
+from meterline.domain.reports import Report, WindowGrid
 
 _NAME_OK = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
 
@@ -35,12 +36,13 @@ class ReportSchedules(AwsAdapter):
         return required_env("SCHEDULE_GROUP_NAME", "the report schedule group")
 
     def definition(self, namespace: str, report: Report, now_ms: int, settle_ms: int) -> dict[str, Any]:
-        first = next_boundary_ms(report.schedule, now_ms) + settle_ms
+        grid = WindowGrid.of(report)
+        first = grid.next_boundary_ms(now_ms) + settle_ms
         return {
             "Name": schedule_name(namespace, report.slug),
             "GroupName": self.group,
             "Description": f"Meterline usage export {namespace}/{report.slug}",
-            "ScheduleExpression": rate_expression(report.schedule.interval),
+            "ScheduleExpression": grid.schedule_expression,
             "StartDate": datetime.fromtimestamp(first / 1000, UTC),
             "FlexibleTimeWindow": {"Mode": "OFF"},
             "State": "ENABLED",

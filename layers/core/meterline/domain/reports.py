@@ -1,17 +1,14 @@
 """Usage export reports: what a user declares (reference/000's body), how its windows are laid out in
-time, and which usage rows its filters keep.
-
-A report's windows are fixed durations aligned to `schedule.startAt`: window k is
-[startAt + k*interval, startAt + (k+1)*interval). EventBridge Scheduler's rate expressions have fixed
-periods too, so a schedule that starts on a window boundary keeps firing on window boundaries.
-"""
+time (WindowGrid), and which usage rows its filters keep."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -271,32 +268,72 @@ class Window:
         return format_ms(self.end_ms)
 
 
-def window_at(schedule: Schedule, index: int) -> Window:
-    start = schedule.start_ms + index * schedule.interval_ms
-    return Window(start, start + schedule.interval_ms)
+@dataclass(frozen=True)
+class WindowGrid:
+    """Where a report's windows lie. Window k starts `k` intervals after `startAt`: fixed durations for
+    minute and hour intervals (and in UTC); for whole-day intervals in another `windowTimeZone`, calendar
+    days in that zone at `startAt`'s wall-clock time, so a New York "1d" window stays midnight to midnight
+    and is 23 or 25 hours long across DST."""
+
+    start_ms: int
+    interval: str
+    zone: ZoneInfo | None = None  # calendar days in this zone
+
+    @property
+    def length_ms(self) -> int:
+        return interval_ms(self.interval)
+
+    @classmethod
+    def of(cls, report: Report) -> WindowGrid:
+        schedule = report.schedule
+        calendar = schedule.interval.endswith("d") and report.query.window_time_zone != "UTC"
+        return cls(schedule.start_ms, schedule.interval,
+                   resolve_time_zone(report.query.window_time_zone) if calendar else None)
+
+    def window(self, index: int) -> Window:
+        if self.zone is None:
+            start = self.start_ms + index * self.length_ms
+            return Window(start, start + self.length_ms)
+        return Window(self._calendar_ms(index), self._calendar_ms(index + 1))
+
+    def _calendar_ms(self, index: int) -> int:
+        first = datetime.fromtimestamp(self.start_ms / 1000, self.zone)
+        # Aware datetime + timedelta moves the wall clock; the UTC offset is that of the new date.
+        return round((first + timedelta(milliseconds=index * self.length_ms)).timestamp() * 1000)
+
+    def index_at(self, t_ms: int) -> int:
+        """The window containing `t_ms` (negative before `startAt`)."""
+        index = (t_ms - self.start_ms) // self.length_ms
+        while self.window(index).start_ms > t_ms:
+            index -= 1
+        while self.window(index).end_ms <= t_ms:
+            index += 1
+        return index
+
+    def next_boundary_ms(self, now_ms: int) -> int:
+        """The first window end after `now_ms` (where a schedule starting now should first fire)."""
+        return self.window(max(0, self.index_at(now_ms))).end_ms
+
+    @property
+    def schedule_expression(self) -> str:
+        """Fixed windows: a rate of the interval, which keeps firing on window ends. Calendar days: hourly
+        (window ends move with DST by whole hours, so an hourly rate started on one keeps hitting them; the
+        exporter exports a window only once it has closed)."""
+        return "rate(1 hour)" if self.zone is not None else rate_expression(self.interval)
 
 
-def closed_windows(schedule: Schedule, now_ms: int, *, created_ms: int, last_start_ms: int | None,
+def closed_windows(grid: WindowGrid, now_ms: int, *, created_ms: int, last_start_ms: int | None,
                    bound: int) -> list[Window]:
     """The windows a scheduled invocation at `now_ms` exports, oldest first: every window that has closed
     since the last one exported (`last_start_ms`), or since the report was created, looking back at most
     `bound` windows. Windows that ended before the report existed are left to manual runs."""
-    length = schedule.interval_ms
-    last_closed = (now_ms - schedule.start_ms) // length - 1
+    last_closed = grid.index_at(now_ms) - 1
     if last_closed < 0:
         return []
-    first = max(0, (created_ms - schedule.start_ms) // length, last_closed - bound + 1)
+    first = max(0, grid.index_at(created_ms), last_closed - bound + 1)
     if last_start_ms is not None:
-        first = max(first, (last_start_ms - schedule.start_ms) // length + 1)
-    return [window_at(schedule, k) for k in range(first, last_closed + 1)]
-
-
-def next_boundary_ms(schedule: Schedule, now_ms: int) -> int:
-    """The first window boundary after `now_ms` (where a schedule starting now should first fire)."""
-    length = schedule.interval_ms
-    if now_ms < schedule.start_ms:
-        return schedule.start_ms + length
-    return schedule.start_ms + ((now_ms - schedule.start_ms) // length + 1) * length
+        first = max(first, grid.index_at(last_start_ms) + 1)
+    return [grid.window(k) for k in range(first, last_closed + 1)]
 
 
 # --- payload --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from meterline.domain.reports import (
     SUBJECT,
     Report,
     Window,
+    WindowGrid,
     closed_windows,
     filtered_usage,
     group_keys,
@@ -67,7 +68,7 @@ class Exporter:
         report = stored.report
         if self._counting_incomplete(namespace, report):
             return []  # the windows stay unclaimed: the first firing after the backfill catches them up
-        windows = closed_windows(report.schedule, now_ms, created_ms=report.created_ms,
+        windows = closed_windows(WindowGrid.of(report), now_ms, created_ms=report.created_ms,
                                  last_start_ms=self.reports.last_claimed_window(namespace, report_id),
                                  bound=self.settings.catch_up_windows)
         runs = []

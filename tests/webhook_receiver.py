@@ -33,7 +33,8 @@ class Receiver:
                     receiver.attempts[webhook_id] = receiver.attempts.get(webhook_id, 0) + 1
                     failing = receiver.attempts[webhook_id] <= receiver.fail_first
                     if not failing:
-                        receiver.received.append({"id": webhook_id, "headers": headers, "body": orjson.loads(body)})
+                        receiver.received.append({"id": webhook_id, "headers": headers, "raw": body,
+                                                  "body": orjson.loads(body)})
                 self.send_response(503 if failing else 204)
                 self.end_headers()
                 if failing:

@@ -242,13 +242,38 @@ def test_manual_run_exports_the_requested_window_again(exports_aws: Any, ctx: An
     assert (run["trigger"], run["status"], run["subjects"]) == ("manual", "succeeded", 3)
 
 
-def test_rotated_secret_signs_the_next_deliveries(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+def test_rotation_signs_with_both_secrets_for_a_day_then_the_new_one(exports_aws: Any, ctx: Any,
+                                                                     receiver: Receiver) -> None:
+    from unittest import mock
+
+    from standardwebhooks import Webhook, WebhookVerificationError
+
     ingest_and_count(usage_events()[:1])
     report = create_report(ctx, receiver, T0)
-    receiver.secret = reports.rotate_secret(ctx, "default", "hourly_tokens", T0 + 1)["signingSecret"]
+    old = receiver.secret
+    rotated = reports.rotate_secret(ctx, "default", "hourly_tokens", T0 + 1)
+    new = rotated["signingSecret"]
+    assert new != old and rotated["previousSecretExpiresAt"] == format_ms(T0 + 1 + 24 * HOUR)
+
+    receiver.secret = new
     fire(report, T0 + HOUR + 60_000)
-    drain(exports_aws)
-    assert len(receiver.received) == 1  # verified with the new secret
+    with mock.patch("functions.sender.handler.now_ms", return_value=T0 + HOUR + 61_000):
+        drain(exports_aws)
+    [within_grace] = receiver.received
+    body = within_grace["raw"]
+    assert len(within_grace["headers"]["webhook-signature"].split()) == 2
+    Webhook(old).verify(body, within_grace["headers"])  # receivers still on the old secret accept it
+
+    receiver.received.clear()
+    run = reports.request_run(ctx, "default", "hourly_tokens", orjson.dumps({"from": at(0), "to": at(HOUR)}),
+                              JSON, T0 + 26 * HOUR)
+    exporter.exporter().run_requested("default", report["id"], run.id, "hourly_tokens", T0 + 26 * HOUR)
+    with mock.patch("functions.sender.handler.now_ms", return_value=T0 + 26 * HOUR + 61_000):
+        drain(exports_aws)
+    after_grace = receiver.received[-1]
+    assert len(after_grace["headers"]["webhook-signature"].split()) == 1
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(after_grace["raw"], after_grace["headers"])
 
 
 def test_deleted_report_delivers_nothing_more(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:

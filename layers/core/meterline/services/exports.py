@@ -164,8 +164,8 @@ class WebhookSender:
     retry: RetryPolicy
     endpoint_policy: EndpointPolicy
     secrets: SigningSecrets = field(default_factory=SigningSecrets)
-    # Decrypted secrets per (report id, report version): a rotation bumps the version.
-    _secrets: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Decrypted secrets (current, previous) per (report id, report version): a rotation bumps the version.
+    _secrets: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def deliver(self, raw: dict[str, Any], now_ms: int) -> str:
@@ -182,7 +182,7 @@ class WebhookSender:
             return "failed"
         attempt = post_webhook(
             stored.report.endpoint.url, orjson.dumps(message.payload), webhook_id=message.webhook_id,
-            secret=self._secret(message.namespace, stored), headers=stored.report.endpoint.headers,
+            secret=self._secrets_for(message.namespace, stored, now_ms), headers=stored.report.endpoint.headers,
             policy=self.endpoint_policy, timeout_s=self.retry.timeout_seconds,
         )
         if attempt.ok:
@@ -200,13 +200,16 @@ class WebhookSender:
                                    self.retry.delay_seconds(message.attempt))
         return "retrying"
 
-    def _secret(self, namespace: str, stored: StoredReport) -> str:
+    def _secrets_for(self, namespace: str, stored: StoredReport, now_ms: int) -> list[str]:
+        """The current secret, and the previous one while a rotation's grace period lasts."""
         report_id = stored.report.id
         assert report_id is not None
         with self._lock:
-            secret = self._secrets.get((report_id, stored.version))
-        if secret is None:
-            secret = self.secrets.decrypt(namespace, report_id, stored.secret)
+            cached = self._secrets.get((report_id, stored.version))
+        if cached is None:
+            cached = [self.secrets.decrypt(namespace, report_id, stored.secret)]
+            if stored.previous_secret is not None:
+                cached.append(self.secrets.decrypt(namespace, report_id, stored.previous_secret))
             with self._lock:
-                self._secrets[(report_id, stored.version)] = secret
-        return secret
+                self._secrets[(report_id, stored.version)] = cached
+        return cached if now_ms < stored.previous_until_ms else cached[:1]

@@ -26,6 +26,7 @@ from meterline.storage.reports_store import ReportsStore, StoredReport
 from meterline.webhooks import EndpointPolicy, new_signing_secret
 
 UPDATE_ATTEMPTS = 5
+ROTATION_GRACE_MS = 24 * 3_600_000
 MAX_RUNS_PAGE = 100
 DEFAULT_RUNS_PAGE = 20
 MAX_MANUAL_SPAN_MS = 400 * 86_400_000
@@ -120,13 +121,15 @@ def delete_report(ctx: ReportsContext, namespace: str, slug: str) -> None:
 
 
 def rotate_secret(ctx: ReportsContext, namespace: str, slug: str, now_ms: int) -> dict[str, Any]:
-    """Issue a new signing secret; deliveries sent from now on are signed with it."""
+    """Issue a new signing secret. For ROTATION_GRACE_MS, deliveries carry signatures with both the new and
+    the previous secret, so receivers can switch without rejecting anything."""
     for _ in range(UPDATE_ATTEMPTS):
         stored = _stored(ctx, namespace, slug)
         secret = new_signing_secret()
         report = stored.report.model_copy(update={"updated_at": format_ms(now_ms)})
-        if ctx.reports.replace(namespace, stored, report, ctx.secrets.encrypt(namespace, report.id, secret)):
-            return {**report.to_api(), "signingSecret": secret}
+        until = now_ms + ROTATION_GRACE_MS
+        if ctx.reports.replace(namespace, stored, report, ctx.secrets.encrypt(namespace, report.id, secret), until):
+            return {**report.to_api(), "signingSecret": secret, "previousSecretExpiresAt": format_ms(until)}
     raise Conflict(f"report {slug!r} kept changing while its secret was being rotated; retry")
 
 

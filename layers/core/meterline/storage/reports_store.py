@@ -58,11 +58,15 @@ class StoredReport:
     report: Report
     version: int
     secret: bytes  # ciphertext
+    # The secret before the last rotation and until when deliveries are also signed with it.
+    previous_secret: bytes | None = None
+    previous_until_ms: int = 0
 
 
 def _stored_report(item: dict[str, Any]) -> StoredReport:
     return StoredReport(Report.model_validate(orjson.loads(item["report"]["S"])), int(item["version"]["N"]),
-                        item["secret"]["B"])
+                        item["secret"]["B"], item.get("previousSecret", {}).get("B"),
+                        int(item.get("previousSecretUntil", {}).get("N", 0)))
 
 
 def _n(item: dict[str, Any], name: str) -> int | None:
@@ -116,15 +120,19 @@ class ReportsStore(TableAdapter):
 
     # --- reports ---------------------------------------------------------------------------------------
 
-    def _report_item(self, namespace: str, report: Report, version: int, secret: bytes) -> dict[str, Any]:
+    def _report_item(self, namespace: str, report: Report, version: int, secret: bytes,
+                     previous: tuple[bytes | None, int] = (None, 0)) -> dict[str, Any]:
         assert report.id is not None, "a stored report needs an id"
-        return {
+        item = {
             **report_key(namespace, report.slug),
             "id": {"S": report.id},
             "version": {"N": str(version)},
             "report": {"S": orjson.dumps(report.to_api()).decode()},
             "secret": {"B": secret},
         }
+        if previous[0] is not None:
+            item["previousSecret"], item["previousSecretUntil"] = {"B": previous[0]}, {"N": str(previous[1])}
+        return item
 
     def create(self, namespace: str, report: Report, secret: bytes) -> bool:
         """False (nothing written) if the namespace already has a report with this slug."""
@@ -147,9 +155,13 @@ class ReportsStore(TableAdapter):
             "ConsistentRead": True,
         })]
 
-    def replace(self, namespace: str, stored: StoredReport, report: Report, secret: bytes | None = None) -> bool:
-        """Replace the version the caller read; False if it changed (or was deleted) since."""
-        item = self._report_item(namespace, report, stored.version + 1, secret or stored.secret)
+    def replace(self, namespace: str, stored: StoredReport, report: Report, secret: bytes | None = None,
+                previous_until_ms: int = 0) -> bool:
+        """Replace the version the caller read; False if it changed (or was deleted) since. A new `secret`
+        keeps the one it replaces as the previous secret until `previous_until_ms`."""
+        previous = ((stored.secret, previous_until_ms) if secret is not None
+                    else (stored.previous_secret, stored.previous_until_ms))
+        item = self._report_item(namespace, report, stored.version + 1, secret or stored.secret, previous)
         try:
             self.client.put_item(TableName=self.table, Item=item,
                                  ConditionExpression="version = :v AND id = :id",

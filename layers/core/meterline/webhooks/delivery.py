@@ -14,7 +14,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,14 +45,14 @@ def post_webhook(
     body: bytes,
     *,
     webhook_id: str,
-    secret: str,
+    secret: str | Sequence[str],
     headers: Mapping[str, str] | None = None,
     policy: EndpointPolicy,
     timeout_s: float = 10.0,
     at: datetime | None = None,
 ) -> WebhookAttempt:
-    """POST `body` (JSON) to `url`, signed with `secret`. Network failures come back as a failed
-    attempt, never as an exception. `timeout_s` bounds the connect and each wait for the server
+    """POST `body` (JSON) to `url`, signed with `secret` (or each of several secrets). Network failures
+    come back as a failed attempt, never as an exception. `timeout_s` bounds the connect and each wait for the server
     (measured from the start of the call); a server trickling bytes slowly can stretch it."""
     started = time.monotonic()
 

@@ -325,3 +325,20 @@ def test_exports_wait_for_the_meter_backfill(exports_aws: Any, ctx: Any, receive
     assert len(fire(report, T0 + 2 * HOUR + 60_000)) == 2  # hours 0 and 1, caught up
     drain(exports_aws)
     assert sorted(r["status"] for r in runs()) == ["succeeded"] * 3
+
+
+def test_a_scheduled_run_whose_exporter_died_is_taken_over(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    from unittest import mock
+
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    # the exporter claims the window, then dies (a timeout) before enqueueing anything
+    with mock.patch("meterline.services.exports.Exporter._export", side_effect=SystemExit("timeout")), \
+            pytest.raises(SystemExit):
+        fire(report, T0 + HOUR + 60_000)
+    assert [r["status"] for r in runs()] == ["running"]
+    assert fire(report, T0 + HOUR + 120_000) == []  # a duplicate firing soon after: still its own run's
+    [taken_over] = fire(report, T0 + HOUR + 60_000 + 11 * 60_000)  # stale after 10 minutes
+    assert drain(exports_aws) == 3
+    [run] = runs()
+    assert (run["id"], run["status"], run["subjects"]) == (taken_over, "succeeded", 3)

@@ -68,10 +68,17 @@ class Exporter:
         report = stored.report
         if self._counting_incomplete(namespace, report):
             return []  # the windows stay unclaimed: the first firing after the backfill catches them up
-        windows = closed_windows(WindowGrid.of(report), now_ms, created_ms=report.created_ms,
-                                 last_start_ms=self.reports.last_claimed_window(namespace, report_id),
-                                 bound=self.settings.catch_up_windows)
         runs = []
+        last = self.reports.last_claim(namespace, report_id)
+        if last is not None:
+            # An exporter that died mid-run (a timeout) left its run "running": take it over once stale.
+            stuck = self.reports.get_run(namespace, report_id, last[1])
+            if (stuck is not None and stuck.phase is RunPhase.RUNNING
+                    and self.reports.start_run(namespace, stuck, now_ms, stale_before_ms=now_ms - STALE_RUN_MS)):
+                self._export(namespace, report, stuck, now_ms, resumed=True)
+                runs.append(stuck)
+        windows = closed_windows(WindowGrid.of(report), now_ms, created_ms=report.created_ms,
+                                 last_start_ms=last[0] if last else None, bound=self.settings.catch_up_windows)
         for position, window in enumerate(windows):
             trigger = Trigger.SCHEDULE if position == len(windows) - 1 else Trigger.CATCH_UP
             run = Run(id=new_meter_id(), report_id=report_id, window_start_ms=window.start_ms,

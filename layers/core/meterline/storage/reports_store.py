@@ -211,14 +211,14 @@ class ReportsStore(TableAdapter):
             {"Put": {"TableName": self.table, "Item": self._run_item(namespace, run)}},
         ])
 
-    def last_claimed_window(self, namespace: str, report_id: str) -> int | None:
-        """Start of the latest window a scheduled run has claimed."""
+    def last_claim(self, namespace: str, report_id: str) -> tuple[int, str] | None:
+        """(window start, run id) of the latest window a scheduled run has claimed."""
         items = self.client.query(
             TableName=self.table, KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": claims_partition(namespace, report_id)}},
             ScanIndexForward=False, Limit=1, ConsistentRead=True,
         ).get("Items", [])
-        return int(items[0]["sk"]["S"]) if items else None
+        return (int(items[0]["sk"]["S"]), items[0]["runId"]["S"]) if items else None
 
     def create_run(self, namespace: str, run: Run) -> None:
         self.client.put_item(TableName=self.table, Item=self._run_item(namespace, run),

@@ -4,7 +4,6 @@ the concurrent fan-out). Prints `ingest_cpu_us_per_event <value>`; budget <= 25.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,8 +11,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("EVENTS_TABLE", "bench-events")
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+# importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
 from bench.fakes import InMemoryDynamoDB  # noqa: E402
 from functions.ingest import handler as ingest  # noqa: E402

@@ -6,18 +6,13 @@ manifests. Prints `processor_cpu_us_per_event <value>`; budget <= 60."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("EVENTS_TABLE", "bench-events")
-os.environ.setdefault("USAGE_TABLE", "bench-usage")
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-os.environ.setdefault("METERLINE_COMPACTION_GRACE_SECONDS", "180")
-os.environ.setdefault("METERLINE_WRITE_MARGIN_SECONDS", "90")
+# importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
 from bench.fakes import InMemoryDynamoDB  # noqa: E402
 from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate, lambda_batches, stream_record  # noqa: E402

@@ -39,7 +39,6 @@ $0.0000133334 per GB-s, for the measured CPU of the ingest (bench/ingest_cpu.py)
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -47,11 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("EVENTS_TABLE", "bench-events")
-os.environ.setdefault("USAGE_TABLE", "bench-usage")
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-os.environ.setdefault("METERLINE_COMPACTION_GRACE_SECONDS", "180")
-os.environ.setdefault("METERLINE_WRITE_MARGIN_SECONDS", "90")
+# importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
 from bench import ingest_cpu, processor_cpu  # noqa: E402
 from bench.fakes import CostModelDynamoDB  # noqa: E402
@@ -71,7 +66,7 @@ EVENTS = 100_000
 RATE_PER_S = 1_000
 REQUEST_EVENTS = 100
 STREAM_BATCH = 1_000
-DEPLOYED_STREAM_BATCH = 100  # infra/config.py stream_batch_size default
+SMALL_STREAM_BATCH = 100  # a lightly loaded stream, or streamBatchSize=100
 DAY_END_MS = 1_715_731_200_000  # 2024-05-15T00:00:00Z
 START_MS = DAY_END_MS - EVENTS * 1000 // RATE_PER_S  # 2024-05-14T23:58:20Z
 TIMING = CompactionTiming(grace_ms=180_000, write_margin_ms=90_000)
@@ -248,9 +243,9 @@ def burst(catalog: MeterCatalog, figures: dict[str, float]) -> float:
     figures["failed_conditional_writes"] = sum(client.failed_conditions.values())
     figures["rru_compaction_per_event"] = client.total("RRU", "compactor") / EVENTS
 
-    # The same stream in batches of the deployed default size (infra/config.py: stream_batch_size 100).
+    # The same stream in batches of 100 records (the deployed default is 1,000: infra/config.py).
     small = new_client()
-    process(small, catalog, records, DEPLOYED_STREAM_BATCH)
+    process(small, catalog, records, SMALL_STREAM_BATCH)
     compact(small, catalog, now)
     figures["wru_per_event_batch100"] = breakdown["event_puts"] + small.total("WRU") / EVENTS
     return breakdown["event_puts"]

@@ -286,7 +286,8 @@ def test_ids_and_slugs() -> None:
 
 # --- the HTTP-independent parts of the meters service ------------------------------------------------------
 
-from meterline.services.meters import ListMetersQuery, json_object  # noqa: E402
+from meterline.domain.request_bodies import json_object  # noqa: E402
+from meterline.services.meters import ListMetersQuery  # noqa: E402
 
 
 @pytest.mark.parametrize(

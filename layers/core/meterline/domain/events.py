@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from meterline.domain.request_bodies import bare_media_type, load_json
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.errors import FieldError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -71,7 +72,7 @@ _BATCH_ADAPTER = TypeAdapter(list[CloudEvent])
 
 def media_type(content_type: str | None) -> str:
     """The bare media type of a Content-Type header, or raise 415."""
-    bare = (content_type or "").split(";", 1)[0].strip().lower()
+    bare = bare_media_type(content_type)
     if bare not in ACCEPTED_CONTENT_TYPES:
         shown = bare or "none"
         raise UnsupportedMediaType(
@@ -90,13 +91,7 @@ def parse_events(body: bytes, content_type: str | None, received_ms: int,
     meterline.settings.Settings.max_event_age_ms).
     """
     kind = media_type(content_type)
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}", kind="malformed-json",
-                           title="Malformed JSON") from None
+    payload = load_json(body, MAX_BODY_BYTES)
 
     is_batch = isinstance(payload, list)
     if kind == SINGLE and not isinstance(payload, dict):

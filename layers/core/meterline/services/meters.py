@@ -4,17 +4,13 @@ meters of a YAML file. Bodies are validated as a whole before anything is writte
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import orjson
 
 from meterline.domain.meters import Meter, meter_definition, new_meter, updated_meter
-from meterline.errors import Conflict, FieldError, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from meterline.domain.request_bodies import json_object
+from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
 from meterline.services import meter_source
 from meterline.storage.meters_store import MetersStore
 
-JSON = "application/json"
-MAX_BODY_BYTES = 64 * 1024
 # A PUT re-reads and re-applies itself when the meter changed between its read and its write.
 UPDATE_ATTEMPTS = 5
 MAX_PAGE_SIZE = 1000
@@ -32,25 +28,6 @@ def new_meter_id() -> str:
     from ulid import ULID
 
     return str(ULID())
-
-
-def json_object(body: bytes, content_type: str | None, what: str = "a meter") -> dict[str, Any]:
-    """The JSON object of a request body: 415 unless application/json, 413 beyond 64 KiB, 400 otherwise."""
-    bare = (content_type or "").split(";", 1)[0].strip().lower()
-    if bare != JSON:
-        raise UnsupportedMediaType(f"Content-Type {bare or 'none'} is not accepted; send {JSON}",
-                                   [FieldError("Content-Type", f"must be {JSON}")])
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}", kind="malformed-json",
-                           title="Malformed JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput(f"the body must be a JSON object ({what})",
-                           [FieldError(what.split()[-1], "must be a JSON object")])
-    return payload
 
 
 class ListMetersQuery:

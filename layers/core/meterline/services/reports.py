@@ -17,9 +17,10 @@ from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import Run, RunPhase, Trigger
 from meterline.domain.meters import Meter
 from meterline.domain.reports import Report, check_against_meter, report_definition
+from meterline.domain.request_bodies import json_object
 from meterline.domain.timeutil import epoch_ms_field, format_ms
 from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
-from meterline.services.meters import json_object, new_meter_id
+from meterline.services.meters import new_meter_id
 from meterline.settings import ExportSettings, export_settings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore, StoredReport

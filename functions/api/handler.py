@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from meterline.domain.request_bodies import json_object
 from meterline.domain.timeutil import now_ms
 from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
 from meterline.services import meters, usage_query
@@ -101,7 +102,7 @@ def query_meter(id_or_slug: str) -> Response:
 
 @app.post("/api/v1/meters/<id_or_slug>/query")
 def query_meter_post(id_or_slug: str) -> Response:
-    body = meters.json_object(request_body(app), app.current_event.headers.get("content-type"))
+    body = json_object(request_body(app), app.current_event.headers.get("content-type"), "a query")
     return _query(id_or_slug, usage_query.params_from_body(body))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from meterline.storage.tables import TableSpec
@@ -68,3 +69,13 @@ class TableAdapter:
         if self._table is None:
             self._table = table_name(self.spec)
         return self._table
+
+    def query_items(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item a Query returns, page after page (this table unless `request` names another)."""
+        request = {"TableName": self.table, **request}
+        while True:
+            page = self.client.query(**request)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -72,19 +72,11 @@ class MetersStore(TableAdapter):
 
     def list(self, namespace: str) -> list[StoredMeter]:
         """Every meter of the namespace, by slug."""
-        stored: list[StoredMeter] = []
-        request: dict[str, Any] = {
-            "TableName": self.table,
+        return [_stored_meter(item) for item in self.query_items({
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :slug)",
             "ExpressionAttributeValues": {":pk": {"S": meters_partition(namespace)}, ":slug": {"S": "slug#"}},
             "ConsistentRead": True,
-        }
-        while True:
-            page = self.client.query(**request)
-            stored.extend(_stored_meter(item) for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return stored
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        })]
 
     def meters(self, namespace: str) -> list[Meter]:
         return [stored.meter for stored in self.list(namespace)]

@@ -14,7 +14,7 @@ Runs, deliveries and claims expire (TTL `expiresAt`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +149,7 @@ class ReportsStore(TableAdapter):
         return _stored_report(item) if item else None
 
     def list(self, namespace: str) -> list[StoredReport]:
-        return [_stored_report(item) for item in self._query({
+        return [_stored_report(item) for item in self.query_items({
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :slug)",
             "ExpressionAttributeValues": {":pk": {"S": reports_partition(namespace)}, ":slug": {"S": "slug#"}},
             "ConsistentRead": True,
@@ -269,7 +269,7 @@ class ReportsStore(TableAdapter):
             "ExpressionAttributeValues": {":pk": {"S": runs_partition(namespace, report_id)}},
             "ScanIndexForward": False,
         }
-        for item in self._query(request):
+        for item in self.query_items(request):
             if "#d#" in item["sk"]["S"]:
                 deliveries.append(_delivery(item))
                 continue
@@ -283,7 +283,7 @@ class ReportsStore(TableAdapter):
     # --- deliveries ------------------------------------------------------------------------------------
 
     def delivery_subjects(self, namespace: str, run: Run) -> set[str]:
-        return {item["subject"]["S"] for item in self._query({
+        return {item["subject"]["S"] for item in self.query_items({
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": {":pk": {"S": runs_partition(namespace, run.report_id)},
                                           ":prefix": {"S": f"run#{run.id}#d#"}},
@@ -399,11 +399,3 @@ class ReportsStore(TableAdapter):
             raise
         return True
 
-    def _query(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        request = {"TableName": self.table, **request}
-        while True:
-            page = self.client.query(**request)
-            yield from page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -195,7 +195,7 @@ class UsageStore(TableAdapter):
             request["KeyConditionExpression"] += " AND sk BETWEEN :lo AND :hi"
             request["ExpressionAttributeValues"][":lo"] = {"S": f"{first_minute:013d}#"}
             request["ExpressionAttributeValues"][":hi"] = {"S": f"{last_minute:013d}#\U0010ffff"}
-        for item in self._query(request):
+        for item in self.query_items(request):
             yield from unpack(item["rows"]["B"])
 
     def read_raw(self, partition: str) -> list[list[Any]]:
@@ -241,7 +241,7 @@ class UsageStore(TableAdapter):
             condition += " AND sk BETWEEN :lo AND :hi"
             values[":lo"], values[":hi"] = {"S": between[0]}, {"S": between[1]}
         parts: list[list[Any]] = []
-        for item in self._query({"TableName": self.table, "KeyConditionExpression": condition,
+        for item in self.query_items({"TableName": self.table, "KeyConditionExpression": condition,
                                  "ExpressionAttributeValues": values, "ConsistentRead": True}):
             parts.extend(unpack(item["parts"]["B"]))
         return parts
@@ -326,7 +326,7 @@ class UsageStore(TableAdapter):
         if projection is not None:
             request["ProjectionExpression"] = projection
             request["ExpressionAttributeNames"] = names
-        return self._query(request)
+        return self.query_items(request)
 
     def put_work(self, level: Level, period_ms: int, namespace: str, now_ms: int) -> None:
         """Note that a namespace has quarters to roll into the hour or day starting at period_ms."""
@@ -353,21 +353,13 @@ class UsageStore(TableAdapter):
         )
 
     def _query_all(self, partition: str, consistent: bool) -> Iterator[dict[str, Any]]:
-        return self._query({
+        return self.query_items({
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": partition}},
             "ConsistentRead": consistent,
         })
 
-    def _query(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        while True:
-            response = self.client.query(**request)
-            yield from response.get("Items", [])
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return
-            request["ExclusiveStartKey"] = last
 
 
 def _tagged(items: Iterator[dict[str, Any]], tag: str) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from meterline.aws.queues import ExportQueues
 from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import Delivery, Run, RunPhase, Trigger, webhook_id
-from meterline.domain.meters import BackfillState
+from meterline.domain.meters import BackfillState, Meter
 from meterline.domain.reports import (
     SUBJECT,
     Report,
@@ -66,7 +66,8 @@ class Exporter:
         if stored is None or stored.report.id != report_id:
             return []  # the report was deleted (or re-created): this firing belonged to the old one
         report = stored.report
-        if self._counting_incomplete(namespace, report):
+        meter = self._meter(namespace, report)
+        if _backfilling(meter):
             return []  # the windows stay unclaimed: the first firing after the backfill catches them up
         runs = []
         last = self.reports.last_claim(namespace, report_id)
@@ -75,7 +76,7 @@ class Exporter:
             stuck = self.reports.get_run(namespace, report_id, last[1])
             if (stuck is not None and stuck.phase is RunPhase.RUNNING
                     and self.reports.start_run(namespace, stuck, now_ms, stale_before_ms=now_ms - STALE_RUN_MS)):
-                self._export(namespace, report, stuck, now_ms, resumed=True)
+                self._export(namespace, report, meter, stuck, now_ms, resumed=True)
                 runs.append(stuck)
         windows = closed_windows(WindowGrid.of(report), now_ms, created_ms=report.created_ms,
                                  last_start_ms=last[0] if last else None, bound=self.settings.catch_up_windows)
@@ -85,7 +86,7 @@ class Exporter:
                       window_end_ms=window.end_ms, trigger=trigger, phase=RunPhase.RUNNING,
                       requested_ms=now_ms, started_ms=now_ms)
             if self.reports.claim_window(namespace, run):  # False: a duplicate firing already runs it
-                self._export(namespace, report, run, now_ms, resumed=False)
+                self._export(namespace, report, meter, run, now_ms, resumed=False)
                 runs.append(run)
         return runs
 
@@ -96,7 +97,9 @@ class Exporter:
             return None
         resumed = run.phase is RunPhase.RUNNING
         stored = self.reports.get(namespace, slug)
-        if stored is not None and self._counting_incomplete(namespace, stored.report):
+        meter = self._meter(namespace, stored.report) if stored is not None else None
+        if _backfilling(meter):
+            assert stored is not None
             raise CountingIncomplete(f"meter {stored.report.meter_id_or_slug!r} is still backfilling; "
                                      "the request is retried")
         if not self.reports.start_run(namespace, run, now_ms, stale_before_ms=now_ms - STALE_RUN_MS):
@@ -104,22 +107,19 @@ class Exporter:
         if stored is None or stored.report.id != report_id:
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error="the report was deleted")
             return run
-        self._export(namespace, stored.report, run, now_ms, resumed=resumed)
+        self._export(namespace, stored.report, meter, run, now_ms, resumed=resumed)
         return run
 
-    def _counting_incomplete(self, namespace: str, report: Report) -> bool:
-        """A meter whose backfill has not finished would export partial numbers."""
+    def _meter(self, namespace: str, report: Report) -> Meter | None:
         found = self.meters.find(namespace, report.meter_id_or_slug)
-        backfill = found.meter.backfill if found else None
-        return backfill is not None and backfill.status in (BackfillState.PENDING, BackfillState.RUNNING)
+        return found.meter if found else None
 
-    def _export(self, namespace: str, report: Report, run: Run, now_ms: int, *, resumed: bool) -> None:
-        found = self.meters.find(namespace, report.meter_id_or_slug)
-        if found is None:
+    def _export(self, namespace: str, report: Report, meter: Meter | None, run: Run, now_ms: int, *,
+                resumed: bool) -> None:
+        if meter is None:
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms,
                                     error=f"meter {report.meter_id_or_slug!r} no longer exists")
             return
-        meter = found.meter
         window = Window(run.window_start_ms, run.window_end_ms)
         try:
             query = UsageQuery(from_ms=window.start_ms, to_ms=window.end_ms, time_zone=report.query.window_time_zone,
@@ -147,6 +147,12 @@ class Exporter:
             # Recorded so the run history says what happened; the window can be re-run manually.
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error=f"export failed: {exc}")
             raise
+
+
+def _backfilling(meter: Meter | None) -> bool:
+    """A meter whose backfill has not finished would export partial numbers."""
+    backfill = meter.backfill if meter else None
+    return backfill is not None and backfill.status in (BackfillState.PENDING, BackfillState.RUNNING)
 
 
 class DeliveryMessage(BaseModel):

@@ -44,7 +44,7 @@ def _requested(record: SQSRecord) -> None:
     except CountingIncomplete as waiting:
         # Asked again later, as a new message: waiting for a backfill must not use up the queue's
         # receive count (which dead-letters requests that keep crashing).
-        exporter().queues.request_export(request, delay_seconds=export_settings().backfill_wait_seconds)
+        exporter().queues.request_export(request, delay_seconds=exporter().settings.backfill_wait_seconds)
         logger.info("manual export waits", extra={"report": request["report"], "run": request["runId"],
                                                   "reason": str(waiting)})
         return

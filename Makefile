@@ -20,12 +20,12 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $(NPM_STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(NPM_STAMP)
 
-dev: $(STAMP)
+dev: $(STAMP) $(NPM_STAMP)
 	$(BIN)/meterline dev --host 127.0.0.1 --port 8888
 
-test: $(STAMP)
+test: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m pytest -n 2
 
 BENCHMARKS := bench/ingest_cpu.py bench/cold_import.py bench/processor_cpu.py bench/storage_cost.py

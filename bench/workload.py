@@ -89,12 +89,14 @@ def _data(event_type: str, rank: int, rng: random.Random) -> dict[str, Any]:
     raise ValueError(event_type)
 
 
-def generate(count: int, start_ms: int, rate_per_s: int = 1000, seed: int = SEED) -> Iterator[CloudEvent]:
-    """`count` validated-shape CloudEvents, one every 1000/rate_per_s ms from start_ms (event time)."""
+def generate(count: int, start_ms: int, rate_per_s: float = 1000, seed: int = SEED,
+             subjects: int = SUBJECTS) -> Iterator[CloudEvent]:
+    """`count` validated-shape CloudEvents, one every 1000/rate_per_s ms from start_ms (event time), over
+    `subjects` Zipf-distributed subjects."""
     rng = random.Random(seed)
     types = event_types()
-    cumulative = list(itertools.accumulate(1.0 / rank for rank in range(1, SUBJECTS + 1)))
-    ranks = range(1, SUBJECTS + 1)
+    cumulative = list(itertools.accumulate(1.0 / rank for rank in range(1, subjects + 1)))
+    ranks = range(1, subjects + 1)
     step = 1000 / rate_per_s
     for i in range(count):
         rank = rng.choices(ranks, cum_weights=cumulative)[0]

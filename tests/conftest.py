@@ -39,10 +39,10 @@ def aws() -> Iterator[Any]:
     from moto import mock_aws
 
     from meterline.storage.tables import ALL_TABLES
-    from meterline_local.stack import _serialize_moto_calls
+    from meterline_local.moto_services import serialize_moto_requests
 
     with mock_aws():
-        _serialize_moto_calls()
+        serialize_moto_requests()
         client = boto3.client("dynamodb", region_name="us-east-1")
         for spec in ALL_TABLES:
             client.create_table(**spec.create_table_request(os.environ[spec.env_var]))

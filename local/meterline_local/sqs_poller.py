@@ -8,8 +8,9 @@ queue's visibility timeout, and the queue's RedrivePolicy moves a message receiv
 times to its dead-letter queue, as in AWS.
 
 moto answers a long poll (WaitTimeSeconds > 0) by blocking inside the request, and the local stack
-runs one moto request at a time (stack._serialize_moto_calls), so a long poll would stall every other
-AWS call: the poller asks without waiting and sleeps `poll_interval_s` between empty answers.
+runs one moto request at a time (moto_services.serialize_moto_requests), so a long poll would stall the
+other queue, KMS and Scheduler calls: the poller asks without waiting and sleeps `poll_interval_s`
+between empty answers.
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""The embedded local stack: moto for DynamoDB and its stream, tables from the shared table specs,
-the HTTP functions behind the local gateway, the stream poller feeding the processor, and usage
-exports: moto's SQS queues, KMS key and Scheduler group, a scheduler thread firing report schedules
-into the exporter, and SQS pollers feeding the exporter and the webhook sender."""
+"""The embedded local stack: DynamoDB Local (a child process) for the tables and the events stream,
+tables from the shared table specs, the HTTP functions behind the local gateway, the stream poller
+feeding the processor, and usage exports: moto's SQS queues, KMS key and Scheduler group (in process),
+a scheduler thread firing report schedules into the exporter, and SQS pollers feeding the exporter and
+the webhook sender.
+
+State lives in a data directory (DynamoDB Local's database, the stream checkpoints and the signing key)
+or, with `data_dir=None`, in memory. What moto holds is rebuilt on each start: the schedules from the
+stored reports, the key from the data directory; messages queued when the stack stopped are lost.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meterline_local.engine import DataDirectory, DynamoDBLocal, EngineError, port_is_free
 from meterline_local.lambda_runtime import LocalFunction
 
 log = logging.getLogger("dev")
@@ -32,6 +40,8 @@ class LocalConfig:
     host: str = "127.0.0.1"
     port: int = 8888
     meters_file: Path | None = DEFAULT_METERS_FILE
+    # Where DynamoDB Local keeps the tables, the stream checkpoints and the signing key; None: in memory.
+    data_dir: Path | None = None
     namespace: str = "default"
     retention_days: int = 400
     function_concurrency: int = 4
@@ -60,26 +70,10 @@ class LocalConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-def _serialize_moto_calls() -> None:
-    """DynamoDB applies a conditional write atomically; moto's in-process backend does not lock.
-    Running one moto request at a time restores the atomicity concurrent ingestion relies on."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    if getattr(BotocoreStubber.process_request, "_meterline_locked", False):
-        return
-    original = BotocoreStubber.process_request
-    lock = threading.RLock()
-
-    def locked(self: Any, request: Any) -> Any:
-        with lock:
-            return original(self, request)
-
-    locked._meterline_locked = True  # type: ignore[attr-defined]
-    BotocoreStubber.process_request = locked  # type: ignore[method-assign]
-
-
-def prepare_environment(config: LocalConfig) -> dict[str, str]:
-    """Environment the handlers read, as the CDK stack sets it for each Lambda."""
+def prepare_environment(config: LocalConfig, dynamodb_url: str) -> dict[str, str]:
+    """Environment the handlers read, as the CDK stack sets it for each Lambda. The AWS SDK's own
+    service endpoint variables send DynamoDB and its stream to DynamoDB Local; the handlers' code does
+    not know it runs locally."""
     from meterline.storage.tables import ALL_TABLES
 
     env = {
@@ -87,7 +81,8 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
         "AWS_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",  # moto's streams need it (see TOOLCHAIN.md)
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+        "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": dynamodb_url,
         **{spec.env_var: f"{config.table_prefix}-{spec.logical_name.lower()}" for spec in ALL_TABLES},
         "METERLINE_DEFAULT_NAMESPACE": config.namespace,
         "METERLINE_RETENTION_DAYS": str(config.retention_days),
@@ -112,8 +107,36 @@ def prepare_environment(config: LocalConfig) -> dict[str, str]:
     if config.meters_file is not None:
         env["METERLINE_METERS_FILE"] = str(config.meters_file)
     env.update(config.extra_env)
-    os.environ.update(env)
     return env
+
+
+def ensure_tables(client: Any, env: dict[str, str]) -> str:
+    """Create the tables the engine lacks (from the one set of table specs) and check the ones it has.
+    Returns the events stream's ARN."""
+    from meterline.storage.tables import ALL_TABLES
+
+    existing: set[str] = set()
+    for page in client.get_paginator("list_tables").paginate():
+        existing.update(page["TableNames"])
+    stream_arn = None
+    for spec in ALL_TABLES:
+        name = env[spec.env_var]
+        if name in existing:
+            description = client.describe_table(TableName=name)["Table"]
+            if description["KeySchema"] != spec.key_schema() or (
+                    spec.stream_view_type and not description.get("LatestStreamArn")):
+                raise EngineError(f"table {name} in the data directory does not have the keys and stream this "
+                                  "version of Meterline needs: move the data directory away or use another")
+        else:
+            description = client.create_table(**spec.create_table_request(name))["TableDescription"]
+            if spec.ttl_attribute:
+                client.update_time_to_live(
+                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute}
+                )
+        if spec.stream_view_type:
+            stream_arn = description["LatestStreamArn"]
+    assert stream_arn is not None, "no table has a stream"
+    return stream_arn
 
 
 @dataclass(frozen=True)
@@ -135,10 +158,12 @@ class ExportResources:
         }
 
 
-def create_export_resources(config: LocalConfig, schedule_group: str) -> ExportResources:
-    """The queues (each with a dead-letter queue, as the CDK stack has them), the signing key and the
-    schedule group of usage exports, in moto."""
+def create_export_resources(config: LocalConfig, schedule_group: str, saved_key: Path | None) -> ExportResources:
+    """The queues (each with a dead-letter queue, as the CDK stack has them), the signing key (the one
+    saved in the data directory, if any) and the schedule group of usage exports, in moto."""
     import boto3
+
+    from meterline_local.moto_services import durable_kms_key
 
     sqs = boto3.client("sqs", region_name=REGION)
 
@@ -154,13 +179,19 @@ def create_export_resources(config: LocalConfig, schedule_group: str) -> ExportR
     export_url, export_dlq_url = queue_with_dlq(f"{config.table_prefix}-export-requests")
     delivery_url, delivery_dlq_url = queue_with_dlq(f"{config.table_prefix}-deliveries")
     key = boto3.client("kms", region_name=REGION).create_key(Description="Meterline local report signing secrets")
+    key_arn = durable_kms_key(key["KeyMetadata"]["Arn"], saved_key)
     boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=schedule_group)
-    return ExportResources(export_url, export_dlq_url, delivery_url, delivery_dlq_url, key["KeyMetadata"]["Arn"])
+    return ExportResources(export_url, export_dlq_url, delivery_url, delivery_dlq_url, key_arn)
 
 
 class LocalStack:
+    # How long stop() waits for the threads in all (a busy compactor run is abandoned, not awaited).
+    STOP_WAIT_S = 3.0
+
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
+        self.engine: DynamoDBLocal | None = None
+        self.data: DataDirectory | None = None
         self.gateway: Any = None
         self.poller: Any = None  # the events stream's
         self.exports: ExportResources | None = None
@@ -168,6 +199,7 @@ class LocalStack:
         self.export_poller: Any = None
         self.delivery_poller: Any = None
         self._mock: Any = None
+        self._saved_environment: dict[str, str | None] | None = None
         self._server_thread: threading.Thread | None = None
         self._compactor_thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -178,38 +210,53 @@ class LocalStack:
         host, port = self.gateway.server_address[:2]
         return f"http://{host}:{port}"
 
+    def _set_environment(self, env: dict[str, str]) -> None:
+        """Set the handlers' variables in this process; stop() puts the previous values back."""
+        if self._saved_environment is None:
+            self._saved_environment = {}
+        for name, value in env.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _restore_environment(self) -> None:
+        for name, value in (self._saved_environment or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environment = None
+
     def start(self) -> LocalStack:
         declared_meters: list[Any] = []
         if self.config.meters_file is not None:
             from meterline.domain.meters import load_meters_file
 
             declared_meters = load_meters_file(self.config.meters_file)  # fail fast on a bad config file
-        env = prepare_environment(self.config)
+        if self.config.port and not port_is_free(self.config.host, self.config.port):
+            raise EngineError(f"port {self.config.port} is in use: stop what listens there or pass --port")
+        if self.config.data_dir is not None:
+            self.data = DataDirectory(self.config.data_dir)
+            self.data.acquire()
+        self.engine = DynamoDBLocal(self.data.database if self.data else None).start()
+        env = prepare_environment(self.config, self.engine.endpoint_url)
+        self._set_environment(env)
+
         from moto import mock_aws
 
-        self._mock = mock_aws()
+        from meterline_local.moto_services import serialize_moto_requests
+
+        self._mock = mock_aws()  # SQS, KMS and Scheduler; DynamoDB requests pass through to the engine
         self._mock.start()
-        _serialize_moto_calls()
+        serialize_moto_requests()
 
         import boto3
 
         from meterline.aws.clients import reset_clients
         from meterline.storage.dynamo import reset_client
-        from meterline.storage.tables import ALL_TABLES
 
         reset_client()
-        reset_clients()  # SQS, KMS and Scheduler clients made before this moto started would miss it
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        stream_arn = None
-        for spec in ALL_TABLES:
-            name = env[spec.env_var]
-            description = dynamodb.create_table(**spec.create_table_request(name))["TableDescription"]
-            if spec.ttl_attribute:
-                dynamodb.update_time_to_live(
-                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute}
-                )
-            if spec.stream_view_type:
-                stream_arn = description["LatestStreamArn"]
+        reset_clients()  # clients made before this moto started would miss it
+        stream_arn = ensure_tables(self.engine.client(), env)
         self._seed_meters(declared_meters)
 
         from functions.catalog import (
@@ -222,11 +269,12 @@ class LocalStack:
         from meterline_local.http_gateway import LocalGateway, Route
         from meterline_local.scheduler import LocalScheduler
         from meterline_local.sqs_poller import SqsPoller, SqsSettings
-        from meterline_local.stream_poller import StreamPoller, StreamSettings
+        from meterline_local.stream_poller import ShardCheckpoints, StreamPoller, StreamSettings
 
-        self.exports = create_export_resources(self.config, env["SCHEDULE_GROUP_NAME"])
-        env.update(self.exports.environment)
-        os.environ.update(self.exports.environment)
+        self.exports = create_export_resources(self.config, env["SCHEDULE_GROUP_NAME"],
+                                               self.data.path / "signing-key.json" if self.data else None)
+        self._set_environment(self.exports.environment)
+        self._restore_schedules()
 
         routes = []
         for spec in HTTP_FUNCTIONS:
@@ -238,13 +286,13 @@ class LocalStack:
         self._server_thread = threading.Thread(target=self.gateway.serve_forever, name="gateway", daemon=True)
         self._server_thread.start()
 
-        assert stream_arn is not None
         self.poller = StreamPoller(
-            boto3.client("dynamodbstreams", region_name=REGION),
+            self.engine.client("dynamodbstreams"),
             stream_arn,
             processor.invoke,
             StreamSettings(batch_size=self.config.stream_batch_size, max_retries=self.config.stream_max_retries),
             region=REGION,
+            checkpoints=ShardCheckpoints(stream_arn, self.data.checkpoints if self.data else None),
         )
         self.poller.start()
 
@@ -280,7 +328,8 @@ class LocalStack:
             try:
                 compactor.invoke({"source": "local.schedule"})
             except Exception:
-                log.exception("compactor run failed")
+                if not self._stopping.is_set():
+                    log.exception("compactor run failed")
 
     def _seed_meters(self, meters: list[Any]) -> None:
         """The meters of the YAML file become stored meters of the default namespace, as if created
@@ -294,21 +343,46 @@ class LocalStack:
         created = seed_meters(MetersStore(), self.config.namespace, meters, now_ms())
         log.info("seeded %d of %d meters from %s", len(created), len(meters), self.config.meters_file)
 
+    def _restore_schedules(self) -> None:
+        """moto's Scheduler starts empty: give every stored report its schedule again."""
+        from meterline.domain.timeutil import now_ms
+        from meterline.services.reports import ReportsContext, restore_schedules
+        from meterline.storage.meters_store import MetersStore
+        from meterline.storage.reports_store import ReportsStore
+
+        restored = restore_schedules(ReportsContext(ReportsStore(), MetersStore()), now_ms())
+        if restored:
+            log.info("restored the schedules of %d reports", restored)
+
     def stop(self) -> None:
+        """Stop within a few seconds whatever the threads are doing: they are told to stop, given
+        STOP_WAIT_S in all, and then the engine goes (a compactor run still busy fails and is retried by
+        the next start)."""
         self._stopping.set()
         threads = [self.scheduler, self.export_poller, self.delivery_poller, self.poller]
         for thread in threads:
             if thread is not None:
                 thread.stop()
-        for thread in [*threads, self._compactor_thread]:
-            if thread is not None:
-                thread.join(timeout=10)
         if self.gateway is not None:
             self.gateway.shutdown()
             self.gateway.server_close()
+        deadline = time.monotonic() + self.STOP_WAIT_S
+        for thread in [*threads, self._compactor_thread]:
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self.engine is not None:
+            self.engine.stop()
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
+        if self.data is not None:
+            self.data.release()
+        self._restore_environment()
+        from meterline.aws.clients import reset_clients
+        from meterline.storage.dynamo import reset_client
+
+        reset_client()  # the cached clients point at the engine just stopped
+        reset_clients()
 
     def __enter__(self) -> LocalStack:
         return self.start()

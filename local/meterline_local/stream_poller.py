@@ -1,10 +1,17 @@
 """A local stand-in for Lambda's DynamoDB Streams event source mapping.
 
-It reads the stream with the DynamoDB Streams API (moto) and invokes the processor with Lambda's
+It reads the stream with the DynamoDB Streams API (DynamoDB Local's in the local stack, moto's in
+small tests) and invokes the processor with Lambda's
 event shape and semantics: batches of up to `batch_size` records in order per shard, a
 `batchItemFailures` response checkpoints before the first failed record and retries from it, an
 invocation error bisects the batch (BisectBatchOnFunctionError) or retries it whole, and a batch that
 exhausts `max_retries` goes to the on-failure destination (kept in `failed_batches` and logged).
+
+Shards are read parents first, as Lambda does. Where each shard stands (the last record handed over
+for good, or that the shard is finished) is a `ShardCheckpoints`, kept in a file in the local stack's
+data directory: a restarted poller resumes after the last checkpointed record, so it neither skips
+records nor hands over more than the batch that was in flight (which counting absorbs, as it absorbs
+any redelivery).
 
 Tests can hand it a `FaultPlan` to reproduce what AWS does to a stream consumer: an invocation that
 fails after some of its DynamoDB writes landed, one that dies between writes (a timeout after partial
@@ -15,12 +22,15 @@ again after they succeeded. Faults wrap the invocation; the Lambda semantics abo
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -200,10 +210,51 @@ def lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[
     }
 
 
+class ShardCheckpoints:
+    """Per shard of one stream: the sequence number of the last record handed over for good, and
+    whether the shard is finished (closed and read to its end). Kept in `path` (rewritten atomically on
+    each change) or, without a path, in memory."""
+
+    def __init__(self, stream_arn: str, path: Path | None = None) -> None:
+        self.stream_arn = stream_arn
+        self.path = path
+        self._shards: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"stream checkpoints in {path} are unreadable ({exc}); "
+                                 "move the data directory away or start with --in-memory") from exc
+            # Checkpoints of another stream (a table created anew) do not apply.
+            if saved.get("streamArn") == stream_arn:
+                self._shards = saved.get("shards", {})
+
+    def after(self, shard_id: str) -> str | None:
+        return self._shards.get(shard_id, {}).get("after")
+
+    def finished(self, shard_id: str) -> bool:
+        return bool(self._shards.get(shard_id, {}).get("finished"))
+
+    def advance(self, shard_id: str, sequence_number: str) -> None:
+        self._shards.setdefault(shard_id, {})["after"] = sequence_number
+        self._save()
+
+    def finish(self, shard_id: str) -> None:
+        self._shards.setdefault(shard_id, {})["finished"] = True
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"streamArn": self.stream_arn, "shards": self._shards}))
+        os.replace(temporary, self.path)
+
+
 class StreamPoller(threading.Thread):
     def __init__(self, streams_client: Any, stream_arn: str, invoke: Invoke,
                  settings: StreamSettings | None = None, region: str = "us-east-1",
-                 faults: FaultPlan | None = None) -> None:
+                 faults: FaultPlan | None = None, checkpoints: ShardCheckpoints | None = None) -> None:
         super().__init__(name="stream-poller", daemon=True)
         self.client = streams_client
         self.stream_arn = stream_arn
@@ -212,8 +263,10 @@ class StreamPoller(threading.Thread):
         self.region = region
         self.faults = faults
         self.stats = PollerStats()
+        self.checkpoints = checkpoints or ShardCheckpoints(stream_arn)
         self._stop_event = threading.Event()
-        self._iterators: dict[str, str | None] = {}
+        self._iterators: dict[str, str] = {}  # open iterators of the shards being read
+        self._parents: dict[str, str | None] = {}
         self._idle = threading.Event()
 
     def stop(self) -> None:
@@ -236,46 +289,128 @@ class StreamPoller(threading.Thread):
                 self._stop_event.wait(self.settings.poll_interval_s)
 
     def poll_once(self) -> int:
-        """Read every shard once and deliver what it had. Returns the number of records read."""
+        """Read every readable shard once and deliver what it had. Returns the number of records read."""
         total = 0
-        for shard_id in self._shards():
-            iterator = self._iterators.get(shard_id)
-            if iterator is None:
+        for shard_id in self._readable_shards():
+            if self._stop_event.is_set():
+                break
+            response = self._get_records(shard_id)
+            if response is None:
                 continue
-            response = self.client.get_records(ShardIterator=iterator, Limit=1000)
-            self._iterators[shard_id] = response.get("NextShardIterator")
             records = [lambda_record(r, self.stream_arn, self.region) for r in response.get("Records", [])]
             total += len(records)
-            self.deliver_records(records)
+            delivered = self.deliver_records(
+                records, on_batch_done=lambda last, shard=shard_id: self.checkpoints.advance(
+                    shard, last["dynamodb"]["SequenceNumber"]))
+            if delivered < len(records):  # stopping: the rest is read again after a restart
+                break
+            next_iterator = response.get("NextShardIterator")
+            if next_iterator:
+                self._iterators[shard_id] = next_iterator
+            else:  # a closed shard read to its end: its children may be read now
+                del self._iterators[shard_id]
+                self.checkpoints.finish(shard_id)
         return total
 
-    def deliver_records(self, records: list[dict[str, Any]]) -> None:
+    def deliver_records(self, records: list[dict[str, Any]],
+                        on_batch_done: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Deliver a shard's records in order, in batches of `batch_size` (and redeliver each batch as the
-        fault plan says)."""
+        fault plan says); `on_batch_done` gets the last record of each batch once it is done with. Stops
+        between batches when the poller is stopped; returns how many records were done with."""
         size = self.settings.batch_size
+        done = 0
         for start in range(0, len(records), size):
-            self.deliver(records[start:start + size])
+            if self._stop_event.is_set():
+                break
+            batch = records[start:start + size]
+            if not self.deliver(batch):
+                break
             for shape in self.faults.redeliver if self.faults else ():
                 self.stats.redeliveries += 1
                 self.deliver(redelivery(shape, records, start, size))
+            done += len(batch)
+            if on_batch_done is not None:
+                on_batch_done(batch[-1])
+        return done
 
-    def _shards(self) -> list[str]:
-        description = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
-        for shard in description.get("Shards", []):
-            shard_id = shard["ShardId"]
+    def _get_records(self, shard_id: str) -> dict[str, Any] | None:
+        """The next page of a shard. An iterator expires after 15 minutes, and DynamoDB Local calls one
+        taken at the horizon of an empty shard "trimmed" once records arrive: either way the iterator is
+        opened again after the checkpoint and asked once more."""
+        for attempt in range(2):
+            try:
+                return self.client.get_records(ShardIterator=self._iterators[shard_id], Limit=1000)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in ("ExpiredIteratorException", "TrimmedDataAccessException") or attempt:
+                    raise
+                iterator = self._open_iterator(shard_id)
+                if iterator is None:
+                    del self._iterators[shard_id]
+                    return None
+                self._iterators[shard_id] = iterator
+        return None
+
+    def _describe_shards(self) -> None:
+        request: dict[str, Any] = {"StreamArn": self.stream_arn}
+        while True:
+            description = self.client.describe_stream(**request)["StreamDescription"]
+            for shard in description.get("Shards", []):
+                self._parents.setdefault(shard["ShardId"], shard.get("ParentShardId"))
+            last = description.get("LastEvaluatedShardId")
+            if not last:
+                return
+            request["ExclusiveStartShardId"] = last
+
+    def _readable_shards(self) -> list[str]:
+        """The shards to read now: unfinished ones whose parent is finished or gone (trimmed), each with
+        an iterator after its checkpoint (from its oldest record if it has none)."""
+        self._describe_shards()
+        readable = []
+        for shard_id, parent in self._parents.items():
+            if self.checkpoints.finished(shard_id):
+                continue
+            if parent in self._parents and not self.checkpoints.finished(parent):
+                continue
             if shard_id not in self._iterators:
-                self._iterators[shard_id] = self.client.get_shard_iterator(
-                    StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
-        return list(self._iterators)
+                iterator = self._open_iterator(shard_id)
+                if iterator is None:
+                    continue
+                self._iterators[shard_id] = iterator
+            readable.append(shard_id)
+        return readable
 
-    def deliver(self, batch: list[dict[str, Any]]) -> None:
-        """Deliver one batch until every record is processed or sent to the on-failure destination."""
+    def _open_iterator(self, shard_id: str) -> str | None:
+        after = self.checkpoints.after(shard_id)
+        request = {"StreamArn": self.stream_arn, "ShardId": shard_id}
+        try:
+            if after is not None:
+                return self.client.get_shard_iterator(**request, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                                      SequenceNumber=after)["ShardIterator"]
+            return self.client.get_shard_iterator(**request, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "TrimmedDataAccessException":
+                # The stream keeps records 24 hours; a stack stopped longer cannot count what it missed
+                # from the stream. Read on from the oldest record there is and say so.
+                log.error("shard %s: records after %s are no longer on the stream (kept 24 h); events stored "
+                          "in between are not counted", shard_id, after)
+                return self.client.get_shard_iterator(**request, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            if code == "ResourceNotFoundException":  # the shard expired meanwhile
+                self.checkpoints.finish(shard_id)
+                return None
+            raise
+
+    def deliver(self, batch: list[dict[str, Any]]) -> bool:
+        """Deliver one batch until every record is processed or sent to the on-failure destination.
+        Returns False if the poller was stopped first (the batch is then not done with)."""
         pending: deque[list[dict[str, Any]]] = deque([batch])
         while pending:
             records = pending.popleft()
             attempts = 0
             while records:
+                if self._stop_event.is_set():
+                    return False
                 self.stats.invocations += 1
                 try:
                     response = self._invoke(records)
@@ -298,6 +433,7 @@ class StreamPoller(threading.Thread):
                     attempts += 1
                     if not self._may_retry(records, attempts):
                         break
+        return True
 
     def _invoke(self, records: list[dict[str, Any]]) -> Any:
         plan = self.faults

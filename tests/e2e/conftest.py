@@ -26,7 +26,7 @@ def local_stack() -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_TABLE")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(port)],
+        [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(port), "--in-memory"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     url = f"http://127.0.0.1:{port}"

@@ -121,6 +121,15 @@ def delete_report(ctx: ReportsContext, namespace: str, slug: str) -> None:
         raise _not_found(slug)
 
 
+def restore_schedules(ctx: ReportsContext, now_ms: int) -> int:
+    """Put every stored report's schedule (again): for a schedule group that lost them, as the local
+    stack's in-process Scheduler does on each restart. Missed windows are caught up by the exporter."""
+    reports = ctx.reports.all_reports()
+    for namespace, stored in reports:
+        ctx.schedules.put(namespace, stored.report, now_ms, ctx.settings.settle_ms, new=True)
+    return len(reports)
+
+
 def rotate_secret(ctx: ReportsContext, namespace: str, slug: str, now_ms: int) -> dict[str, Any]:
     """Issue a new signing secret. For ROTATION_GRACE_MS, deliveries carry signatures with both the new and
     the previous secret, so receivers can switch without rejecting anything."""

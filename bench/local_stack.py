@@ -1,0 +1,303 @@
+"""The local stack with real data: `meterline dev` as a user runs it, driven over HTTP.
+
+1. Starts `meterline dev --in-memory` (a child process) with the example meters.
+2. Ingests 1,000 events (1,000-event batches), waits until every event is counted, times 50 queries.
+3. Ingests 99,000 more (4 concurrent clients, 1,000-event batches), waits until counted, times the same
+   50 queries again.
+4. Creates 5 meters on the stored event types and times their backfills until every one is `completed`.
+5. Restart: a second stack on a data directory holding `--restart-events` events is stopped (Ctrl-C) and
+   started again on the same directory; the time until it answers, and that the events are all there.
+
+Events: the example meters' event types (bench/workload.py), 2,000 subjects with Zipf-distributed usage,
+event times spread evenly over the 10 days before the run (so most arrive late, as in an import).
+"Counted" is checked through the API: the COUNT meter `api_requests_total` over the whole range equals
+the number of `request` events sent.
+
+Queries: tokens_total, gpu_execution_duration_seconds, api_requests_total and unique_sessions_total over
+the 10 days, cycling through DAY and HOUR windows, groupBy, a subject filter (the busiest subject and
+a middling one), no window, and windowTimeZone Asia/Kolkata. Each is answered 200 or the run fails.
+
+Prints `<name> <value>` lines: local_ingest_events_per_s, local_query_p50_ms_1k, local_query_p95_ms_1k,
+local_query_p50_ms, local_query_p95_ms, local_query_p95_ratio (100k / 1k), local_backfill_s,
+local_restart_s. `--stack-args` replaces the stack's storage flags (e.g. to measure another engine), and
+`--events`/`--query-timeout` bound a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.workload import generate  # noqa: E402
+from meterline.domain.timeutil import format_ms  # noqa: E402
+
+DAY_MS = 86_400_000
+SPAN_MS = 10 * DAY_MS
+SUBJECTS = 2_000
+BATCH = 1_000
+CLIENTS = 4
+NEW_METERS = [
+    {"slug": "bench_tokens_by_subject", "eventType": "prompt", "aggregation": "SUM", "valueProperty": "$.tokens"},
+    {"slug": "bench_gpu_max", "eventType": "gpu_time", "aggregation": "MAX", "valueProperty": "$.duration_seconds",
+     "groupBy": {"gpu_type": "$.gpu_type"}},
+    {"slug": "bench_request_avg", "eventType": "request", "aggregation": "AVG",
+     "valueProperty": "$.duration_seconds", "groupBy": {"route": "$.route"}},
+    {"slug": "bench_translate_words", "eventType": "translate", "aggregation": "SUM", "valueProperty": "$.words",
+     "groupBy": {"model": "$.model"}},
+    {"slug": "bench_logins", "eventType": "login", "aggregation": "COUNT"},
+]
+
+
+class Stack:
+    """A `meterline dev` child process on a free port."""
+
+    def __init__(self, storage_args: Sequence[str]) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.storage_args = list(storage_args)
+        self.process: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout_s: float = 120) -> float:
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(self.port), "--log-level", "WARNING",
+             *self.storage_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={k: v for k, v in os.environ.items() if not k.endswith("_TABLE")})
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "started in" in line:
+                break
+            if time.monotonic() > deadline:
+                break
+        else:
+            raise SystemExit("meterline dev exited:\n" + "".join(self.output))
+        threading.Thread(target=lambda: self.output.extend(self.process.stdout), daemon=True).start()  # type: ignore
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                timeout: float = 600) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"content-type": content_type} if payload is not None else {}
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+
+def events(count: int, start_ms: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Events `offset` .. `offset + count` of the run's workload, as JSON CloudEvents."""
+    rate = 100_000 / (SPAN_MS / 1000)  # the full workload spans SPAN_MS whatever its size
+    generated = generate(offset + count, start_ms, rate_per_s=rate, subjects=SUBJECTS)
+    out = []
+    for i, event in enumerate(generated):
+        if i < offset:
+            continue
+        out.append({"specversion": "1.0", "id": event.id, "source": event.source, "type": event.type,
+                    "subject": event.subject, "time": format_ms(event.time), "data": event.data})
+    return out
+
+
+def ingest(stack: Stack, batch_events: list[dict[str, Any]], clients: int = CLIENTS) -> float:
+    """POST the events in 1,000-event batches from `clients` threads; returns events per second."""
+    batches = [batch_events[i:i + BATCH] for i in range(0, len(batch_events), BATCH)]
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        status, body = stack.request("POST", "/api/v1/events", batch, "application/cloudevents-batch+json")
+        if status != 204:
+            raise SystemExit(f"ingest answered {status}: {body[:300]!r}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, batches))
+    return len(batch_events) / (time.perf_counter() - started)
+
+
+def count_of(stack: Stack, slug: str, start_ms: int, end_ms: int) -> float:
+    query = urlencode({"from": format_ms(start_ms), "to": format_ms(end_ms)})
+    status, body = stack.request("GET", f"/api/v1/meters/{slug}/query?{query}")
+    if status != 200:
+        raise SystemExit(f"query answered {status}: {body[:300]!r}")
+    return sum(row["value"] for row in json.loads(body)["data"])
+
+
+def wait_counted(stack: Stack, expected_requests: int, start_ms: int, end_ms: int, timeout_s: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if count_of(stack, "api_requests_total", start_ms, end_ms) == expected_requests:
+            return time.perf_counter() - started
+        time.sleep(0.5)
+    raise SystemExit(f"events not all counted after {timeout_s:.0f}s")
+
+
+def query_paths(start_ms: int, end_ms: int, busy: str, middling: str) -> Iterator[str]:
+    meters = [("tokens_total", ["model", "type"]), ("gpu_execution_duration_seconds", ["region"]),
+              ("api_requests_total", ["method", "route"]), ("unique_sessions_total", [])]
+    shapes: list[dict[str, Any]] = [
+        {"windowSize": "DAY"},
+        {"windowSize": "HOUR", "subject": busy},
+        {"windowSize": "DAY", "groupBy": True},
+        {"windowSize": "DAY", "windowTimeZone": "Asia/Kolkata", "subject": middling},
+        {"groupBy": True, "subject": busy},
+        {"windowSize": "HOUR", "windowTimeZone": "Asia/Kolkata", "groupBy": True, "subject": middling},
+    ]
+    i = 0
+    while True:
+        slug, group_by = meters[i % len(meters)]
+        shape = dict(shapes[i % len(shapes)])
+        params: list[tuple[str, str]] = [("from", format_ms(start_ms)), ("to", format_ms(end_ms))]
+        if shape.pop("groupBy", False):
+            params += [("groupBy", key) for key in group_by]
+        params += [(key, value) for key, value in shape.items()]
+        yield f"/api/v1/meters/{slug}/query?{urlencode(params)}"
+        i += 1
+
+
+def time_queries(stack: Stack, paths: list[str], timeout_s: float) -> list[float]:
+    times = []
+    for path in paths:
+        started = time.perf_counter()
+        status, body = stack.request("GET", path, timeout=timeout_s)
+        times.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise SystemExit(f"{path} answered {status}: {body[:300]!r}")
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[18]
+
+
+def emit(name: str, value: float) -> None:
+    print(f"{name} {value:.1f}" if isinstance(value, float) else f"{name} {value}", flush=True)
+
+
+def backfill(stack: Stack, timeout_s: float) -> float:
+    started = time.perf_counter()
+    for meter in NEW_METERS:
+        status, body = stack.request("POST", "/api/v1/meters", meter)
+        if status != 201:
+            raise SystemExit(f"creating {meter['slug']} answered {status}: {body[:300]!r}")
+    pending = {meter["slug"] for meter in NEW_METERS}
+    while pending and time.perf_counter() - started < timeout_s:
+        for slug in sorted(pending):
+            status, body = stack.request("GET", f"/api/v1/meters/{slug}")
+            state = (json.loads(body).get("backfill") or {}).get("status")
+            if state == "completed":
+                pending.discard(slug)
+        time.sleep(0.5)
+    if pending:
+        raise SystemExit(f"backfills not completed after {timeout_s:.0f}s: {sorted(pending)}")
+    return time.perf_counter() - started
+
+
+def restart(count: int, start_ms: int, end_ms: int, timeout_s: float) -> tuple[float, float]:
+    """A stack on a fresh data directory with `count` events, stopped and started again: (seconds until
+    it answered again, events/s of its on-disk ingestion)."""
+    with tempfile.TemporaryDirectory(prefix="meterline-bench-") as data_dir:
+        stack = Stack(["--data-dir", data_dir])
+        stack.start()
+        try:
+            sent = events(count, start_ms)
+            rate = ingest(stack, sent)
+            requests = sum(1 for event in sent if event["type"] == "request")
+            wait_counted(stack, requests, start_ms, end_ms, timeout_s)
+        finally:
+            stack.stop()
+        again = Stack(["--data-dir", data_dir])
+        stopped = time.perf_counter()
+        again.start()
+        try:
+            while True:
+                try:
+                    if again.request("GET", "/api/v1/meters", timeout=5)[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            elapsed = time.perf_counter() - stopped
+            if count_of(again, "api_requests_total", start_ms, end_ms) != requests:
+                raise SystemExit("after the restart the counts differ from before it")
+        finally:
+            again.stop()
+    return elapsed, rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--restart-events", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--stack-args", default="--in-memory", help="storage flags of the measured stack")
+    parser.add_argument("--query-timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    now = int(time.time() * 1000)
+    end_ms = now - now % DAY_MS - DAY_MS  # events end before yesterday's midnight: all late, all closed
+    start_ms = end_ms - SPAN_MS
+    query_end = now - now % DAY_MS + DAY_MS
+    paths = list(itertools.islice(query_paths(start_ms, query_end, "customer-1", "customer-40"), args.queries))
+    stack = Stack(re.split(r"\s+", args.stack_args.strip()) if args.stack_args.strip() else [])
+    emit("local_start_s", stack.start())
+    try:
+        workload = events(args.events, start_ms)
+        first = workload[:1000]
+        ingest(stack, first)
+        wait_counted(stack, sum(1 for e in first if e["type"] == "request"), start_ms, query_end, args.query_timeout)
+        small = time_queries(stack, paths, args.query_timeout)
+        emit("local_query_p50_ms_1k", statistics.median(small))
+        emit("local_query_p95_ms_1k", p95(small))
+
+        rate = ingest(stack, workload[1000:])
+        emit("local_ingest_events_per_s", rate)
+        drained = wait_counted(stack, sum(1 for e in workload if e["type"] == "request"), start_ms, query_end,
+                               args.query_timeout)
+        emit("local_counted_after_ingest_s", drained)
+        large = time_queries(stack, paths, args.query_timeout)
+        emit("local_query_p50_ms", statistics.median(large))
+        emit("local_query_p95_ms", p95(large))
+        emit("local_query_p95_ratio", p95(large) / p95(small))
+        emit("local_backfill_s", backfill(stack, args.query_timeout))
+    finally:
+        stack.stop()
+    if args.restart_events:
+        elapsed, disk_rate = restart(args.restart_events, start_ms, query_end, args.query_timeout)
+        emit("local_ingest_events_per_s_on_disk", disk_rate)
+        emit("local_restart_s", elapsed)
+
+
+if __name__ == "__main__":
+    main()

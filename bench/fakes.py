@@ -1,8 +1,10 @@
 """In-memory stand-ins for the low-level DynamoDB client.
 
-- `InMemoryDynamoDB`: PutItem only, as cheap as possible, for CPU benchmarks that exclude storage time.
-- `CostModelDynamoDB`: the calls Meterline makes (PutItem, UpdateItem, GetItem, BatchGetItem, Query) with
-  DynamoDB's semantics for them and its on-demand billing rules, for the storage-cost benchmarks.
+- `InMemoryDynamoDB`: PutItem and BatchWriteItem only, as cheap as possible, for CPU benchmarks that
+  exclude storage time.
+- `CostModelDynamoDB`: the calls Meterline makes (PutItem, BatchWriteItem, UpdateItem, GetItem,
+  BatchGetItem, Query) with DynamoDB's semantics for them and its on-demand billing rules, for the
+  storage-cost benchmarks.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class InMemoryDynamoDB:
                 raise ConditionalCheckFailed()
             self.items[key] = Item
         return {}
+
+    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]], **_: Any) -> dict[str, Any]:
+        for requests in RequestItems.values():
+            for request in requests:
+                self.put_item("", request["PutRequest"]["Item"])
+        return {"UnprocessedItems": {}}
 
 
 # --- the cost model ---------------------------------------------------------------------------------
@@ -194,6 +202,25 @@ class CostModelDynamoDB:
             if TableName == self.stream_table:
                 self.stream.append(Item)
         return {}
+
+    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]], **rest: Any) -> dict[str, Any]:
+        """Puts only (as Meterline sends them), billed per item like PutItem; nothing left unprocessed."""
+        if rest:
+            raise NotImplementedError(f"batch_write_item parameters {sorted(rest)}")
+        if sum(len(requests) for requests in RequestItems.values()) > 25:
+            raise ValueError("BatchWriteItem takes at most 25 requests")
+        for table, requests in RequestItems.items():
+            for request in requests:
+                if set(request) != {"PutRequest"}:
+                    raise NotImplementedError(f"batch write request {sorted(request)}")
+                item = request["PutRequest"]["Item"]
+                pk, sk = self._item_key(table, item)
+                with self._lock:
+                    self._book("BatchWriteItem", table, pk, "WRU", write_units(self._get(table, pk, sk), item))
+                    self._store(table, pk, sk, item)
+                    if table == self.stream_table:
+                        self.stream.append(item)
+        return {"UnprocessedItems": {}}
 
     def update_item(self, TableName: str, Key: dict[str, Any], UpdateExpression: str,
                     ExpressionAttributeNames: dict[str, str] | None = None,

@@ -43,8 +43,9 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },
     "processor": {
-        # event index pages, raw counting rows and manifests
-        "Usage": ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"),
+        # event index pages, raw counting rows and manifests (BatchWriteItem)
+        "Usage": ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                  "dynamodb:Query"),
         "Catalog": _READ,  # the meters to count
     },
     "reports": {
@@ -64,8 +65,9 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "compactor": {
         # backfills scan the events of a new meter's type
         "Events": ("dynamodb:Scan",),
-        # reads raw rows and manifests, overwrites quarter and day slots and its state
-        "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem"),
+        # reads raw rows and manifests, overwrites quarter and day slots and its state; backfills write
+        # raw rows and manifests (BatchWriteItem)
+        "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"),
         # reads meters; records backfill progress and resume points
         "Catalog": (*_READ, "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },

@@ -1,5 +1,7 @@
-"""Shared fixtures. Every test runs with fake AWS credentials; moto-backed tests get fresh tables
-built from the same TableSpecs the CDK stack and the local stack use."""
+"""Shared fixtures. Every test runs with fake AWS credentials; tests get fresh tables built from the same
+TableSpecs the CDK stack and the local stack use: in moto (fast, for small data), or in DynamoDB Local
+(the local stack's engine) where a test asks for it with `@pytest.mark.parametrize("aws",
+["dynamodb_local"], indirect=True)`."""
 
 from __future__ import annotations
 
@@ -32,13 +34,47 @@ os.environ.update(
 )
 
 
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[Any]:
+    """One in-memory DynamoDB Local per test process, started on first use."""
+    from meterline_local.engine import DynamoDBLocal
+
+    engine = DynamoDBLocal(None).start()
+    yield engine
+    engine.stop()
+
+
 @pytest.fixture
-def aws() -> Iterator[Any]:
-    """moto with the Meterline tables; yields a DynamoDB client."""
+def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The Meterline tables, new and empty, in moto (by default) or in DynamoDB Local (param
+    "dynamodb_local"); yields a DynamoDB client. With DynamoDB Local, the AWS SDK's endpoint variables
+    send every DynamoDB and Streams client of the test to it, as in the local stack."""
     import boto3
+
+    from meterline.aws.clients import reset_clients
+    from meterline.storage.dynamo import reset_client
+    from meterline.storage.tables import ALL_TABLES
+
+    engine = getattr(request, "param", "moto")
+    if engine == "dynamodb_local":
+        server = request.getfixturevalue("dynamodb_local")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.endpoint_url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", server.endpoint_url)
+        reset_client()
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        existing = set(client.list_tables()["TableNames"])
+        for spec in ALL_TABLES:
+            name = os.environ[spec.env_var]
+            if name in existing:
+                client.delete_table(TableName=name)
+            client.create_table(**spec.create_table_request(name))
+        yield client
+        reset_client()
+        reset_clients()
+        return
+    assert engine == "moto", f"unknown engine {engine}"
     from moto import mock_aws
 
-    from meterline.storage.tables import ALL_TABLES
     from meterline_local.moto_services import serialize_moto_requests
 
     with mock_aws():

@@ -110,15 +110,16 @@ def prepare_environment(config: LocalConfig, dynamodb_url: str) -> dict[str, str
     return env
 
 
-def ensure_tables(client: Any, env: dict[str, str]) -> str:
+def ensure_tables(client: Any, env: dict[str, str]) -> tuple[str, set[str]]:
     """Create the tables the engine lacks (from the one set of table specs) and check the ones it has.
-    Returns the events stream's ARN."""
+    Returns the events stream's ARN and the logical names of the tables created."""
     from meterline.storage.tables import ALL_TABLES
 
     existing: set[str] = set()
     for page in client.get_paginator("list_tables").paginate():
         existing.update(page["TableNames"])
     stream_arn = None
+    created: set[str] = set()
     for spec in ALL_TABLES:
         name = env[spec.env_var]
         if name in existing:
@@ -129,6 +130,7 @@ def ensure_tables(client: Any, env: dict[str, str]) -> str:
                                   "version of Meterline needs: move the data directory away or use another")
         else:
             description = client.create_table(**spec.create_table_request(name))["TableDescription"]
+            created.add(spec.logical_name)
             if spec.ttl_attribute:
                 client.update_time_to_live(
                     TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute}
@@ -136,7 +138,7 @@ def ensure_tables(client: Any, env: dict[str, str]) -> str:
         if spec.stream_view_type:
             stream_arn = description["LatestStreamArn"]
     assert stream_arn is not None, "no table has a stream"
-    return stream_arn
+    return stream_arn, created
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,10 @@ class LocalStack:
 
         reset_client()
         reset_clients()  # clients made before this moto started would miss it
-        stream_arn = ensure_tables(self.engine.client(), env)
-        self._seed_meters(declared_meters)
+        from meterline.storage.tables import EVENTS_TABLE
+
+        stream_arn, created = ensure_tables(self.engine.client(), env)
+        self._seed_meters(declared_meters, events_exist=EVENTS_TABLE.logical_name not in created)
 
         from functions.catalog import (
             COMPACTOR_MODULE,
@@ -331,16 +335,17 @@ class LocalStack:
                 if not self._stopping.is_set():
                     log.exception("compactor run failed")
 
-    def _seed_meters(self, meters: list[Any]) -> None:
+    def _seed_meters(self, meters: list[Any], events_exist: bool) -> None:
         """The meters of the YAML file become stored meters of the default namespace, as if created
-        through the API: those whose slug is new are created, existing ones are left as they are."""
+        through the API: those whose slug is new are created, existing ones are left as they are. Into
+        a new events table they come with nothing to backfill."""
         if not meters:
             return
         from meterline.domain.timeutil import now_ms
         from meterline.services.meters import seed_meters
         from meterline.storage.meters_store import MetersStore
 
-        created = seed_meters(MetersStore(), self.config.namespace, meters, now_ms())
+        created = seed_meters(MetersStore(), self.config.namespace, meters, now_ms(), events_exist)
         log.info("seeded %d of %d meters from %s", len(created), len(meters), self.config.meters_file)
 
     def _restore_schedules(self) -> None:

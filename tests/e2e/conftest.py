@@ -1,58 +1,97 @@
-"""A `meterline dev` process per test session (per xdist worker), on a free port."""
+"""`meterline dev` processes for end-to-end tests: one per test session (per xdist worker), in memory, on a
+free port; tests of the stack's own lifecycle start their own."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-STACK_OUTPUT: list[str] = []  # what `meterline dev` printed after starting
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class DevProcess:
+    """`meterline dev` in a child process, its output collected."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_TABLE")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self.lines: list[str] = []
+
+    def wait_started(self, timeout_s: float = 60) -> DevProcess:
+        deadline = time.monotonic() + timeout_s
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            self.lines.append(line)
+            if "started in" in line:
+                # Keep draining output so the process never blocks on a full pipe.
+                threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
+                return self
+            if self.process.poll() is not None:
+                pytest.fail("meterline dev exited:\n" + "".join(self.lines))
+        self.process.kill()
+        pytest.fail("meterline dev did not start:\n" + "".join(self.lines))
+
+    def engine_pids(self) -> set[int]:
+        """The DynamoDB Local JVM(s) this stack started."""
+        return {pid for pid in children(self.process.pid)
+                if "DynamoDBLocal" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
+
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 10) -> int:
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+STACK_OUTPUT: list[str] = []  # what the session's `meterline dev` printed
 
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_TABLE")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(port), "--in-memory"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    lines = []
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        if "started in" in line:
-            break
-        if process.poll() is not None:
-            pytest.fail("meterline dev exited:\n" + "".join(lines))
-    else:
-        process.kill()
-        pytest.fail("meterline dev did not start:\n" + "".join(lines))
-    # Keep draining output so the process never blocks on a full pipe.
-    import threading
-
-    threading.Thread(target=lambda: STACK_OUTPUT.extend(process.stdout), daemon=True).start()
+    stack = DevProcess("--in-memory")
+    stack.lines = STACK_OUTPUT
+    stack.wait_started()
     try:
-        yield url
+        yield stack.url
     finally:
-        process.send_signal(2)  # Ctrl-C
-        try:
-            assert process.wait(timeout=10) == 0, "meterline dev did not shut down cleanly"
-        finally:
-            if process.poll() is None:
-                process.kill()
+        assert stack.stop() == 0, "meterline dev did not shut down cleanly"

@@ -121,7 +121,8 @@ def test_processor_role_reads_the_stream_and_meters_and_writes_only_the_usage_ta
     ids = _ids(dev)
     statements = role_statements(dev, ids["processor"])
     assert table_actions(statements) == {
-        arn(ids["Usage"]): {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"},
+        arn(ids["Usage"]): {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                            "dynamodb:Query"},
         arn(ids["Catalog"]): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         arn(ids["Events"], "StreamArn"): {"dynamodb:DescribeStream", "dynamodb:GetRecords",
                                           "dynamodb:GetShardIterator"},
@@ -147,7 +148,7 @@ def test_compactor_runs_every_minute_alone_with_least_privilege(dev: Synthesized
     read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
     assert table_actions(role_statements(dev, ids["compactor"])) == {
         arn(ids["Events"]): {"dynamodb:Scan"},  # backfills
-        arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+        arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
         arn(ids["Catalog"]): read | {"dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"},
     }
 

@@ -436,3 +436,26 @@ def test_an_event_dated_up_to_the_ingestion_limit_ahead_counts_once_processed() 
         for now in (received - 5 * 60_000, received + 2000, received + HOUR):
             compactor.run_until_caught_up(now)
             assert_same(as_result(reader.query("default", meter, query, now)), want)
+
+
+def test_queries_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
+    """The recount property's scenario on the local stack's engine, for fidelity: the same events,
+    batches, redeliveries and compactor runs, and a fixed sample of queries across the plan's paths."""
+    from meterline.storage.tables import USAGE_TABLE
+
+    client = dynamodb_local.client()
+    name = "test-usage-recount"
+    if name in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=name)
+    client.create_table(**USAGE_TABLE.create_table_request(name))
+    store = UsageStore(client=client, table=name)
+    events = make_events(7, 200)
+    end = max(e.ingested_ms for e in events)
+    final_run = end + 2 * HOUR
+    process(store, events, random.Random(11), [T0 - HOUR, T0 + 3 * HOUR, T0 + 6 * HOUR + 17_000, T0 + 9 * HOUR,
+                                               final_run])
+    rng = random.Random(3)
+    for _ in range(12):
+        meter, query = random_query(rng, final_run)
+        rows = UsageReader(store).query("default", meter, query, final_run)
+        assert_same(as_result(rows), recount(meter, events, query))

@@ -80,11 +80,12 @@ WORKLOAD = [
 ]
 SLUGS = ["tokens_total", "api_requests_total", "api_request_duration_seconds", "api_request_ingress_bytes",
          "unique_sessions_total"]
-# DynamoDB writes the processor makes for WORKLOAD in one batch at START (index pages by event hour,
-# raw pages by counter set, minute and subject bucket, manifests by event quarter, and a late list with
-# its per-namespace copy). test_every_write_position_is_covered checks it, so the positions below are
-# all of them.
-WRITES_PER_BATCH = 20
+# DynamoDB writes the processor makes for WORKLOAD in one batch at START, each a BatchWriteItem: the
+# index pages (by event hour), the raw pages (by counter set, minute and subject bucket), and
+# the work lists (manifests by event quarter, a late list and its per-namespace copy).
+# test_every_write_position_is_covered checks it, so the positions below are all of them; the redelivery
+# tests use batches of 4 records, where the writes fall differently.
+WRITES_PER_BATCH = 3
 
 
 def post(events: list[dict[str, Any]], function: Any = ingest) -> None:
@@ -282,3 +283,28 @@ def test_duplicated_and_concurrent_ingestion(aws, monkeypatch) -> None:
     pipeline.catch_up()
     assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)
     assert_api_equals_recount(aws)
+
+
+ON_DYNAMODB_LOCAL = pytest.mark.parametrize("aws", ["dynamodb_local"], indirect=True)
+
+
+@ON_DYNAMODB_LOCAL
+@pytest.mark.parametrize("k", [1, WRITES_PER_BATCH // 2, WRITES_PER_BATCH])
+def test_crashes_on_dynamodb_local(aws, monkeypatch, k: int) -> None:
+    """The local stack's engine, its real stream: write k lands, the invocation dies, Lambda bisects."""
+    pipeline = run(aws, monkeypatch, FaultPlan(crash_after_write=k, invocations=frozenset({1, 2})))
+    assert pipeline.poller.stats.writes[0] == k and pipeline.poller.stats.bisects >= 1
+    assert_api_equals_recount(aws)
+
+
+@ON_DYNAMODB_LOCAL
+def test_refused_writes_and_redeliveries_on_dynamodb_local(aws, monkeypatch) -> None:
+    pipeline = run(aws, monkeypatch, FaultPlan(fail_after_writes=WRITES_PER_BATCH // 3, redeliver=("shifted", "whole"),
+                                               invocations=frozenset({1, 3})), batch_size=4)
+    assert pipeline.poller.stats.faults_injected >= 1 and pipeline.poller.stats.redeliveries >= 2
+    assert_api_equals_recount(aws)
+
+
+@ON_DYNAMODB_LOCAL
+def test_duplicated_and_concurrent_ingestion_on_dynamodb_local(aws, monkeypatch) -> None:
+    test_duplicated_and_concurrent_ingestion(aws, monkeypatch)

@@ -48,6 +48,5 @@ class AwsAdapter:
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client(self.service)
-        return self._client
+        # The process-wide client is looked up on each use, not kept: reset_clients() reaches every adapter.
+        return self._client if self._client is not None else aws_client(self.service)

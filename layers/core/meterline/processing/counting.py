@@ -1,9 +1,10 @@
 """The stream processor's counting step: turn a batch's events into rows and write them.
 
 Rows are written, never added: each batch writes one raw page per (namespace, counter set, minute,
-subject bucket) it touches, keyed by the minute and the batch id, into a partition per quarter; and one
-manifest per event quarter and namespace (plus, for late data, a late list per namespace) telling the
-compactor which partitions to fold into slots. A redelivered batch rewrites pages (same or different
+subject bucket) it touches, keyed by the minute and the batch id, into a partition per quarter; then,
+once every page has landed, one manifest per event quarter and namespace (plus, for late data, a late
+list per namespace) telling the compactor which partitions to fold into slots. Both are batched writes
+(25 items per call). A redelivered batch rewrites pages (same or different
 batch id); rows carry their event's identity, so every reader counts each event once whatever was
 written twice.
 """
@@ -85,9 +86,5 @@ def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterC
         manifests[(quarter, namespace)].append(part)
         if is_late(quarter, now_ms, timing):
             late[namespace].append(part)
-    for (quarter, namespace), listed in manifests.items():
-        store.put_manifest(quarter, namespace, batch_id, listed, now_ms)
-    for namespace, listed in late.items():
-        store.put_late(floor_to(now_ms, QUARTER_MS), namespace, batch_id, listed, now_ms)
-    result.manifests = len(manifests) + 2 * len(late)
+    result.manifests = store.put_work_lists(batch_id, manifests, late, floor_to(now_ms, QUARTER_MS), now_ms)
     return result

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from meterline.domain.meters import Meter, meter_definition, new_meter, updated_meter
+from meterline.domain.meters import BackfillState, BackfillStatus, Meter, meter_definition, new_meter, updated_meter
 from meterline.domain.request_bodies import json_object
+from meterline.domain.timeutil import format_ms
 from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
 from meterline.services import meter_source
 from meterline.storage.meters_store import MetersStore
@@ -123,12 +124,19 @@ def delete_meter(store: MetersStore, namespace: str, id_or_slug: str) -> None:
     meter_source.invalidate(namespace)
 
 
-def seed_meters(store: MetersStore, namespace: str, meters: Iterable[Meter], now_ms: int) -> list[str]:
+def seed_meters(store: MetersStore, namespace: str, meters: Iterable[Meter], now_ms: int,
+                events_exist: bool = True) -> list[str]:
     """Store declared meters (e.g. from a YAML file) whose slug the namespace does not have yet; meters
-    already stored are left as they are. Returns the slugs created."""
+    already stored are left as they are. Returns the slugs created. With `events_exist=False` (an events
+    table created just now) there is no history to count: the meters start with their backfill done."""
     created = []
     for definition in meters:
-        if store.create(namespace, new_meter(definition, new_meter_id(), now_ms)):
+        meter = new_meter(definition, new_meter_id(), now_ms)
+        if not events_exist:
+            meter = meter.model_copy(update={"backfill": BackfillStatus(
+                status=BackfillState.COMPLETED, started_at=format_ms(now_ms), completed_at=format_ms(now_ms),
+                events_scanned=0)})
+        if store.create(namespace, meter):
             created.append(definition.slug)
     if created:
         meter_source.invalidate(namespace)

@@ -33,6 +33,7 @@ from meterline.domain.slots import DAY, DAY_MS, HOUR, MINUTE_MS, QUARTER, QUARTE
 from meterline.domain.timeutil import epoch_ms_field, format_ms
 from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
+from meterline.storage.dynamo import concurrently
 from meterline.storage.usage_store import UsageStore, raw_partition
 
 SUBJECT = "subject"
@@ -244,15 +245,19 @@ class UsageReader:
 
     def _read_slots(self, namespace: str, counter_set: str, wanted: dict[tuple[Level, int], list[int]],
                     subjects: Sequence[str] | None, add: Any) -> None:
+        """The slots of every (level, period) wanted, read concurrently and added in a fixed order (so
+        floating-point sums come out the same whatever order the reads finish in)."""
+        reads: list[tuple[Level, int, str | None, int | None, int | None]] = []
+        indexes: list[dict[int, int]] = []
         for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][1])):
             by_index = {level.index(start): start for start in starts}
-            if subjects is None:
-                slots = self.store.read_slots(namespace, level, period, [counter_set])
-            else:
-                first, last = min(by_index), max(by_index)
-                slots = (found for subject in subjects
-                         for found in self.store.read_slots(namespace, level, period, [counter_set], subject,
-                                                            first, last))
+            first, last = min(by_index), max(by_index)
+            for subject in [None] if subjects is None else subjects:
+                reads.append((level, period, subject, first if subject else None, last if subject else None))
+                indexes.append(by_index)
+        results = concurrently(lambda read: list(self.store.read_slots(namespace, read[0], read[1], [counter_set],
+                                                                       read[2], read[3], read[4])), reads)
+        for by_index, slots in zip(indexes, results, strict=True):
             for subject, by_slot in slots:
                 for index, states in by_slot.items():
                     start = by_index.get(index)
@@ -264,7 +269,8 @@ class UsageReader:
     def _read_raw(self, namespace: str, counter_set: str, aggregation: Aggregation,
                   ranges: list[tuple[int, int]], subjects: Sequence[str] | None, add: Any) -> None:
         """Raw rows of the given time ranges, de-duplicated by event identity and cut to the millisecond:
-        per quarter, one Query per subject bucket over the minutes wanted."""
+        per quarter, one Query per subject bucket over the minutes wanted (read concurrently, added in
+        quarter and bucket order)."""
         buckets = sorted({subject_bucket(s) for s in subjects} if subjects is not None else range(SUBJECT_BUCKETS))
         wanted_subjects = set(subjects) if subjects is not None else None
         horizon = self._now + QUARTER_MS  # nothing is stored for later times (ingestion refuses them)
@@ -277,17 +283,18 @@ class UsageReader:
                 lo, hi = max(first, quarter), min(last, quarter + QUARTER_MS - MINUTE_MS)
                 known = minutes_by_quarter.get(quarter)
                 minutes_by_quarter[quarter] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
+        reads = [(raw_partition(namespace, counter_set, quarter, bucket), first, last)
+                 for quarter, (first, last) in sorted(minutes_by_quarter.items()) for bucket in buckets]
         seen: set[tuple[str, str]] = set()
-        for quarter, (first, last) in sorted(minutes_by_quarter.items()):
-            for bucket in buckets:
-                for raw in self.store.iter_raw(raw_partition(namespace, counter_set, quarter, bucket), first, last):
-                    row = Row.from_list(raw)
-                    if (row.source, row.id) in seen or not any(a <= row.time_ms < b for a, b in ranges):
-                        continue
-                    if wanted_subjects is not None and row.subject not in wanted_subjects:
-                        continue
-                    seen.add((row.source, row.id))
-                    add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
+        for rows in concurrently(lambda read: list(self.store.iter_raw(*read)), reads):
+            for raw in rows:
+                row = Row.from_list(raw)
+                if (row.source, row.id) in seen or not any(a <= row.time_ms < b for a, b in ranges):
+                    continue
+                if wanted_subjects is not None and row.subject not in wanted_subjects:
+                    continue
+                seen.add((row.source, row.id))
+                add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
 
     def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int]) -> frozenset[int]:
         """Quarters with late rows not folded yet: those of the namespace's late lists from the

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from meterline.domain.events import CloudEvent, StoredEvent
-from meterline.storage.dynamo import TableAdapter
+from meterline.storage.dynamo import MAX_CONCURRENT_CALLS, TableAdapter, concurrently
 from meterline.storage.tables import EVENTS_TABLE
 
 DEFAULT_RETENTION_DAYS = 400
@@ -30,19 +28,6 @@ class PutResult:
 
 class StorageUnavailable(Exception):
     """DynamoDB refused or failed a write that was not a duplicate; the caller may retry."""
-
-
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _shared_executor(workers: int) -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        with _executor_lock:
-            if _executor is None:
-                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="events-put")
-    return _executor
 
 
 def stored_event_from_item(item: dict[str, Any]) -> StoredEvent:
@@ -64,8 +49,6 @@ def stored_event_from_item(item: dict[str, Any]) -> StoredEvent:
 
 class EventsStore(TableAdapter):
     """Writes each event at most once, concurrently, and reads events back by key."""
-
-    MAX_CONCURRENCY = 32
 
     spec = EVENTS_TABLE
 
@@ -97,25 +80,12 @@ class EventsStore(TableAdapter):
         """Store every event whose key is new; a duplicate changes nothing. Returns only once every
         write has been acknowledged; raises StorageUnavailable if any write failed."""
         items = [self.item(namespace, event, ingested_ms) for event in events]
-        if len(items) <= 1:
-            stored, duplicates = self._put_all(items)
-            return PutResult(stored, duplicates)
-        lanes = min(self.MAX_CONCURRENCY, len(items))
-        executor = _shared_executor(self.MAX_CONCURRENCY)
-        futures = [executor.submit(self._put_all, items[lane::lanes]) for lane in range(lanes)]
-        wait(futures)
-        stored = duplicates = 0
-        failure: BaseException | None = None
-        for future in futures:
-            if future.exception() is not None:
-                failure = failure or future.exception()
-                continue
-            lane_stored, lane_duplicates = future.result()
-            stored += lane_stored
-            duplicates += lane_duplicates
-        if failure is not None:
-            raise StorageUnavailable(str(failure)) from failure
-        return PutResult(stored, duplicates)
+        lanes = max(1, min(MAX_CONCURRENT_CALLS, len(items)))
+        try:
+            results = concurrently(self._put_all, [items[lane::lanes] for lane in range(lanes)])
+        except Exception as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        return PutResult(sum(stored for stored, _ in results), sum(duplicates for _, duplicates in results))
 
     def _put_all(self, items: Iterable[dict[str, Any]]) -> tuple[int, int]:
         stored = duplicates = 0

@@ -15,7 +15,6 @@ Runs, deliveries and claims expire (TTL `expiresAt`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ import orjson
 
 from meterline.domain.exports import Delivery, DeliveryStatus, Run, RunPhase, Trigger
 from meterline.domain.reports import Report
-from meterline.storage.dynamo import TableAdapter
+from meterline.storage.dynamo import BATCH_WRITE_ITEMS, TableAdapter, concurrently
 from meterline.storage.tables import CATALOG_TABLE
 
 DAY_S = 86_400
@@ -316,21 +315,7 @@ class ReportsStore(TableAdapter):
             "attempts": {"N": "0"},
             "expiresAt": self._expires(now_ms),
         } for d in deliveries]
-        batches = [items[i:i + 25] for i in range(0, len(items), 25)]
-        if len(batches) > 1:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(self._write_batch, batches))
-        elif batches:
-            self._write_batch(batches[0])
-
-    def _write_batch(self, items: list[dict[str, Any]]) -> None:
-        requests = {self.table: [{"PutRequest": {"Item": item}} for item in items]}
-        for _ in range(10):
-            unprocessed = self.client.batch_write_item(RequestItems=requests).get("UnprocessedItems") or {}
-            if not unprocessed:
-                return
-            requests = unprocessed
-        raise RuntimeError("DynamoDB kept leaving delivery records unprocessed")
+        concurrently(self.put_batch, [items[i:i + BATCH_WRITE_ITEMS] for i in range(0, len(items), BATCH_WRITE_ITEMS)])
 
     def get_delivery(self, namespace: str, report_id: str, run_id: str, subject: str) -> Delivery | None:
         item = self.client.get_item(TableName=self.table, Key=delivery_key(namespace, report_id, run_id, subject),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,16 +128,12 @@ class UsageStore(TableAdapter):
         """Write index pages. A page's key is derived from its batch, so a redelivered batch
         overwrites its own pages instead of adding new ones."""
         expires = str(now_ms // 1000 + self._retention_s)
-        for page in pages:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": index_partition(page.namespace, page.day)},
-                    "sk": {"S": f"{page.hour:02d}#{page.page_id}"},
-                    "refs": {"B": pack([ref.as_row() for ref in page.refs])},
-                    "expiresAt": {"N": expires},
-                },
-            )
+        self.put_batch([{
+            "pk": {"S": index_partition(page.namespace, page.day)},
+            "sk": {"S": f"{page.hour:02d}#{page.page_id}"},
+            "refs": {"B": pack([ref.as_row() for ref in page.refs])},
+            "expiresAt": {"N": expires},
+        } for page in pages])
 
     def iter_index_hours(self, namespace: str, day: str, max_hour: int, min_hour: int
                          ) -> Iterator[tuple[int, list[EventRef]]]:
@@ -176,12 +172,9 @@ class UsageStore(TableAdapter):
         """One page per (raw partition, minute) of a batch, keyed by the batch: a redelivered batch
         overwrites its own pages (or, re-cut, writes rows again, which readers de-duplicate)."""
         expires = str((now_ms + self.retention.minute_ms) // 1000)
-        for (partition, minute), rows in pages.items():
-            self.client.put_item(
-                TableName=self.table,
-                Item={"pk": {"S": partition}, "sk": {"S": f"{minute:013d}#{batch_id}"},
-                      "rows": {"B": pack(rows)}, "expiresAt": {"N": expires}},
-            )
+        self.put_batch([{"pk": {"S": partition}, "sk": {"S": f"{minute:013d}#{batch_id}"},
+                         "rows": {"B": pack(rows)}, "expiresAt": {"N": expires}}
+                        for (partition, minute), rows in pages.items()])
         return len(pages)
 
     def iter_raw(self, partition: str, first_minute: int | None = None, last_minute: int | None = None
@@ -201,26 +194,25 @@ class UsageStore(TableAdapter):
     def read_raw(self, partition: str) -> list[list[Any]]:
         return list(self.iter_raw(partition))
 
-    def _put_parts(self, pk: str, sk: str, parts: list[list[Any]], now_ms: int) -> None:
-        self.client.put_item(
-            TableName=self.table,
-            Item={"pk": {"S": pk}, "sk": {"S": sk}, "parts": {"B": pack(parts)},
-                  # manifests are work items: a month is far beyond any compaction delay
-                  "expiresAt": {"N": str(now_ms // 1000 + 31 * 86_400)}},
-        )
-
-    def put_manifest(self, quarter_ms: int, namespace: str, batch_id: str, parts: list[list[Any]],
-                     now_ms: int) -> None:
-        self._put_parts(f"manifest#{quarter_ms}", f"{namespace}#{batch_id}", parts, now_ms)
+    def put_work_lists(self, batch_id: str, manifests: Mapping[tuple[int, str], list[list[Any]]],
+                       late: Mapping[str, list[list[Any]]], processing_quarter_ms: int, now_ms: int) -> int:
+        """A batch's manifests (per event quarter and namespace) and late lists (per namespace, in two
+        copies: by namespace for queries, by processing quarter for the compactor), in one batched write.
+        Returns the number of items."""
+        # work items: a month is far beyond any compaction delay
+        expires = {"N": str(now_ms // 1000 + 31 * 86_400)}
+        keys = [(f"manifest#{quarter}", f"{namespace}#{batch_id}", parts)
+                for (quarter, namespace), parts in manifests.items()]
+        for namespace, parts in late.items():
+            keys.append((f"{namespace}#late", f"{processing_quarter_ms:013d}#{batch_id}", parts))
+            keys.append((f"late#{processing_quarter_ms}", f"{namespace}#{batch_id}", parts))
+        self.put_batch([{"pk": {"S": pk}, "sk": {"S": sk}, "parts": {"B": pack(parts)}, "expiresAt": expires}
+                        for pk, sk, parts in keys])
+        return len(keys)
 
     def read_manifests(self, quarter_ms: int, namespace: str | None = None) -> list[list[Any]]:
         """The parts listed for a quarter: every namespace's (the compactor) or one namespace's."""
         return self._read_parts(f"manifest#{quarter_ms}", None if namespace is None else f"{namespace}#")
-
-    def put_late(self, processing_quarter_ms: int, namespace: str, batch_id: str, parts: list[list[Any]],
-                 now_ms: int) -> None:
-        self._put_parts(f"{namespace}#late", f"{processing_quarter_ms:013d}#{batch_id}", parts, now_ms)
-        self._put_parts(f"late#{processing_quarter_ms}", f"{namespace}#{batch_id}", parts, now_ms)
 
     def read_late(self, processing_quarter_ms: int) -> list[list[Any]]:
         """Every namespace's late parts listed in one processing quarter (the compactor's work)."""

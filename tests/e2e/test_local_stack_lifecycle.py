@@ -87,7 +87,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         base = stack.url
         status, listed = call("GET", f"{base}/api/v1/events?from=2024-03-01T00:00:00Z&to=2024-03-02T00:00:00Z"
                                      "&limit=100")
-        assert status == 200 and sorted(e["id"] for e in listed) == sorted(e["id"] for e in events)
+        assert status == 200 and sorted(e["event"]["id"] for e in listed) == sorted(e["id"] for e in events)
         assert usage(base, "restart_tokens") == before
         assert [{"subject": r["subject"], "value": r["value"]} for r in usage(base, "tokens_total")] == expected
         # a duplicate sent after the restart is still a duplicate

@@ -21,6 +21,7 @@ from meterline.domain.meters import MeterCatalog, parse_meters, parse_number
 from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize, plan_windows, resolve_time_zone
 from meterline.processing.counting import count_events
+from meterline.services import compaction
 from meterline.services.compaction import Compactor
 from meterline.services.usage_query import UsageQuery, UsageReader
 from meterline.settings import CompactionTiming
@@ -281,12 +282,16 @@ def usage_table(name: str) -> Iterator[tuple[Any, UsageStore]]:
             client.delete_table(TableName=name)
 
 
-def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("whole_partition_from", [compaction.WHOLE_PARTITION_SUBJECTS, 1])
+def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch, whole_partition_from: int) -> None:
     """Events arrive (late ones included, batches redelivered and bisected) while the compactor lags:
     it runs every 30 minutes, folds at most 3 quarters and 4 late lists per run, and now and then dies
     half-way through a run. Queries made meanwhile read day, hour and quarter slots, pending late quarters
-    and the raw tail; each must equal a recount of the events processed so far."""
-    from meterline.services import compaction, usage_query
+    and the raw tail; each must equal a recount of the events processed so far. Late passes re-fold hours
+    and days subject by subject, or (from `whole_partition_from` subjects on) from whole partitions."""
+    from meterline.services import usage_query
+
+    monkeypatch.setattr(compaction, "WHOLE_PARTITION_SUBJECTS", whole_partition_from)
 
     seen = {"crashes": 0, "queries": 0, "with pending quarters": 0, "with a raw tail": 0, "with quarter slots": 0,
             "with hour slots": 0, "with day slots": 0}

@@ -25,6 +25,7 @@ locally).
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ INITIAL_LATE_LOOKBACK_MS = 2 * QUARTER_MS
 # The compactor's lag metric (CloudWatch embedded metric format, emitted by functions/compactor).
 METRICS_NAMESPACE = "Meterline"
 LAG_METRIC = "CompactionLag"
+# A late pass re-folds the hours and days of the subjects it touched: one by one while they are few,
+# else with one read of the whole partition (a Query per subject costs at least a read unit).
+WHOLE_PARTITION_SUBJECTS = 32
 # Manifest indexes kept per run (late lists of a backfill can name thousands of quarters).
 MAX_CACHED_INDEXES = 512
 
@@ -208,8 +212,7 @@ class Compactor:
                     self.store.put_work(HOUR, hour, namespace, now_ms)
         redo_days: dict[tuple[str, int], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
         for (namespace, hour), (subjects, counter_sets) in sorted(redo_hours.items()):
-            for subject in sorted(subjects):
-                self._fold_up(HOUR, namespace, hour, subject, counter_sets, report)
+            self._fold_up(HOUR, namespace, hour, subjects, counter_sets, report)
             day = floor_to(hour, DAY_MS)
             if day < horizons["dayHorizon"]:
                 redo_days[(namespace, day)][0].update(subjects)
@@ -217,18 +220,26 @@ class Compactor:
             else:
                 self.store.put_work(DAY, day, namespace, now_ms)
         for (namespace, day), (subjects, counter_sets) in sorted(redo_days.items()):
-            for subject in sorted(subjects):
-                self._fold_up(DAY, namespace, day, subject, counter_sets, report)
+            self._fold_up(DAY, namespace, day, subjects, counter_sets, report)
 
-    def _fold_up(self, level: Level, namespace: str, start: int, subject: str | None,
+    def _fold_up(self, level: Level, namespace: str, start: int, subjects: set[str] | None,
                  counter_sets: set[str] | None, report: CompactionReport) -> None:
         """Recompute the `level` slot starting at `start` (an hour or a day) from the slots of the level
-        below, which fill exactly one partition: for every subject of the namespace, or one subject; for
-        every counter set in force, or the given ones. Streamed subject by subject."""
+        below, which fill exactly one partition: for every subject of the namespace, or the given ones;
+        for every counter set in force, or the given ones. Streamed subject by subject. A few subjects
+        are read one by one; from WHOLE_PARTITION_SUBJECTS on (a bulk of late events) the partition is
+        read once and only the given subjects are written."""
         lower = QUARTER if level is HOUR else HOUR
         counters = self._counters(namespace)
         wanted = sorted(cs for cs in counters if counter_sets is None or cs in counter_sets)
-        for item_subject, slots in self.store.read_slots(namespace, lower, start, wanted, subject):
+        if subjects is not None and len(subjects) < WHOLE_PARTITION_SUBJECTS:
+            read = itertools.chain.from_iterable(self.store.read_slots(namespace, lower, start, wanted, subject)
+                                                 for subject in sorted(subjects))
+        else:
+            read = self.store.read_slots(namespace, lower, start, wanted)
+        for item_subject, slots in read:
+            if subjects is not None and item_subject not in subjects:
+                continue
             merged: dict[str, dict[str, list[Any]]] = {}
             for states in slots.values():
                 for counter_set, state in states.items():

@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := true
 
-.PHONY: install dev test test-fast bench lint format synth deploy destroy clean
+.PHONY: install dev test bench-local test-unit test-integration test-infra test-e2e bench lint format synth deploy destroy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,28 @@ dev: $(STAMP) $(NPM_STAMP)
 test: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m pytest -n 2
 
+# The tiers: the domain alone (no AWS, no engine); the handlers on moto and DynamoDB Local; the
+# synthesized CDK template; `meterline dev` over HTTP.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python -m pytest -n 2 tests/integration
+
+test-infra: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests/infra
+
+test-e2e: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python -m pytest -n 2 tests/e2e
+
 BENCHMARKS := bench/ingest_cpu.py bench/cold_import.py bench/processor_cpu.py bench/storage_cost.py
 
 bench: $(STAMP)
 	@for script in $(BENCHMARKS); do $(BIN)/python $$script || exit 1; done
+
+# `meterline dev` with 100,000 events (about half an hour: it waits for late events to be folded).
+bench-local: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python bench/local_stack.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

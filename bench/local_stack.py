@@ -228,6 +228,12 @@ def time_queries(stack: Stack, paths: list[str], timeout_s: float) -> list[float
     return times
 
 
+def slowest(paths: list[str], times: list[float], count: int = 3) -> None:
+    """The slowest queries, as comment lines (where the p95 comes from)."""
+    for ms, path in sorted(zip(times, paths, strict=True), reverse=True)[:count]:
+        print(f"# {ms:.0f} ms {path.split('/api/v1/meters/')[1]}", flush=True)
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[18]
 
@@ -323,6 +329,7 @@ def main() -> None:
         emit("local_query_p50_ms", statistics.median(large))
         emit("local_query_p95_ms", p95(large))
         emit("local_query_p95_ratio", p95(large) / p95(small))
+        slowest(paths, large)
         heavy = time_queries(stack, [heavy_query_path(start_ms, query_end)] * 5, args.query_timeout)
         emit("local_query_hour_windows_10d_kolkata_ms", statistics.median(heavy))
         emit("local_backfill_s", backfill(stack, args.query_timeout))

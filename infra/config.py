@@ -16,8 +16,9 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
+from meterline.settings import NAMESPACE_PATTERN
+
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # as meterline.settings checks it at run time
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PRODUCTION_STAGES = ("prod",)

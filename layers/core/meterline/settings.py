@@ -1,11 +1,15 @@
-"""Runtime settings, read from the environment once per process (the Lambda's or the local stack's)."""
+"""Runtime settings: every environment variable the Lambda code reads is read and validated here (the
+Lambda's environment on AWS, the local stack's locally). Most are read once per process."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -125,3 +129,46 @@ class ExportSettings:
 @cache
 def export_settings() -> ExportSettings:
     return ExportSettings.from_env()
+
+
+def required_env(name: str, what: str) -> str:
+    """A variable the stack must set (a table name, a queue URL, a key id); read on each use."""
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"environment variable {name} ({what}) is not set")
+    return value
+
+
+def number_setting(name: str, kind: Callable[[str], Any], default: Any, rule: str,
+                   valid: Callable[[Any], bool]) -> Any:
+    """An optional numeric variable: `default` when unset or blank, else `kind(raw)` checked by `valid`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise RuntimeError(f"{name}={raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if not (math.isfinite(value) and valid(value)):
+        raise RuntimeError(f"{name}={raw!r} must be {rule}")
+    return value
+
+
+DEFAULT_METER_CACHE_SECONDS = 30.0
+
+
+def meter_cache_seconds() -> float:
+    """How long a process reuses a namespace's meters (METERLINE_METER_CACHE_SECONDS)."""
+    return float(os.environ.get("METERLINE_METER_CACHE_SECONDS", DEFAULT_METER_CACHE_SECONDS))
+
+
+ALLOW_LOOPBACK_ENV = "METERLINE_WEBHOOK_ALLOW_LOOPBACK"
+
+
+def webhook_allow_loopback() -> bool:
+    """Whether usage webhooks may go to loopback addresses (local development only)."""
+    raw = os.environ.get(ALLOW_LOOPBACK_ENV, "false").strip().lower()
+    if raw not in ("true", "false"):
+        raise RuntimeError(f"{ALLOW_LOOPBACK_ENV}={raw!r} must be true or false")
+    return raw == "true"
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -28,13 +27,6 @@ def reset_clients() -> None:
     """Forget cached clients (tests switch between moto contexts)."""
     with _lock:
         _clients.clear()
-
-
-def required_env(name: str, what: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise RuntimeError(f"environment variable {name} ({what}) is not set")
-    return value
 
 
 class AwsAdapter:

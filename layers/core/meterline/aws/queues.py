@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from meterline.aws.clients import AwsAdapter, required_env
+from meterline.aws.clients import AwsAdapter
+from meterline.settings import required_env
 
 MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
 

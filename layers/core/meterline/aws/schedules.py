@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from meterline.aws.clients import AwsAdapter, required_env
+from meterline.aws.clients import AwsAdapter
 from meterline.domain.reports import Report, WindowGrid
+from meterline.settings import required_env
 
 _NAME_OK = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
 

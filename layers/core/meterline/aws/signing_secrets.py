@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meterline.aws.clients import AwsAdapter, required_env
+from meterline.aws.clients import AwsAdapter
+from meterline.settings import required_env
 
 KEY_ENV = "SIGNING_KEY_ID"
 # The encryption context's keys; the CDK key grants require exactly these (infra/exports.py).

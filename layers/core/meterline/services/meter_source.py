@@ -8,14 +8,13 @@ cached copy at once.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 from meterline.domain.meters import MeterCatalog
+from meterline.settings import meter_cache_seconds
 from meterline.storage.meters_store import MetersStore
 
-DEFAULT_TTL_SECONDS = 30.0
 MAX_NAMESPACES = 1024  # bounds the memory of a long-lived process serving many namespaces
 
 _cache: dict[str, tuple[float, MeterCatalog]] = {}
@@ -25,7 +24,7 @@ _store: MetersStore | None = None
 
 
 def ttl_seconds() -> float:
-    return float(os.environ.get("METERLINE_METER_CACHE_SECONDS", DEFAULT_TTL_SECONDS))
+    return meter_cache_seconds()
 
 
 def meter_catalog(namespace: str, store: MetersStore | None = None) -> MeterCatalog:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from meterline.settings import required_env
 from meterline.storage.tables import TableSpec
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 _lock = threading.Lock()
 _client: Any = None
@@ -40,6 +42,8 @@ def concurrently(function: Callable[[T], R], arguments: Iterable[T]) -> list[R]:
     if _executor is None:
         with _lock:
             if _executor is None:
+                from concurrent.futures import ThreadPoolExecutor  # on first use: keeps cold imports small
+
                 _executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CALLS, thread_name_prefix="dynamodb")
     futures = [_executor.submit(function, argument) for argument in listed]
     results = []
@@ -80,10 +84,7 @@ def reset_client() -> None:
 
 
 def table_name(spec: TableSpec) -> str:
-    name = os.environ.get(spec.env_var)
-    if not name:
-        raise RuntimeError(f"environment variable {spec.env_var} (the {spec.logical_name} table) is not set")
-    return name
+    return required_env(spec.env_var, f"the {spec.logical_name} table")
 
 
 class TableAdapter:

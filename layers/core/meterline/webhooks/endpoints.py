@@ -10,16 +10,15 @@ the addresses that second check returned, so a name re-pointed in between cannot
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from meterline.errors import FieldError, InvalidInput
+from meterline.settings import webhook_allow_loopback
 
 MAX_URL_LENGTH = 2048
-ALLOW_LOOPBACK_ENV = "METERLINE_WEBHOOK_ALLOW_LOOPBACK"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -121,10 +120,7 @@ class EndpointPolicy:
 
     @classmethod
     def from_env(cls) -> EndpointPolicy:
-        raw = os.environ.get(ALLOW_LOOPBACK_ENV, "false").strip().lower()
-        if raw not in ("true", "false"):
-            raise RuntimeError(f"{ALLOW_LOOPBACK_ENV}={raw!r} must be true or false")
-        return cls(allow_loopback=raw == "true")
+        return cls(allow_loopback=webhook_allow_loopback())
 
     def check_url(self, url: str, field: str = "endpoint.url") -> None:
         """At report creation: raise InvalidInput naming `field` when `url` may not receive webhooks.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from meterline.settings import number_setting
 
 SQS_MAX_DELAY_SECONDS = 900
 _RANDOM = random.Random()
@@ -24,11 +23,12 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         default = cls()
         at_least_1, positive = ("at least 1", lambda v: v >= 1), ("more than 0", lambda v: v > 0)
+        prefix = "METERLINE_WEBHOOK_"
         return cls(
-            max_attempts=_setting("METERLINE_WEBHOOK_MAX_ATTEMPTS", int, default.max_attempts, *at_least_1),
-            base_seconds=_setting("METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS", float, default.base_seconds, *positive),
-            max_seconds=_setting("METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS", float, default.max_seconds, *at_least_1),
-            timeout_seconds=_setting("METERLINE_WEBHOOK_TIMEOUT_SECONDS", float, default.timeout_seconds, *positive),
+            max_attempts=number_setting(f"{prefix}MAX_ATTEMPTS", int, default.max_attempts, *at_least_1),
+            base_seconds=number_setting(f"{prefix}BACKOFF_BASE_SECONDS", float, default.base_seconds, *positive),
+            max_seconds=number_setting(f"{prefix}BACKOFF_MAX_SECONDS", float, default.max_seconds, *at_least_1),
+            timeout_seconds=number_setting(f"{prefix}TIMEOUT_SECONDS", float, default.timeout_seconds, *positive),
         )
 
     def delay_seconds(self, attempt: int, rng: random.Random | None = None) -> int:
@@ -46,16 +46,3 @@ class RetryPolicy:
     def gives_up_after(self, attempt: int) -> bool:
         """True when `attempt` attempts have been made and no more are allowed."""
         return attempt >= self.max_attempts
-
-
-def _setting(name: str, kind: Callable[[str], Any], default: Any, rule: str, valid: Callable[[Any], bool]) -> Any:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise RuntimeError(f"{name}={raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
-    if not (math.isfinite(value) and valid(value)):
-        raise RuntimeError(f"{name}={raw!r} must be {rule}")
-    return value

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fakes import InMemoryDynamoDB  # noqa: E402
 from functions.ingest import handler as ingest  # noqa: E402
+from meterline import bootstrap  # noqa: E402
 from meterline_local.http_gateway import build_v2_event  # noqa: E402
 
 BATCH = 100
@@ -33,7 +34,7 @@ def body(round_no: int) -> bytes:
 
 def measure() -> float:
     """CPU microseconds per event."""
-    store = ingest.events_store()
+    store = bootstrap.events_store()
     store._client = InMemoryDynamoDB()
     headers = [("content-type", "application/cloudevents-batch+json"), ("host", "bench")]
     events = [build_v2_event("POST", "/api/v1/events", "", headers, body(r), None, {}, "127.0.0.1")

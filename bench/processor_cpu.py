@@ -40,8 +40,9 @@ def stream_records(count: int, start_ms: int) -> list[dict[str, Any]]:
 
 def install(catalog: MeterCatalog, client: Any, clock: Any) -> None:
     """Point the real handler module at a fixed catalog, a stand-in usage table and a simulated clock."""
+    store = UsageStore(client=client, table="bench-usage")
     processor.meter_catalog = lambda namespace: catalog
-    processor._usage = UsageStore(client=client, table="bench-usage")
+    processor.usage_store = lambda: store
     processor.now_ms = clock
 
 

@@ -1,4 +1,4 @@
-"""The HTTP API: one Lambda per entry of functions.catalog.HTTP_FUNCTIONS, routed from the same
+"""The HTTP API: one Lambda per entry of functions.routes.HTTP_FUNCTIONS, routed from the same
 catalog the local gateway routes from, on a `$default` stage with throttling and JSON access logs.
 
 The authorizer seam: with an authorizer (a prop, or the ARN of an existing Lambda authorizer with
@@ -24,7 +24,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions.catalog import HTTP_FUNCTIONS, HttpFunction
+from functions.routes import HTTP_FUNCTIONS, HttpFunction
 from infra.config import MeterlineProps
 from infra.lambdas import MeterlineFunction, SharedLayers, removal_policy
 from meterline.storage.tables import TableSpec

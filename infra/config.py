@@ -80,7 +80,7 @@ class MeterlineProps:
     stream_batching_window_seconds: int = 5
     stream_retry_attempts: int = 10
     # HTTP API stage throttling (requests per second, and burst); each ingest request carries up to
-    # 100 events.
+    # 1,000 events.
     api_throttle_rate_limit: int = 500
     api_throttle_burst_limit: int = 1000
     # CORS: origins allowed to call the API from a browser; empty turns CORS off.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aws_cdk import Tags
 from constructs import Construct
 
-from functions.catalog import REPORTS
+from functions.routes import REPORTS
 from infra import nag
 from infra.api import Api
 from infra.config import BUNDLE_DEPENDENCIES_CONTEXT, MeterlineProps, bool_context

@@ -14,7 +14,7 @@ from aws_cdk import Acknowledgment, App, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
-from functions.catalog import REPORTS
+from functions.routes import REPORTS
 
 if TYPE_CHECKING:
     from infra.construct import Meterline

@@ -51,10 +51,12 @@ def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
     send every DynamoDB and Streams client of the test to it, as in the local stack."""
     import boto3
 
+    from meterline import bootstrap
     from meterline.aws.clients import reset_clients
     from meterline.storage.dynamo import reset_client
     from meterline.storage.tables import ALL_TABLES
 
+    bootstrap.reset()  # nothing built for another test's tables or engine
     engine = getattr(request, "param", "moto")
     if engine == "dynamodb_local":
         server = request.getfixturevalue("dynamodb_local")

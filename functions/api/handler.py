@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from meterline.bootstrap import events_store, meters_store, usage_store
 from meterline.domain.request_bodies import json_object
 from meterline.domain.timeutil import now_ms
 from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
@@ -16,28 +17,8 @@ from meterline.services import meters, usage_query
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
 from meterline.settings import settings
-from meterline.storage.events_store import EventsStore
-from meterline.storage.meters_store import MetersStore
-from meterline.storage.usage_store import UsageStore
 
 app = build_resolver()
-_stores: tuple[EventsStore, UsageStore] | None = None
-_meters_store: MetersStore | None = None
-
-
-def stores() -> tuple[EventsStore, UsageStore]:
-    global _stores
-    if _stores is None:
-        retention = settings().retention_days
-        _stores = (EventsStore(retention_days=retention), UsageStore.configured())
-    return _stores
-
-
-def meters_store() -> MetersStore:
-    global _meters_store
-    if _meters_store is None:
-        _meters_store = MetersStore()
-    return _meters_store
 
 
 def _namespace() -> str:
@@ -47,9 +28,8 @@ def _namespace() -> str:
 @app.get("/api/v1/events")
 def get_events() -> Response:
     query = ListEventsQuery.from_params(app.current_event.query_string_parameters or {})
-    events, index = stores()
     namespace = _namespace()
-    return json_response(list_events(namespace, query, index, events, meter_catalog(namespace)))
+    return json_response(list_events(namespace, query, usage_store(), events_store(), meter_catalog(namespace)))
 
 
 @app.get("/api/v1/meters")
@@ -88,7 +68,7 @@ def _query(id_or_slug: str, raw: dict[str, Any]) -> Response:
     meter = meters.get_meter(meters_store(), namespace, id_or_slug)
     retention_ms = settings().retention_days * 86_400_000
     query = usage_query.UsageQuery.parse(meter, raw, now_ms(), retention_ms)
-    rows = usage_query.UsageReader(stores()[1]).query(namespace, meter, query)
+    rows = usage_query.UsageReader(usage_store()).query(namespace, meter, query)
     if "text/csv" in (app.current_event.headers.get("accept") or ""):
         return Response(status_code=200, content_type="text/csv", body=usage_query.result_csv(meter, query, rows))
     return json_response(usage_query.result_json(query, rows))

@@ -13,48 +13,22 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from meterline.bootstrap import backfill_worker, compactor
 from meterline.domain.timeutil import now_ms
-from meterline.services.backfill import BackfillWorker
-from meterline.services.compaction import LAG_METRIC, METRICS_NAMESPACE, Compactor
-from meterline.services.meter_source import meter_catalog, ttl_seconds
-from meterline.settings import compaction_timing, settings
-from meterline.storage.events_store import EventsStore
-from meterline.storage.meters_store import MetersStore
-from meterline.storage.usage_store import UsageStore
+from meterline.services.compaction import LAG_METRIC, METRICS_NAMESPACE
 
 logger = Logger(service="meterline")
 # One datapoint per run (an embedded-metric-format log line): how far the compactor is behind its schedule.
 # infra/monitoring.py alarms on it, also when it is missing (the compactor stopped running).
 metrics = Metrics(namespace=METRICS_NAMESPACE, service="meterline")
-_compactor: Compactor | None = None
-_backfills: BackfillWorker | None = None
 # Leave this much of the invocation's time unused, so a run never times out half-way through a step.
 SAFETY_MS = 20_000
-
-
-def compactor() -> Compactor:
-    global _compactor
-    if _compactor is None:
-        _compactor = Compactor(UsageStore.configured(), meter_catalog,
-                               compaction_timing())
-    return _compactor
-
-
-def backfills() -> BackfillWorker:
-    global _backfills
-    if _backfills is None:
-        retention = settings().retention_days
-        # Wait until every stream processor has reloaded its meters (cache TTL) before scanning.
-        settle_ms = int((ttl_seconds() + 5) * 1000)
-        _backfills = BackfillWorker(EventsStore(retention_days=retention), UsageStore.configured(),
-                                    MetersStore(), compaction_timing(), settle_ms)
-    return _backfills
 
 
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = now_ms()
-    filled = backfills().run(now)
+    filled = backfill_worker().run(now)
     if filled.pages:
         logger.info("backfill", extra={"pages": filled.pages, "events": filled.events,
                                        "completed": filled.completed})

@@ -12,28 +12,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from meterline.aws.queues import ExportQueues
+from meterline.bootstrap import exporter
 from meterline.domain.timeutil import now_ms
-from meterline.services.exports import CountingIncomplete, Exporter
-from meterline.settings import export_settings
-from meterline.storage.meters_store import MetersStore
-from meterline.storage.reports_store import ReportsStore
-from meterline.storage.usage_store import UsageStore
+from meterline.services.exports import CountingIncomplete
 
 logger = Logger(service="meterline")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-_exporter: Exporter | None = None
-
-
-def exporter() -> Exporter:
-    global _exporter
-    if _exporter is None:
-        exports = export_settings()
-        _exporter = Exporter(
-            reports=ReportsStore(run_retention_days=exports.run_retention_days), meters=MetersStore(),
-            usage=UsageStore.configured(), queues=ExportQueues(), settings=exports,
-        )
-    return _exporter
 
 
 def _requested(record: SQSRecord) -> None:

@@ -7,21 +7,14 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from meterline.bootstrap import events_store
 from meterline.domain.timeutil import now_ms
 from meterline.http.resolver import build_resolver, logger, namespace_of, problem_response, request_body
 from meterline.services.ingest import ingest
 from meterline.settings import settings
-from meterline.storage.events_store import EventsStore, StorageUnavailable
+from meterline.storage.events_store import StorageUnavailable
 
 app = build_resolver()
-_store: EventsStore | None = None
-
-
-def events_store() -> EventsStore:
-    global _store
-    if _store is None:
-        _store = EventsStore(retention_days=settings().retention_days)
-    return _store
 
 
 @app.exception_handler(StorageUnavailable)

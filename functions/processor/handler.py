@@ -15,24 +15,16 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from meterline.bootstrap import usage_store
 from meterline.domain.events import StoredEvent
 from meterline.domain.timeutil import now_ms
 from meterline.processing.counting import count_events
 from meterline.processing.event_indexing import batch_id, decode_insert, index_events
 from meterline.services.meter_source import meter_catalog
 from meterline.settings import compaction_timing
-from meterline.storage.usage_store import UsageStore
 
 logger = Logger(service="meterline")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-_usage: UsageStore | None = None
-
-
-def usage_store() -> UsageStore:
-    global _usage
-    if _usage is None:
-        _usage = UsageStore.configured()
-    return _usage
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

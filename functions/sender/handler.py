@@ -12,31 +12,16 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from meterline.aws.queues import ExportQueues
+from meterline.bootstrap import webhook_sender
 from meterline.domain.timeutil import now_ms
-from meterline.services.exports import WebhookSender
-from meterline.settings import export_settings
-from meterline.storage.reports_store import ReportsStore
-from meterline.webhooks import EndpointPolicy, RetryPolicy
 
 logger = Logger(service="meterline")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-_sender: WebhookSender | None = None
-
-
-def sender() -> WebhookSender:
-    global _sender
-    if _sender is None:
-        _sender = WebhookSender(
-            reports=ReportsStore(run_retention_days=export_settings().run_retention_days), queues=ExportQueues(),
-            retry=RetryPolicy.from_env(), endpoint_policy=EndpointPolicy.from_env(),
-        )
-    return _sender
 
 
 def _deliver(record: SQSRecord) -> None:
     message = orjson.loads(record.body)
-    outcome = sender().deliver(message, now_ms())
+    outcome = webhook_sender().deliver(message, now_ms())
     logger.info("webhook delivery", extra={"report": message.get("report"), "run": message.get("runId"),
                                            "webhook_id": message.get("webhookId"), "attempt": message.get("attempt"),
                                            "outcome": outcome})

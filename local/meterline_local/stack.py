@@ -253,17 +253,19 @@ class LocalStack:
 
         import boto3
 
+        from meterline import bootstrap
         from meterline.aws.clients import reset_clients
         from meterline.storage.dynamo import reset_client
 
         reset_client()
         reset_clients()  # clients made before this moto started would miss it
+        bootstrap.reset()  # stores and services built from another environment (tests) would too
         from meterline.storage.tables import EVENTS_TABLE
 
         stream_arn, created = ensure_tables(self.engine.client(), env)
         self._seed_meters(declared_meters, events_exist=EVENTS_TABLE.logical_name not in created)
 
-        from functions.catalog import (
+        from functions.routes import (
             COMPACTOR_MODULE,
             EXPORTER_MODULE,
             HTTP_FUNCTIONS,
@@ -341,21 +343,20 @@ class LocalStack:
         a new events table they come with nothing to backfill."""
         if not meters:
             return
+        from meterline import bootstrap
         from meterline.domain.timeutil import now_ms
         from meterline.services.meters import seed_meters
-        from meterline.storage.meters_store import MetersStore
 
-        created = seed_meters(MetersStore(), self.config.namespace, meters, now_ms(), events_exist)
+        created = seed_meters(bootstrap.meters_store(), self.config.namespace, meters, now_ms(), events_exist)
         log.info("seeded %d of %d meters from %s", len(created), len(meters), self.config.meters_file)
 
     def _restore_schedules(self) -> None:
         """moto's Scheduler starts empty: give every stored report its schedule again."""
+        from meterline import bootstrap
         from meterline.domain.timeutil import now_ms
-        from meterline.services.reports import ReportsContext, restore_schedules
-        from meterline.storage.meters_store import MetersStore
-        from meterline.storage.reports_store import ReportsStore
+        from meterline.services.reports import restore_schedules
 
-        restored = restore_schedules(ReportsContext(ReportsStore(), MetersStore()), now_ms())
+        restored = restore_schedules(bootstrap.reports_context(), now_ms())
         if restored:
             log.info("restored the schedules of %d reports", restored)
 
@@ -383,11 +384,13 @@ class LocalStack:
         if self.data is not None:
             self.data.release()
         self._restore_environment()
+        from meterline import bootstrap
         from meterline.aws.clients import reset_clients
         from meterline.storage.dynamo import reset_client
 
         reset_client()  # the cached clients point at the engine just stopped
         reset_clients()
+        bootstrap.reset()
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
-from functions.catalog import HTTP_FUNCTIONS
+from functions.routes import HTTP_FUNCTIONS
 from infra.api import function_construct_id
 from infra.lambdas import TABLE_ACCESS
 from meterline.storage.tables import ALL_TABLES, EVENTS_TABLE, USAGE_TABLE

@@ -62,17 +62,11 @@ def exports_aws(aws, monkeypatch):  # noqa: ANN001, ANN201 - fixtures
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    from functions.exporter import handler as exporter_handler
-    from functions.reports import handler as reports_handler
-    from functions.sender import handler as sender_handler
-    from meterline.settings import export_settings
+    from meterline import bootstrap
 
     def reset() -> None:
         reset_clients()
-        export_settings.cache_clear()
-        reports_handler._context = None
-        exporter_handler._exporter = None
-        sender_handler._sender = None
+        bootstrap.reset()
 
     reset()
     yield {"sqs": sqs, "queues": urls, "key_id": key_id}

@@ -18,6 +18,7 @@ from functions.ingest import handler as ingest
 from functions.processor import handler as processor
 from functions.reports import handler as reports_api
 from functions.sender import handler as sender
+from meterline import bootstrap
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
 from meterline.storage.meters_store import MetersStore
@@ -43,7 +44,7 @@ def receiver() -> Iterator[Receiver]:
 def ctx(exports_aws: Any) -> reports.ReportsContext:
     """The example meters, with their (empty) backfills done: exports wait for a backfill to finish."""
     MetersStore().set_backfill("default", "tokens_total", {"status": "completed"})
-    return reports_api.context()
+    return bootstrap.reports_context()
 
 
 def ingest_and_count(events: list[dict[str, Any]]) -> None:
@@ -182,10 +183,7 @@ def test_catch_up_is_bounded_and_skips_windows_before_the_report_existed(exports
                                                                          receiver: Receiver, monkeypatch: Any
                                                                          ) -> None:
     monkeypatch.setenv("METERLINE_EXPORT_CATCH_UP_WINDOWS", "3")
-    exporter._exporter = None
-    from meterline.settings import export_settings
-
-    export_settings.cache_clear()
+    bootstrap.reset()
     report = create_report(ctx, receiver, T0 + 2 * HOUR + 1)  # created during hour 2
     made = fire(report, T0 + 10 * HOUR + 60_000)
     assert len(made) == 3  # hours 7, 8, 9: at most three windows back
@@ -267,7 +265,7 @@ def test_rotation_signs_with_both_secrets_for_a_day_then_the_new_one(exports_aws
     receiver.received.clear()
     run = reports.request_run(ctx, "default", "hourly_tokens", orjson.dumps({"from": at(0), "to": at(HOUR)}),
                               JSON, T0 + 26 * HOUR)
-    exporter.exporter().run_requested("default", report["id"], run.id, "hourly_tokens", T0 + 26 * HOUR)
+    bootstrap.exporter().run_requested("default", report["id"], run.id, "hourly_tokens", T0 + 26 * HOUR)
     with mock.patch("functions.sender.handler.now_ms", return_value=T0 + 26 * HOUR + 61_000):
         drain(exports_aws)
     after_grace = receiver.received[-1]
@@ -292,7 +290,7 @@ def test_unsafe_endpoint_is_refused_at_send_time(exports_aws: Any, ctx: Any, rec
     report = create_report(ctx, receiver, T0)
     monkeypatch.setenv("METERLINE_WEBHOOK_ALLOW_LOOPBACK", "false")  # as a deployed stack
     monkeypatch.setenv("METERLINE_WEBHOOK_MAX_ATTEMPTS", "1")
-    sender._sender = None
+    bootstrap.reset()
     fire(report, T0 + HOUR + 60_000)
     drain(exports_aws)
     assert receiver.attempts == {}

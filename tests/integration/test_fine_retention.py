@@ -14,9 +14,10 @@ import pytest
 
 from functions.api import handler as api
 from functions.ingest import handler as ingest
+from meterline import bootstrap
 from meterline.domain.slots import DAY_MS, HOUR, QUARTER
 from meterline.domain.timeutil import format_ms, now_ms
-from meterline.settings import Settings, settings
+from meterline.settings import Settings
 from meterline.storage.usage_store import Retention, UsageStore
 from tests.conftest import cloud_event
 from tests.integration.http import call
@@ -28,11 +29,9 @@ JSON = "application/json"
 def short_fine_retention(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("METERLINE_MINUTE_RETENTION_DAYS", "7")
     monkeypatch.setenv("METERLINE_QUARTER_RETENTION_DAYS", "30")
-    settings.cache_clear()
-    api._stores = None
+    bootstrap.reset()
     yield
-    settings.cache_clear()
-    api._stores = None
+    bootstrap.reset()
 
 
 def compacted_up_to(ms: int) -> None:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from functions.ingest import handler as ingest
+from meterline import bootstrap
 from meterline.storage.events_store import EventsStore, event_key
 from tests.conftest import cloud_event, scan_all, stream_records
 from tests.integration.http import call
@@ -112,7 +113,7 @@ def test_batch_problem_names_index_and_field(aws) -> None:
 
 
 def test_storage_failure_is_503_and_retry_is_safe(aws, monkeypatch) -> None:
-    store = ingest.events_store()
+    store = bootstrap.events_store()
     original = store._put_all
     calls = {"n": 0}
 

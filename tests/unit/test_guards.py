@@ -1,4 +1,4 @@
-"""Guards against two lists drifting apart: the routes the gateway and CDK serve (functions/catalog.py)
+"""Guards against two lists drifting apart: the routes the gateway and CDK serve (functions/routes.py)
 and the routes each handler's resolver answers; the dependency layer's pins and pyproject.toml's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from functions.catalog import HTTP_FUNCTIONS
+from functions.routes import HTTP_FUNCTIONS
 from tests.conftest import REPO_ROOT
 
 

@@ -33,7 +33,7 @@ from meterline.domain.reports import (
     group_keys,
     webhook_payload,
 )
-from meterline.services.meters import new_meter_id
+from meterline.services.meters import new_ulid
 from meterline.services.usage_query import UsageQuery, UsageReader
 from meterline.settings import ExportSettings
 from meterline.storage.meters_store import MetersStore
@@ -82,7 +82,7 @@ class Exporter:
                                  last_start_ms=last[0] if last else None, bound=self.settings.catch_up_windows)
         for position, window in enumerate(windows):
             trigger = Trigger.SCHEDULE if position == len(windows) - 1 else Trigger.CATCH_UP
-            run = Run(id=new_meter_id(), report_id=report_id, window_start_ms=window.start_ms,
+            run = Run(id=new_ulid(), report_id=report_id, window_start_ms=window.start_ms,
                       window_end_ms=window.end_ms, trigger=trigger, phase=RunPhase.RUNNING,
                       requested_ms=now_ms, started_ms=now_ms)
             if self.reports.claim_window(namespace, run):  # False: a duplicate firing already runs it

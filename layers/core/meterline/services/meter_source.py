@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
+from meterline import bootstrap
 from meterline.domain.meters import MeterCatalog
 from meterline.settings import meter_cache_seconds
 from meterline.storage.meters_store import MetersStore
@@ -20,7 +21,6 @@ MAX_NAMESPACES = 1024  # bounds the memory of a long-lived process serving many 
 _cache: dict[str, tuple[float, MeterCatalog]] = {}
 _lock = threading.Lock()
 _generation = 0  # bumped by invalidate(): a read that started before a change is not cached after it
-_store: MetersStore | None = None
 
 
 def ttl_seconds() -> float:
@@ -35,7 +35,7 @@ def meter_catalog(namespace: str, store: MetersStore | None = None) -> MeterCata
     if cached is not None and cached[0] > now:
         return cached[1]
     generation = _generation
-    catalog = MeterCatalog((store or _default_store()).meters(namespace))
+    catalog = MeterCatalog((store or bootstrap.meters_store()).meters(namespace))
     with _lock:
         if generation != _generation:
             return catalog
@@ -54,10 +54,3 @@ def invalidate(namespace: str | None = None) -> None:
             _cache.clear()
         else:
             _cache.pop(namespace, None)
-
-
-def _default_store() -> MetersStore:
-    global _store
-    if _store is None:
-        _store = MetersStore()
-    return _store

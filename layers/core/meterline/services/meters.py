@@ -25,7 +25,7 @@ ORDER_BY = {
 LIST_PARAMS = {"page", "pageSize", "order", "orderBy", "includeDeleted"}
 
 
-def new_meter_id() -> str:
+def new_ulid() -> str:
     from ulid import ULID
 
     return str(ULID())
@@ -94,7 +94,7 @@ def get_meter(store: MetersStore, namespace: str, id_or_slug: str) -> Meter:
 
 def create_meter(store: MetersStore, namespace: str, body: bytes, content_type: str | None, now_ms: int) -> Meter:
     """Validate and store a new meter; 409 if its slug is taken. Its backfill starts out pending."""
-    meter = new_meter(meter_definition(json_object(body, content_type)), new_meter_id(), now_ms)
+    meter = new_meter(meter_definition(json_object(body, content_type)), new_ulid(), now_ms)
     if not store.create(namespace, meter):
         raise Conflict(f"a meter with slug {meter.slug!r} already exists",
                        [FieldError("slug", "is already taken by another meter")])
@@ -131,7 +131,7 @@ def seed_meters(store: MetersStore, namespace: str, meters: Iterable[Meter], now
     table created just now) there is no history to count: the meters start with their backfill done."""
     created = []
     for definition in meters:
-        meter = new_meter(definition, new_meter_id(), now_ms)
+        meter = new_meter(definition, new_ulid(), now_ms)
         if not events_exist:
             meter = meter.model_copy(update={"backfill": BackfillStatus(
                 status=BackfillState.COMPLETED, started_at=format_ms(now_ms), completed_at=format_ms(now_ms),

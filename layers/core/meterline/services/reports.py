@@ -20,7 +20,7 @@ from meterline.domain.reports import Report, check_against_meter, report_definit
 from meterline.domain.request_bodies import json_object
 from meterline.domain.timeutil import epoch_ms_field, format_ms
 from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
-from meterline.services.meters import new_meter_id
+from meterline.services.meters import new_ulid
 from meterline.settings import ExportSettings, export_settings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore, StoredReport
@@ -77,7 +77,7 @@ def create_report(ctx: ReportsContext, namespace: str, body: bytes, content_type
     """Store a report and create its schedule. The response is the only place its signing secret shows."""
     definition = _validated(ctx, namespace, json_object(body, content_type, "a report"))
     now = format_ms(now_ms)
-    report = definition.model_copy(update={"id": new_meter_id(), "created_at": now, "updated_at": now})
+    report = definition.model_copy(update={"id": new_ulid(), "created_at": now, "updated_at": now})
     secret = new_signing_secret()
     if not ctx.reports.create(namespace, report, ctx.secrets.encrypt(namespace, report.id, secret)):
         raise Conflict(f"a report with slug {report.slug!r} already exists",
@@ -160,7 +160,7 @@ def request_run(ctx: ReportsContext, namespace: str, slug: str, body: bytes, con
     assert start is not None and end is not None
     report = _stored(ctx, namespace, slug).report
     assert report.id is not None
-    run = Run(id=new_meter_id(), report_id=report.id, window_start_ms=start, window_end_ms=end,
+    run = Run(id=new_ulid(), report_id=report.id, window_start_ms=start, window_end_ms=end,
               trigger=Trigger.MANUAL, phase=RunPhase.PENDING, requested_ms=now_ms)
     ctx.reports.create_run(namespace, run)
     ctx.queues.request_export({"namespace": namespace, "report": slug, "reportId": report.id, "runId": run.id})

@@ -1,0 +1,111 @@
+"""The composition root: every store, client wrapper and service a handler uses is built here, once per
+process, from the settings. Handlers call these factories and nothing else builds collaborators.
+
+Tests replace a collaborator by calling `reset()` (which forgets every built object and cached
+setting) after changing the environment, or by monkeypatching a factory. Imports are inside the
+factories, so a handler's cold import pays only for what that function builds.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meterline.services.backfill import BackfillWorker
+    from meterline.services.compaction import Compactor
+    from meterline.services.exports import Exporter, WebhookSender
+    from meterline.services.reports import ReportsContext
+    from meterline.storage.events_store import EventsStore
+    from meterline.storage.meters_store import MetersStore
+    from meterline.storage.reports_store import ReportsStore
+    from meterline.storage.usage_store import UsageStore
+
+
+@cache
+def events_store() -> EventsStore:
+    from meterline.settings import settings
+    from meterline.storage.events_store import EventsStore
+
+    return EventsStore(retention_days=settings().retention_days)
+
+
+@cache
+def usage_store() -> UsageStore:
+    from meterline.storage.usage_store import UsageStore
+
+    return UsageStore.configured()
+
+
+@cache
+def meters_store() -> MetersStore:
+    from meterline.storage.meters_store import MetersStore
+
+    return MetersStore()
+
+
+@cache
+def reports_store() -> ReportsStore:
+    from meterline.settings import export_settings
+    from meterline.storage.reports_store import ReportsStore
+
+    return ReportsStore(run_retention_days=export_settings().run_retention_days)
+
+
+@cache
+def compactor() -> Compactor:
+    from meterline.services.compaction import Compactor
+    from meterline.services.meter_source import meter_catalog
+    from meterline.settings import compaction_timing
+
+    return Compactor(usage_store(), meter_catalog, compaction_timing())
+
+
+@cache
+def backfill_worker() -> BackfillWorker:
+    from meterline.services.backfill import BackfillWorker
+    from meterline.services.meter_source import ttl_seconds
+    from meterline.settings import compaction_timing
+
+    # Wait until every stream processor has reloaded its meters (cache TTL) before scanning.
+    settle_ms = int((ttl_seconds() + 5) * 1000)
+    return BackfillWorker(events_store(), usage_store(), meters_store(), compaction_timing(), settle_ms)
+
+
+@cache
+def reports_context() -> ReportsContext:
+    from meterline.services.reports import ReportsContext
+
+    return ReportsContext(reports=reports_store(), meters=meters_store())
+
+
+@cache
+def exporter() -> Exporter:
+    from meterline.aws.queues import ExportQueues
+    from meterline.services.exports import Exporter
+    from meterline.settings import export_settings
+
+    return Exporter(reports=reports_store(), meters=meters_store(), usage=usage_store(), queues=ExportQueues(),
+                    settings=export_settings())
+
+
+@cache
+def webhook_sender() -> WebhookSender:
+    from meterline.aws.queues import ExportQueues
+    from meterline.services.exports import WebhookSender
+    from meterline.webhooks import EndpointPolicy, RetryPolicy
+
+    return WebhookSender(reports=reports_store(), queues=ExportQueues(), retry=RetryPolicy.from_env(),
+                         endpoint_policy=EndpointPolicy.from_env())
+
+
+FACTORIES = (events_store, usage_store, meters_store, reports_store, compactor, backfill_worker, reports_context,
+             exporter, webhook_sender)
+
+
+def reset() -> None:
+    """Forget every object built here and every cached setting (tests, after changing the environment)."""
+    from meterline.settings import compaction_timing, export_settings, settings
+
+    for factory in (*FACTORIES, settings, compaction_timing, export_settings):
+        factory.cache_clear()

@@ -53,6 +53,7 @@ bench-local: $(STAMP) $(NPM_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

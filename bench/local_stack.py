@@ -15,7 +15,8 @@ the number of `request` events sent. Late events are listed per processing quart
 the compactor once that quarter-hour has closed; until then queries read them as raw rows (correct, but
 a Query per quarter-hour and subject bucket). The 50 queries are timed three times: at 1,000 events
 (folded), right after the 100,000 are counted (late lists pending: `local_query_p95_ms_late_pending`),
-and once the compactor has folded them (`local_late_folded_after_s` after counting).
+and once the compactor has folded them (`local_late_folded_after_quarter_s` after the quarter-hour in
+which they were counted closed).
 
 Queries: tokens_total, gpu_execution_duration_seconds, api_requests_total and unique_sessions_total,
 cycling through DAY windows and totals over the 10 days, HOUR windows over the last two days, groupBy,
@@ -25,7 +26,8 @@ answered 200 or the run fails.
 Prints `<name> <value>` lines: local_ingest_events_per_s, local_query_p50_ms_1k, local_query_p95_ms_1k,
 local_query_p50_ms, local_query_p95_ms, local_query_p95_ratio (100k / 1k), the median of a heavy query
 outside the mix (local_query_hour_windows_10d_kolkata_ms: 264 HOUR windows in a half-hour zone),
-local_backfill_s, local_ingest_events_per_s_on_disk and local_restart_s. `--stack-args` replaces the
+local_backfill_s, local_readme_examples_max_ms (the README's quick-start requests, right after the
+backfills), local_ingest_events_per_s_on_disk and local_restart_s. `--stack-args` replaces the
 stack's storage flags (e.g. to measure another engine); `--events`/`--query-timeout` bound a run.
 """
 
@@ -170,14 +172,16 @@ def wait_counted(stack: Stack, expected_requests: int, start_ms: int, end_ms: in
     raise SystemExit(f"events not all counted after {timeout_s:.0f}s")
 
 
-def wait_compacted(stack: Stack, sentinel: str, timeout_s: float) -> float:
+def wait_compacted(stack: Stack, sentinel: str, counted_at: float, timeout_s: float) -> float:
     """Until the compactor has folded the late events: the processor lists them per processing
     quarter-hour, and the compactor takes a quarter's list once it has closed, so queries read them as
-    raw rows until then. Waits for the quarter-hour to close, then until the sentinel query (DAY windows
-    over the whole range, all subjects) stops reading raw rows: under a second."""
-    started = time.perf_counter()
+    raw rows until then. Waits for the quarter-hour in which the last event was counted (wall time
+    `counted_at`) to close, then until the sentinel query (DAY windows over the whole range, all
+    subjects) stops reading raw rows: under a second. Returns the seconds after that close."""
     quarter_s = 900
-    time.sleep(quarter_s - time.time() % quarter_s + 6)
+    closed = counted_at - counted_at % quarter_s + quarter_s + 6
+    time.sleep(max(0.0, closed - time.time()))
+    started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
         if min(time_queries(stack, [sentinel], timeout_s)) < 1000:
             return time.perf_counter() - started
@@ -261,6 +265,41 @@ def backfill(stack: Stack, timeout_s: float) -> float:
     return time.perf_counter() - started
 
 
+README_EXAMPLES: list[tuple[str, str, Any, str, int]] = [
+    ("POST", "/api/v1/events", {"specversion": "1.0", "type": "prompt", "id": "readme-00001",
+                                "time": "2024-01-01T00:00:00.001Z", "source": "chat-app", "subject": "customer-1",
+                                "data": {"tokens": "123456", "model": "gpt4-turbo", "type": "output"}},
+     "application/cloudevents+json", 204),
+    ("GET", "/api/v1/events?from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z", None, "", 200),
+    ("GET", "/api/v1/meters/tokens_total/query?from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z&windowSize=HOUR"
+            "&groupBy=model", None, "", 200),
+    ("POST", "/api/v1/reports", {"slug": "hourly_tokens", "meterIdOrSlug": "tokens_total", "type": "webhook",
+                                 "schedule": {"interval": "1h", "startAt": "2024-01-01T00:00:00Z"},
+                                 "query": {"groupBy": ["model"]}, "endpoint": {"url": "http://127.0.0.1:9000/usage"},
+                                 "filter": {"usage": {"$gt": 100}}}, "application/json", 201),
+    ("POST", "/api/v1/reports/hourly_tokens/runs", {"from": "2024-01-01T00:00:00Z", "to": "2024-01-02T00:00:00Z"},
+     "application/json", 202),
+    ("GET", "/api/v1/reports/hourly_tokens/runs", None, "", 200),
+    # what the README's OpenMeter SDK lines send
+    ("GET", "/api/v1/events?subject=customer-1", None, "", 200),
+    ("GET", "/api/v1/meters/tokens_total/query?subject=customer-1&windowSize=DAY", None, "", 200),
+]
+
+
+def readme_examples(stack: Stack) -> float:
+    """The README's quick-start requests, each answered as the README says; returns the slowest (ms)."""
+    slowest_ms = 0.0
+    for method, path, body, content_type, expected in README_EXAMPLES:
+        started = time.perf_counter()
+        status, answer = stack.request(method, path, body, content_type or "application/json")
+        elapsed = (time.perf_counter() - started) * 1000
+        if status != expected:
+            raise SystemExit(f"{method} {path} answered {status}, not {expected}: {answer[:300]!r}")
+        print(f"# {elapsed:.0f} ms {method} {path[:90]}", flush=True)
+        slowest_ms = max(slowest_ms, elapsed)
+    return slowest_ms
+
+
 def restart(count: int, start_ms: int, end_ms: int, timeout_s: float) -> tuple[float, float]:
     """A stack on a fresh data directory with `count` events, stopped and started again: (seconds until
     it answered again, events/s of its on-disk ingestion)."""
@@ -322,9 +361,10 @@ def main() -> None:
         drained = wait_counted(stack, sum(1 for e in workload if e["type"] == "request"), start_ms, query_end,
                                args.query_timeout)
         emit("local_counted_after_ingest_s", drained)
+        counted_at = time.time()
         pending = time_queries(stack, paths, args.query_timeout)
         emit("local_query_p95_ms_late_pending", p95(pending))
-        emit("local_late_folded_after_s", wait_compacted(stack, paths[0], 1800))
+        emit("local_late_folded_after_quarter_s", wait_compacted(stack, paths[0], counted_at, 1800))
         large = time_queries(stack, paths, args.query_timeout)
         emit("local_query_p50_ms", statistics.median(large))
         emit("local_query_p95_ms", p95(large))
@@ -333,6 +373,7 @@ def main() -> None:
         heavy = time_queries(stack, [heavy_query_path(start_ms, query_end)] * 5, args.query_timeout)
         emit("local_query_hour_windows_10d_kolkata_ms", statistics.median(heavy))
         emit("local_backfill_s", backfill(stack, args.query_timeout))
+        emit("local_readme_examples_max_ms", readme_examples(stack))
     finally:
         stack.stop()
     if args.restart_events:

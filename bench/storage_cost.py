@@ -1,6 +1,6 @@
-"""DynamoDB cost of the issue-3 workload, counted by a model that applies DynamoDB's on-demand billing
-rules to the calls the real code makes (bench/fakes.py CostModelDynamoDB), and the read cost of a
-30-day query. Every figure is one `<name> <value>` line.
+"""DynamoDB cost of the benchmark workload (bench/workload.py), counted by a model that applies
+DynamoDB's on-demand billing rules to the calls the real code makes (bench/fakes.py CostModelDynamoDB),
+and the read cost of a 30-day query. Every figure is one `<name> <value>` line.
 
 Workload (bench/workload.py): 100,000 events of the example meters arriving at 1,000 events/s, sent
 100 per request through EventsStore.put_new (ingestion time = event time); the events table's stream,
@@ -54,8 +54,12 @@ from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate,
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.events import CloudEvent  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
-from meterline.domain.slots import DAY, DAY_MS, HOUR, QUARTER, QUARTER_MS, floor_to  # noqa: E402
-from meterline.domain.timeutil import format_ms  # noqa: E402
+from meterline.domain.slots import DAY, HOUR, QUARTER, floor_to  # noqa: E402
+from meterline.domain.timeutil import (
+    DAY_MS,
+    QUARTER_MS,
+    format_ms,  # noqa: E402
+)
 from meterline.services.compaction import Compactor  # noqa: E402
 from meterline.services.usage_query import UsageQuery, UsageReader  # noqa: E402
 from meterline.settings import CompactionTiming  # noqa: E402
@@ -216,7 +220,7 @@ def write_breakdown(client: CostModelDynamoDB, events: int, phase: str | None = 
 # --- scenarios --------------------------------------------------------------------------------------------
 
 def burst(catalog: MeterCatalog, figures: dict[str, float]) -> float:
-    """The issue-3 workload. Returns its event-put WRU per event."""
+    """The benchmark workload. Returns its event-put WRU per event."""
     client = new_client()
     recount = Recount()
     events = ingest(client, recount.watch(generate(EVENTS, START_MS, RATE_PER_S)))

@@ -1,4 +1,4 @@
-"""The benchmark workload of issue 3, shared by bench/processor_cpu.py and bench/storage_cost.py.
+"""The benchmark workload, shared by bench/processor_cpu.py and bench/storage_cost.py.
 
 Events of the example meters (examples/meters.yaml) arriving at a steady rate: event types drawn
 uniformly from the meters' event types, group-by values from small per-key vocabularies, UNIQUE_COUNT

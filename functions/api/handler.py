@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.bootstrap import events_store, meters_store, usage_store
 from meterline.domain.request_bodies import json_object
-from meterline.domain.timeutil import now_ms
+from meterline.domain.timeutil import DAY_MS, now_ms
 from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
 from meterline.services import meters, usage_query
 from meterline.services.events_listing import ListEventsQuery, list_events
@@ -66,7 +66,7 @@ def delete_meter(id_or_slug: str) -> Response:
 def _query(id_or_slug: str, raw: dict[str, Any]) -> Response:
     namespace = _namespace()
     meter = meters.get_meter(meters_store(), namespace, id_or_slug)
-    retention_ms = settings().retention_days * 86_400_000
+    retention_ms = settings().retention_days * DAY_MS
     query = usage_query.UsageQuery.parse(meter, raw, now_ms(), retention_ms)
     rows = usage_query.UsageReader(usage_store()).query(namespace, meter, query)
     if "text/csv" in (app.current_event.headers.get("accept") or ""):

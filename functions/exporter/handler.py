@@ -4,6 +4,7 @@ manually requested window."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ def _requested(record: SQSRecord) -> None:
                                         "status": run.status if run else "skipped"})
 
 
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     if "Records" in event:
         with processor(records=event["Records"], handler=_requested, lambda_context=context):
             processor.process()

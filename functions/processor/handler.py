@@ -8,6 +8,7 @@ derived write is idempotent under redelivery (see docs/architecture.md, "Exactly
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -27,7 +28,7 @@ logger = Logger(service="meterline")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     records: list[dict[str, Any]] = event.get("Records") or []
     decoded: list[StoredEvent] = []
 

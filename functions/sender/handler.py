@@ -4,6 +4,7 @@ so a batch item fails only on an unexpected error, and SQS's redrive then dead-l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ def _deliver(record: SQSRecord) -> None:
                                            "outcome": outcome})
 
 
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     with processor(records=event.get("Records") or [], handler=_deliver, lambda_context=context):
         processor.process()
     return processor.response()

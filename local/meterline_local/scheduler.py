@@ -1,6 +1,6 @@
 """A local stand-in for EventBridge Scheduler firing the schedules of one group.
 
-moto stores schedules but never fires them (see /work/shared/TOOLCHAIN.md). This thread reads the
+moto stores schedules but never fires them. This thread reads the
 group's schedules (ListSchedules, and GetSchedule when a schedule's LastModificationDate changes) and
 invokes the function whose ARN is the schedule's Target.Arn with json.loads(Target.Input), as
 Scheduler invokes a Lambda target: asynchronously, the input as the event.

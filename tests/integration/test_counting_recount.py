@@ -382,8 +382,8 @@ def _event(i: int, time_ms: int, ingested_ms: int) -> StoredEvent:
 
 def test_late_rows_while_the_compactor_is_stalled() -> None:
     """A late event counts from the moment it is processed, however long the compactor has not run
-    (DESIGN.md invariant 5; docs/architecture.md: missing "only between its arrival as a late event and
-    the next compaction"): the reader finds every late list from the compactor's `lateThrough` on."""
+    (the events table is the source of truth; docs/architecture.md: missing "only between its arrival as
+    a late event and the next compaction"): the reader finds every late list from the compactor's `lateThrough` on."""
     meter = next(m for m in METERS if m.slug == "m_count")
     with usage_table("test-usage-stalled") as (_, store):
         compactor = Compactor(store, catalogs, TIMING)

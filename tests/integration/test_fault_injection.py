@@ -1,5 +1,5 @@
 """Fault injection: whatever Lambda's DynamoDB Streams delivery does to the processor, the numbers the
-query API reports equal a recount of the raw events (DESIGN.md, invariants 3 to 5).
+query API reports equal a recount of the raw events (exactly-once counting, late events, recount).
 
 Events go in through the real ingest handler; the events table's stream goes to the real processor
 handler through the local StreamPoller (Lambda's batches, checkpoints, bisect and retries) with a
@@ -25,8 +25,8 @@ from functions.ingest import handler as ingest
 from functions.processor import handler as processor
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import Meter
-from meterline.domain.slots import DAY_MS, QUARTER_MS, floor_to
-from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
+from meterline.domain.slots import floor_to
+from meterline.domain.timeutil import DAY_MS, QUARTER_MS, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import Compactor
 from meterline.services.meter_source import meter_catalog

@@ -15,8 +15,8 @@ import pytest
 from functions.api import handler as api
 from functions.ingest import handler as ingest
 from meterline import bootstrap
-from meterline.domain.slots import DAY_MS, HOUR, QUARTER
-from meterline.domain.timeutil import format_ms, now_ms
+from meterline.domain.slots import HOUR, QUARTER
+from meterline.domain.timeutil import DAY_MS, format_ms, now_ms
 from meterline.settings import Settings
 from meterline.storage.usage_store import Retention, UsageStore
 from tests.conftest import cloud_event

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 
 from bench.fakes import CostModelDynamoDB
-from meterline.domain.slots import DAY, DAY_MS, HOUR, HOUR_MS, QUARTER, QUARTER_MS
-from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
+from meterline.domain.slots import DAY, HOUR, QUARTER
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import compaction_lag
 from meterline.services.usage_query import UsageQuery, plan

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from meterline.domain.timeutil import DAY_MS
+
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -61,7 +63,7 @@ class Settings:
         for compaction lag)."""
         if self.minute_retention_days is None:
             return None
-        return (self.minute_retention_days - 1) * 86_400_000
+        return (self.minute_retention_days - 1) * DAY_MS
 
 
 @cache

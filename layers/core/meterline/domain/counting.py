@@ -88,7 +88,8 @@ class MeterCounter:
         if self._from_ms is not None and event.time_ms < self._from_ms:
             return None
         data = event.data or {}
-        if self.aggregation is Aggregation.COUNT:
+        value: str | float | None
+        if self.aggregation is Aggregation.COUNT or self._value_getter is None:
             value = None
         else:
             found, raw = self._value_getter(data)
@@ -197,4 +198,6 @@ def aggregate_rows(aggregation: Aggregation, rows: Iterable[Row], seen: set[tupl
 
 def merge_group_states(aggregation: Aggregation, into: dict[str, list[Any]], other: dict[str, list[Any]]) -> None:
     for key, state in other.items():
-        into[key] = merge(aggregation, into.get(key), state)
+        merged = merge(aggregation, into.get(key), state)
+        if merged is not None:
+            into[key] = merged

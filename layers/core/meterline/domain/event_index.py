@@ -61,7 +61,7 @@ def build_pages(events: Iterable[StoredEvent], batch_id: str) -> list[IndexPage]
         buckets[(event.namespace, day, hour)].append(
             EventRef(event.time_ms, event.ingested_ms, event.source, event.id, event.subject)
         )
-    pages = []
+    pages: list[IndexPage] = []
     for (namespace, day, hour), refs in buckets.items():
         chunk: list[EventRef] = []
         size = 0

@@ -1,4 +1,4 @@
-"""Usage export reports: what a user declares (reference/000's body), how its windows are laid out in
+"""Usage export reports: what a user declares (OpenMeter's report body), how its windows are laid out in
 time (WindowGrid), and which usage rows its filters keep."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from meterline.domain.meters import MAX_SLUG_LENGTH, SLUG_PATTERN, ULID_PATTERN, Meter
-from meterline.domain.slots import MINUTE_MS
-from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import MINUTE_MS, format_ms, parse_rfc3339, to_epoch_ms
 from meterline.domain.validation import field_errors
 from meterline.domain.windows import resolve_time_zone
 from meterline.errors import FieldError, InvalidInput

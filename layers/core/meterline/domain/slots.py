@@ -16,10 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-MINUTE_MS = 60_000
-QUARTER_MS = 15 * MINUTE_MS
-HOUR_MS = 4 * QUARTER_MS
-DAY_MS = 86_400_000
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS
 
 
 def floor_to(ms: int, step: int) -> int:

@@ -9,6 +9,13 @@ from typing import Any
 
 from meterline.errors import FieldError
 
+# Lengths of time, in the units Meterline stores: milliseconds (event times, windows) and seconds (TTLs).
+MINUTE_MS = 60_000
+QUARTER_MS = 15 * MINUTE_MS
+HOUR_MS = 4 * QUARTER_MS
+DAY_MS = 24 * HOUR_MS
+DAY_S = DAY_MS // 1000
+
 # RFC 3339 date-time (section 5.6); the space separator is the RFC's own allowance.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"

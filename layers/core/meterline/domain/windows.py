@@ -38,6 +38,8 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS
+
 __all__ = [
     "DEFAULT_MAX_WINDOWS",
     "MAX_MS",
@@ -72,10 +74,10 @@ class WindowSize(StrEnum):
 class Resolution(IntEnum):
     """A counter resolution; the value is its length in milliseconds. Buckets are UTC-aligned."""
 
-    MINUTE = 60_000
-    QUARTER = 900_000  # every IANA UTC offset is a multiple of 15 minutes
-    HOUR = 3_600_000
-    DAY = 86_400_000
+    MINUTE = MINUTE_MS
+    QUARTER = QUARTER_MS  # every IANA UTC offset is a multiple of 15 minutes
+    HOUR = HOUR_MS
+    DAY = DAY_MS
 
     @property
     def ms(self) -> int:

@@ -10,7 +10,8 @@ event is counted by the processor, the backfill, or both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from meterline.domain.counting import counter_set_id
 from meterline.domain.meters import BackfillState, MeterCatalog
@@ -24,11 +25,16 @@ from meterline.storage.usage_store import UsageStore
 PAGE_SIZE = 1000
 
 
+def _only(catalog: MeterCatalog) -> Callable[[str], MeterCatalog]:
+    """The catalog of every namespace, for counting a backfill's events against its one meter."""
+    return lambda _namespace: catalog
+
+
 @dataclass
 class BackfillReport:
     pages: int = 0
     events: int = 0
-    completed: list[str] | None = None
+    completed: list[str] = field(default_factory=list)
 
 
 class BackfillWorker:
@@ -41,23 +47,25 @@ class BackfillWorker:
         self.settle_ms = settle_ms  # > the meter cache TTL of the stream processors
 
     def run(self, now_ms: int, max_pages: int = 50) -> BackfillReport:
-        report = BackfillReport(completed=[])
+        report = BackfillReport()
         for namespace, stored in self.meters.all_meters():
             meter = stored.meter
-            status = meter.backfill.status if meter.backfill else None
-            if status not in (BackfillState.PENDING, BackfillState.RUNNING):
+            backfill = meter.backfill
+            if backfill is None or backfill.status not in (BackfillState.PENDING, BackfillState.RUNNING):
                 continue
-            changed_at = to_epoch_ms(parse_rfc3339(meter.updated_at or meter.created_at))
+            changed = meter.updated_at or meter.created_at
+            assert changed is not None, "a stored meter has its times"
+            changed_at = to_epoch_ms(parse_rfc3339(changed))
             if now_ms < changed_at + self.settle_ms or report.pages >= max_pages:
                 continue
             counter_set = counter_set_id(meter)
             catalog = MeterCatalog([meter])
             cursor, pages = self.meters.backfill_cursor(namespace, counter_set)
-            started = meter.backfill.started_at or format_ms(now_ms)
-            scanned = meter.backfill.events_scanned or 0
+            started = backfill.started_at or format_ms(now_ms)
+            scanned = backfill.events_scanned or 0
             while report.pages < max_pages:
                 events, cursor = self.events.scan_type(namespace, meter.event_type, cursor, PAGE_SIZE)
-                count_events(events, lambda _ns, c=catalog: c, self.usage, f"backfill-{counter_set}-{pages:08d}",
+                count_events(events, _only(catalog), self.usage, f"backfill-{counter_set}-{pages:08d}",
                              now_ms, self.timing)
                 pages += 1
                 scanned += len(events)

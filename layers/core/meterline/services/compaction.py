@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +35,11 @@ import orjson
 
 from meterline.domain.counting import MeterCounter, Row, aggregate_rows, merge_group_states
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.slots import DAY, DAY_MS, HOUR, HOUR_MS, QUARTER, QUARTER_MS, Level, floor_to
+from meterline.domain.slots import DAY, HOUR, QUARTER, Level, floor_to
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS
 from meterline.processing.counting import counters_for
 from meterline.settings import CompactionTiming
-from meterline.storage.usage_store import UsageStore, raw_partition
+from meterline.storage.usage_store import SlotStates, UsageStore, raw_partition
 
 # Bounds per run, so one invocation stays well inside a Lambda timeout; the next run continues.
 MAX_QUARTERS_PER_RUN = 96
@@ -232,6 +233,7 @@ class Compactor:
         lower = QUARTER if level is HOUR else HOUR
         counters = self._counters(namespace)
         wanted = sorted(cs for cs in counters if counter_sets is None or cs in counter_sets)
+        read: Iterator[tuple[str, SlotStates]]
         if subjects is not None and len(subjects) < WHOLE_PARTITION_SUBJECTS:
             read = itertools.chain.from_iterable(self.store.read_slots(namespace, lower, start, wanted, subject)
                                                  for subject in sorted(subjects))

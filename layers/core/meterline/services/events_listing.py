@@ -8,7 +8,7 @@ from typing import Any
 
 from meterline.domain.event_index import EventRef
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import epoch_ms_field, format_ms, to_epoch_ms
+from meterline.domain.timeutil import DAY_MS, epoch_ms_field, format_ms, to_epoch_ms
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.events_store import EventsStore
 from meterline.storage.usage_store import UsageStore
@@ -69,7 +69,7 @@ class ListEventsQuery:
             from_ms = to_ms - int(DEFAULT_RANGE.total_seconds() * 1000)
         if from_ms > to_ms:
             raise InvalidInput("from must not be after to", [FieldError("from", "must not be after to")])
-        if to_ms - from_ms > MAX_RANGE_DAYS * 86_400_000:
+        if to_ms - from_ms > MAX_RANGE_DAYS * DAY_MS:
             raise InvalidInput(f"the range from..to may span at most {MAX_RANGE_DAYS} days",
                                [FieldError("from", f"must be at most {MAX_RANGE_DAYS} days before to")])
         if ingested_from is not None and ingested_to is not None and ingested_from > ingested_to:
@@ -126,10 +126,10 @@ def _newest_refs(namespace: str, query: ListEventsQuery, index: UsageStore) -> l
                     selected.setdefault((ref.source, ref.id), ref)
             if len(selected) >= query.limit:
                 break
-        day_start -= 86_400_000
+        day_start -= DAY_MS
     newest = sorted(selected.values(), key=EventRef.sort_key, reverse=True)
     return newest[: query.limit]
 
 
 def _day_floor(ms: int) -> int:
-    return ms - ms % 86_400_000
+    return ms - ms % DAY_MS

@@ -128,7 +128,8 @@ class Exporter:
             known = self.reports.delivery_subjects(namespace, run) if resumed else set()
             deliveries = [Delivery(subject, webhook_id(run.id, subject)) for subject in sorted(usage)]
             self.reports.add_deliveries(namespace, run, [d for d in deliveries if d.subject not in known], now_ms)
-            messages, oversized = [], []
+            messages: list[dict[str, Any]] = []
+            oversized: list[dict[str, Any]] = []
             for delivery in deliveries:
                 message = {
                     "namespace": namespace, "report": report.slug, "reportId": run.report_id, "runId": run.id,
@@ -141,7 +142,7 @@ class Exporter:
             self.reports.end_export(namespace, run, subjects=len(deliveries), now_ms=now_ms)
             for message in oversized:
                 self.reports.finish_delivery(
-                    namespace, run.report_id, run.id, message["subject"], succeeded=False, attempt=0,
+                    namespace, run.report_id, run.id, str(message["subject"]), succeeded=False, attempt=0,
                     status_code=None, error=f"the webhook body exceeds {MAX_MESSAGE_BYTES} bytes", now_ms=now_ms)
         except Exception as exc:
             # Recorded so the run history says what happened; the window can be re-run manually.

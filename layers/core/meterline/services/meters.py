@@ -133,9 +133,9 @@ def seed_meters(store: MetersStore, namespace: str, meters: Iterable[Meter], now
     for definition in meters:
         meter = new_meter(definition, new_ulid(), now_ms)
         if not events_exist:
-            meter = meter.model_copy(update={"backfill": BackfillStatus(
-                status=BackfillState.COMPLETED, started_at=format_ms(now_ms), completed_at=format_ms(now_ms),
-                events_scanned=0)})
+            meter = meter.model_copy(update={"backfill": BackfillStatus.model_validate({
+                "status": BackfillState.COMPLETED, "startedAt": format_ms(now_ms), "completedAt": format_ms(now_ms),
+                "eventsScanned": 0})})
         if store.create(namespace, meter):
             created.append(definition.slug)
     if created:

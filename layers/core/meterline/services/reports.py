@@ -18,7 +18,7 @@ from meterline.domain.exports import Run, RunPhase, Trigger
 from meterline.domain.meters import Meter
 from meterline.domain.reports import Report, check_against_meter, report_definition
 from meterline.domain.request_bodies import json_object
-from meterline.domain.timeutil import epoch_ms_field, format_ms
+from meterline.domain.timeutil import DAY_MS, epoch_ms_field, format_ms
 from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
 from meterline.services.meters import new_ulid
 from meterline.settings import ExportSettings, export_settings
@@ -30,7 +30,7 @@ UPDATE_ATTEMPTS = 5
 ROTATION_GRACE_MS = 24 * 3_600_000
 MAX_RUNS_PAGE = 100
 DEFAULT_RUNS_PAGE = 20
-MAX_MANUAL_SPAN_MS = 400 * 86_400_000
+MAX_MANUAL_SPAN_MS = 400 * DAY_MS
 
 
 @dataclass
@@ -77,15 +77,16 @@ def create_report(ctx: ReportsContext, namespace: str, body: bytes, content_type
     """Store a report and create its schedule. The response is the only place its signing secret shows."""
     definition = _validated(ctx, namespace, json_object(body, content_type, "a report"))
     now = format_ms(now_ms)
-    report = definition.model_copy(update={"id": new_ulid(), "created_at": now, "updated_at": now})
+    report_id = new_ulid()
+    report = definition.model_copy(update={"id": report_id, "created_at": now, "updated_at": now})
     secret = new_signing_secret()
-    if not ctx.reports.create(namespace, report, ctx.secrets.encrypt(namespace, report.id, secret)):
+    if not ctx.reports.create(namespace, report, ctx.secrets.encrypt(namespace, report_id, secret)):
         raise Conflict(f"a report with slug {report.slug!r} already exists",
                        [FieldError("slug", "is already taken by another report")])
     try:
         ctx.schedules.put(namespace, report, now_ms, ctx.settings.settle_ms, new=True)
     except Exception:
-        ctx.reports.delete(namespace, report.slug, report.id)
+        ctx.reports.delete(namespace, report.slug, report_id)
         raise
     return {**report.to_api(), "signingSecret": secret}
 
@@ -117,7 +118,7 @@ def delete_report(ctx: ReportsContext, namespace: str, slug: str) -> None:
     """Delete the schedule first: a schedule without its report would fire into nothing."""
     stored = _stored(ctx, namespace, slug)
     ctx.schedules.delete(namespace, slug)
-    if not ctx.reports.delete(namespace, slug, stored.report.id):
+    if not ctx.reports.delete(namespace, slug, stored.id):
         raise _not_found(slug)
 
 
@@ -138,7 +139,7 @@ def rotate_secret(ctx: ReportsContext, namespace: str, slug: str, now_ms: int) -
         secret = new_signing_secret()
         report = stored.report.model_copy(update={"updated_at": format_ms(now_ms)})
         until = now_ms + ROTATION_GRACE_MS
-        if ctx.reports.replace(namespace, stored, report, ctx.secrets.encrypt(namespace, report.id, secret), until):
+        if ctx.reports.replace(namespace, stored, report, ctx.secrets.encrypt(namespace, stored.id, secret), until):
             return {**report.to_api(), "signingSecret": secret, "previousSecretExpiresAt": format_ms(until)}
     raise Conflict(f"report {slug!r} kept changing while its secret was being rotated; retry")
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.events import CloudEvent, StoredEvent
+from meterline.domain.timeutil import DAY_S
 from meterline.storage.dynamo import MAX_CONCURRENT_CALLS, TableAdapter, concurrently
 from meterline.storage.tables import EVENTS_TABLE
 
@@ -55,7 +56,7 @@ class EventsStore(TableAdapter):
     def __init__(self, client: Any = None, table: str | None = None,
                  retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         super().__init__(client, table)
-        self._retention_s = retention_days * 86_400
+        self._retention_s = retention_days * DAY_S
 
     def item(self, namespace: str, event: CloudEvent, ingested_ms: int) -> dict[str, Any]:
         item: dict[str, Any] = {

@@ -8,6 +8,7 @@ there are few per namespace, which is also why a lookup by id lists them rather 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,7 @@ class MetersStore(TableAdapter):
             "ConsistentRead": True,
         })]
 
-    def meters(self, namespace: str) -> list[Meter]:
+    def meters(self, namespace: str) -> builtins.list[Meter]:
         return [stored.meter for stored in self.list(namespace)]
 
     def find(self, namespace: str, id_or_slug: str) -> StoredMeter | None:
@@ -145,7 +146,7 @@ class MetersStore(TableAdapter):
     # --- backfills ---------------------------------------------------------------------------------
     # A backfill's resume point lives beside the meters: pk "backfill", sk "{ns}#{counter set}".
 
-    def all_meters(self) -> list[tuple[str, StoredMeter]]:
+    def all_meters(self) -> builtins.list[tuple[str, StoredMeter]]:
         """Every stored meter of every namespace (the catalog is small; the backfill worker scans it)."""
         found = []
         request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}

@@ -14,6 +14,7 @@ Runs, deliveries and claims expire (TTL `expiresAt`).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,9 @@ import orjson
 
 from meterline.domain.exports import Delivery, DeliveryStatus, Run, RunPhase, Trigger
 from meterline.domain.reports import Report
+from meterline.domain.timeutil import DAY_S
 from meterline.storage.dynamo import BATCH_WRITE_ITEMS, TableAdapter, concurrently
 from meterline.storage.tables import CATALOG_TABLE
-
-DAY_S = 86_400
 
 
 def reports_partition(namespace: str) -> str:
@@ -60,6 +60,12 @@ class StoredReport:
     # The secret before the last rotation and until when deliveries are also signed with it.
     previous_secret: bytes | None = None
     previous_until_ms: int = 0
+
+    @property
+    def id(self) -> str:
+        """A stored report always has its id."""
+        assert self.report.id is not None
+        return self.report.id
 
 
 def _stored_report(item: dict[str, Any]) -> StoredReport:
@@ -154,7 +160,7 @@ class ReportsStore(TableAdapter):
             "ConsistentRead": True,
         })]
 
-    def all_reports(self) -> list[tuple[str, StoredReport]]:
+    def all_reports(self) -> builtins.list[tuple[str, StoredReport]]:
         """Every report of every namespace (a Scan: the catalog is small; used when schedules are rebuilt)."""
         found = []
         request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
@@ -274,11 +280,11 @@ class ReportsStore(TableAdapter):
             ExpressionAttributeValues=values, **({"ExpressionAttributeNames": {"#error": "error"}} if error else {}),
         )
 
-    def list_runs(self, namespace: str, report_id: str, limit: int) -> list[Run]:
+    def list_runs(self, namespace: str, report_id: str, limit: int) -> builtins.list[Run]:
         """The newest `limit` runs with their deliveries. Deliveries sort after their run's item, so
         reading backwards meets them first."""
-        runs: list[Run] = []
-        deliveries: list[Delivery] = []
+        runs: builtins.list[Run] = []
+        deliveries: builtins.list[Delivery] = []
         request: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": runs_partition(namespace, report_id)}},
@@ -389,7 +395,7 @@ class ReportsStore(TableAdapter):
 
     # --- plumbing --------------------------------------------------------------------------------------
 
-    def _transact_if_first_holds(self, items: list[dict[str, Any]]) -> bool:
+    def _transact_if_first_holds(self, items: builtins.list[dict[str, Any]]) -> bool:
         """Write `items` in one transaction; False (nothing written) if the first item's condition failed."""
         try:
             self.client.transact_write_items(TransactItems=items)

@@ -13,6 +13,7 @@ import orjson
 
 from meterline.domain.event_index import EventRef, IndexPage
 from meterline.domain.slots import QUARTER, Level
+from meterline.domain.timeutil import DAY_MS, DAY_S
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
 
@@ -95,14 +96,14 @@ class Retention:
 
     @property
     def minute_ms(self) -> int:
-        return (self.minute_days or self.days) * 86_400_000
+        return (self.minute_days or self.days) * DAY_MS
 
     @property
     def quarter_ms(self) -> int:
-        return (self.quarter_days or self.days) * 86_400_000
+        return (self.quarter_days or self.days) * DAY_MS
 
     def slot_expiry_s(self, level: Level, start_ms: int) -> int:
-        keep_ms = self.quarter_ms if level is QUARTER else self.days * 86_400_000
+        keep_ms = self.quarter_ms if level is QUARTER else self.days * DAY_MS
         return (start_ms + level.length_ms + keep_ms) // 1000
 
 
@@ -113,7 +114,7 @@ class UsageStore(TableAdapter):
                  retention: Retention | None = None) -> None:
         super().__init__(client, table)
         self.retention = retention or Retention(days=retention_days)
-        self._retention_s = self.retention.days * 86_400
+        self._retention_s = self.retention.days * DAY_S
 
     @classmethod
     def configured(cls) -> UsageStore:
@@ -200,7 +201,7 @@ class UsageStore(TableAdapter):
         copies: by namespace for queries, by processing quarter for the compactor), in one batched write.
         Returns the number of items."""
         # work items: a month is far beyond any compaction delay
-        expires = {"N": str(now_ms // 1000 + 31 * 86_400)}
+        expires = {"N": str(now_ms // 1000 + 31 * DAY_S)}
         keys = [(f"manifest#{quarter}", f"{namespace}#{batch_id}", parts)
                 for (quarter, namespace), parts in manifests.items()]
         for namespace, parts in late.items():
@@ -324,7 +325,7 @@ class UsageStore(TableAdapter):
         """Note that a namespace has quarters to roll into the hour or day starting at period_ms."""
         self.client.put_item(TableName=self.table, Item={
             "pk": {"S": f"work#{level.name}#{period_ms}"}, "sk": {"S": namespace},
-            "expiresAt": {"N": str(now_ms // 1000 + 31 * 86_400)}})
+            "expiresAt": {"N": str(now_ms // 1000 + 31 * DAY_S)}})
 
     def read_work(self, level: Level, period_ms: int) -> list[str]:
         return [item["sk"]["S"] for item in self._query_all(f"work#{level.name}#{period_ms}", True)]

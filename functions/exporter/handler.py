@@ -7,34 +7,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.bootstrap import exporter
+from meterline.domain.exports import ExportRequest
 from meterline.domain.timeutil import now_ms
-from meterline.services.exports import CountingIncomplete
 
 logger = Logger(service="meterline")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def _requested(record: SQSRecord) -> None:
-    request = orjson.loads(record.body)
-    try:
-        run = exporter().run_requested(request["namespace"], request["reportId"], request["runId"],
-                                       request["report"], now_ms())
-    except CountingIncomplete as waiting:
-        # Asked again later, as a new message: waiting for a backfill must not use up the queue's
-        # receive count (which dead-letters requests that keep crashing).
-        exporter().queues.request_export(request, delay_seconds=exporter().settings.backfill_wait_seconds)
-        logger.info("manual export waits", extra={"report": request["report"], "run": request["runId"],
-                                                  "reason": str(waiting)})
-        return
-    logger.info("manual export", extra={"report": request["report"], "run": request["runId"],
-                                        "status": run.status if run else "skipped"})
+    request = ExportRequest.model_validate_json(record.body)
+    outcome, run = exporter().handle_request(request, now_ms())
+    logger.info("manual export", extra={"report": request.report, "run": request.run_id, "outcome": outcome,
+                                        "status": run.status if run else None})
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from meterline.aws.clients import AwsAdapter
+from meterline.domain.exports import ExportRequest
 from meterline.settings import required_env
 
 MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
@@ -18,9 +19,9 @@ MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
 class ExportQueues(AwsAdapter):
     service = "sqs"
 
-    def request_export(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
+    def request_export(self, request: ExportRequest, delay_seconds: int = 0) -> None:
         self.client.send_message(QueueUrl=required_env("EXPORT_QUEUE_URL", "the export request queue"),
-                                 MessageBody=orjson.dumps(message).decode(),
+                                 MessageBody=request.body(),
                                  DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds)))
 
     def enqueue_deliveries(self, messages: Sequence[dict[str, Any]]) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from meterline.domain.timeutil import format_ms
 
 
@@ -125,3 +127,35 @@ class Run:
             "error": self.error,
             "deliveries": [d.to_api() for d in sorted(self.deliveries, key=lambda d: d.subject)],
         }
+
+
+# --- queue messages: built by their producers, parsed by their consumers ---------------------------
+
+
+class ExportRequest(BaseModel):
+    """A manual run to export: put on the export-request queue by POST .../runs, taken by the exporter."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    namespace: str
+    report: str  # the slug
+    report_id: str = Field(alias="reportId")
+    run_id: str = Field(alias="runId")
+
+    def body(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class DeliveryMessage(BaseModel):
+    """One queued webhook: who it is for and the body to send."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    namespace: str
+    report: str
+    report_id: str = Field(alias="reportId")
+    run_id: str = Field(alias="runId")
+    subject: str
+    webhook_id: str = Field(alias="webhookId")
+    attempt: int = Field(ge=0)
+    payload: dict[str, Any]

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.aws.queues import ExportQueues
 from meterline.aws.signing_secrets import SigningSecrets
-from meterline.domain.exports import Delivery, Run, RunPhase, Trigger, webhook_id
+from meterline.domain.exports import Delivery, DeliveryMessage, ExportRequest, Run, RunPhase, Trigger, webhook_id
 from meterline.domain.meters import BackfillState, Meter
 from meterline.domain.reports import (
     SUBJECT,
@@ -90,6 +89,18 @@ class Exporter:
                 runs.append(run)
         return runs
 
+    def handle_request(self, request: ExportRequest, now_ms: int) -> tuple[str, Run | None]:
+        """A manual run's request from the queue: ("exported", run), ("skipped", None) when there was
+        nothing (left) to do, or ("waiting", None) while the report's meter backfills: then the request
+        is queued again for later, as a new message, so waiting never uses up the queue's receive count
+        (which dead-letters requests that keep crashing)."""
+        try:
+            run = self.run_requested(request.namespace, request.report_id, request.run_id, request.report, now_ms)
+        except CountingIncomplete:
+            self.queues.request_export(request, delay_seconds=self.settings.backfill_wait_seconds)
+            return "waiting", None
+        return ("exported", run) if run is not None else ("skipped", None)
+
     def run_requested(self, namespace: str, report_id: str, run_id: str, slug: str, now_ms: int) -> Run | None:
         """A manual run's request arrived (possibly again): export its window unless already done."""
         run = self.reports.get_run(namespace, report_id, run_id)
@@ -154,21 +165,6 @@ def _backfilling(meter: Meter | None) -> bool:
     """A meter whose backfill has not finished would export partial numbers."""
     backfill = meter.backfill if meter else None
     return backfill is not None and backfill.status in (BackfillState.PENDING, BackfillState.RUNNING)
-
-
-class DeliveryMessage(BaseModel):
-    """One queued webhook: who it is for and the body to send."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    namespace: str
-    report: str
-    report_id: str = Field(alias="reportId")
-    run_id: str = Field(alias="runId")
-    subject: str
-    webhook_id: str = Field(alias="webhookId")
-    attempt: int = Field(ge=0)
-    payload: dict[str, Any]
 
 
 @dataclass

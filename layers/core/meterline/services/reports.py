@@ -14,7 +14,7 @@ from typing import Any
 from meterline.aws.queues import ExportQueues
 from meterline.aws.schedules import ReportSchedules
 from meterline.aws.signing_secrets import SigningSecrets
-from meterline.domain.exports import Run, RunPhase, Trigger
+from meterline.domain.exports import ExportRequest, Run, RunPhase, Trigger
 from meterline.domain.meters import Meter
 from meterline.domain.reports import Report, check_against_meter, report_definition
 from meterline.domain.request_bodies import json_object
@@ -164,7 +164,7 @@ def request_run(ctx: ReportsContext, namespace: str, slug: str, body: bytes, con
     run = Run(id=new_ulid(), report_id=report.id, window_start_ms=start, window_end_ms=end,
               trigger=Trigger.MANUAL, phase=RunPhase.PENDING, requested_ms=now_ms)
     ctx.reports.create_run(namespace, run)
-    ctx.queues.request_export({"namespace": namespace, "report": slug, "reportId": report.id, "runId": run.id})
+    ctx.queues.request_export(ExportRequest(namespace=namespace, report=slug, report_id=report.id, run_id=run.id))
     return run
 
 

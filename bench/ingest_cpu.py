@@ -13,10 +13,10 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
-from bench.fakes import InMemoryDynamoDB  # noqa: E402
 from functions.ingest import handler as ingest  # noqa: E402
 from meterline import bootstrap  # noqa: E402
 from meterline_local.http_gateway import build_v2_event  # noqa: E402
+from tests.fakes import InMemoryDynamoDB  # noqa: E402
 
 BATCH = 100
 ROUNDS = 300

@@ -14,12 +14,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
-from bench.fakes import InMemoryDynamoDB  # noqa: E402
 from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate, lambda_batches, stream_record  # noqa: E402
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
 from meterline.storage.usage_store import UsageStore  # noqa: E402
+from tests.fakes import InMemoryDynamoDB  # noqa: E402
 
 BATCH = 1000
 WARMUP_BATCHES = 3

@@ -1,5 +1,5 @@
 """DynamoDB cost of the benchmark workload (bench/workload.py), counted by a model that applies
-DynamoDB's on-demand billing rules to the calls the real code makes (bench/fakes.py CostModelDynamoDB),
+DynamoDB's on-demand billing rules to the calls the real code makes (tests/fakes.py CostModelDynamoDB),
 and the read cost of a 30-day query. Every figure is one `<name> <value>` line.
 
 Workload (bench/workload.py): 100,000 events of the example meters arriving at 1,000 events/s, sent
@@ -49,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
 from bench import ingest_cpu, processor_cpu  # noqa: E402
-from bench.fakes import CostModelDynamoDB  # noqa: E402
 from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate, stream_record  # noqa: E402
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.events import CloudEvent  # noqa: E402
@@ -65,6 +64,7 @@ from meterline.services.usage_query import UsageQuery, UsageReader  # noqa: E402
 from meterline.settings import CompactionTiming  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
 from meterline.storage.usage_store import COMPACTION_KEY, UsageStore, slot_key, slot_partition  # noqa: E402
+from tests.fakes import CostModelDynamoDB  # noqa: E402
 
 EVENTS = 100_000
 RATE_PER_S = 1_000

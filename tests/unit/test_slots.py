@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 
-from bench.fakes import CostModelDynamoDB
 from meterline.domain.slots import DAY, HOUR, QUARTER
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
@@ -12,6 +11,7 @@ from meterline.services.compaction import compaction_lag
 from meterline.services.usage_query import UsageQuery, plan
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import SPLIT_STATE_BYTES, UsageStore, parse_slot_key, slot_key
+from tests.fakes import CostModelDynamoDB
 
 T = to_epoch_ms(parse_rfc3339("2024-05-14T18:00:00Z"))
 

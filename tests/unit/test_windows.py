@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,16 +17,12 @@ from meterline.domain.windows import (
     MAX_MS,
     MIN_MS,
     Bucket,
-    InexactRange,
     Resolution,
     WindowSize,
     align_down,
     align_up,
     cover,
-    decompose,
-    decompose_many,
     plan_windows,
-    read_spans,
     resolve_time_zone,
 )
 
@@ -63,6 +60,27 @@ KOLKATA = ZoneInfo("Asia/Kolkata")
 # --------------------------------------------------------------------------------------------------
 # Enums and helpers
 # --------------------------------------------------------------------------------------------------
+
+
+def decompose(start_ms: int, end_ms: int, finest: Resolution = MINUTE) -> list[Bucket]:
+    """The buckets of the cover of one range."""
+    return list(cover(start_ms, end_ms, finest).buckets)
+
+
+def decompose_many(windows: list[tuple[int, int]]) -> dict[tuple[int, int], list[Bucket]]:
+    """The cover of each window, by window."""
+    return {(start, end): decompose(start, end) for start, end in windows}
+
+
+def read_spans(buckets: Iterable[Bucket]) -> list[tuple[Resolution, int, int]]:
+    """Adjacent buckets of one resolution merged into runs (one key-range read each), by resolution."""
+    runs: list[tuple[Resolution, int, int]] = []
+    for b in sorted(buckets, key=lambda b: (b.resolution, b.start_ms)):
+        if runs and runs[-1][0] == b.resolution and runs[-1][2] == b.start_ms:
+            runs[-1] = (b.resolution, runs[-1][1], b.end_ms)
+        else:
+            runs.append((b.resolution, b.start_ms, b.end_ms))
+    return runs
 
 
 def test_enums() -> None:
@@ -574,69 +592,6 @@ def test_new_york_days_are_hours() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# decompose: retention of fine resolutions
-# --------------------------------------------------------------------------------------------------
-
-
-def test_old_minute_edges_are_reported_not_guessed() -> None:
-    retained = {MINUTE: ms("2024-01-10T00:00"), HOUR: ms("2023-01-01T00:00")}
-    start, end = ms("2024-01-01T10:30"), ms("2024-01-02T12:00")
-    result = cover(start, end, min_available=retained)
-    assert not result.exact
-    assert result.unavailable == ((start, ms("2024-01-01T11:00")),)
-    assert [(b.resolution, iso(b.start_ms)) for b in result.buckets][:2] == [
-        (HOUR, "2024-01-01T11:00Z"),
-        (HOUR, "2024-01-01T12:00Z"),
-    ]
-    with pytest.raises(InexactRange) as caught:
-        decompose(start, end, min_available=retained)
-    assert caught.value.ranges == ((start, ms("2024-01-01T11:00")),)
-    assert "2024-01-01T10:30:00.000Z" in str(caught.value)
-    assert isinstance(caught.value, ValueError)
-
-
-def test_old_hour_aligned_range_is_still_exact() -> None:
-    retained = {MINUTE: ms("2024-01-10T00:00"), HOUR: ms("2023-01-01T00:00")}
-    buckets = decompose(ms("2024-01-01T10:00"), ms("2024-01-03T12:00"), min_available=retained)
-    assert {b.resolution for b in buckets} == {HOUR, DAY}
-
-
-def test_recent_minutes_are_used_where_retained() -> None:
-    retained = {MINUTE: ms("2024-01-01T10:45")}
-    result = cover(ms("2024-01-01T10:30"), ms("2024-01-01T11:30"), min_available=retained)
-    assert result.unavailable == ((ms("2024-01-01T10:30"), ms("2024-01-01T10:45")),)
-    assert [iso(b.start_ms) for b in result.buckets][0] == "2024-01-01T10:45Z"
-    assert len(result.buckets) == 15 + 30
-
-
-def test_coarse_gap_filled_from_finer_resolution() -> None:
-    # DAY counters only exist from 2024-01-02 (say, a resolution added later); hours cover 2024-01-01.
-    retained = {DAY: ms("2024-01-02T00:00")}
-    buckets = decompose(ms("2024-01-01T00:00"), ms("2024-01-03T00:00"), min_available=retained)
-    assert [b.resolution for b in buckets] == [HOUR] * 24 + [DAY]
-
-
-def test_unaligned_retention_floor_counts_whole_buckets() -> None:
-    floor = ms("2024-01-01T10:00") + 1  # the 10:00 hour bucket started before the floor: gone
-    result = cover(ms("2024-01-01T10:00"), ms("2024-01-01T12:00"), HOUR, min_available={HOUR: floor})
-    assert result.unavailable == ((ms("2024-01-01T10:00"), ms("2024-01-01T11:00")),)
-    assert result.buckets == (Bucket(HOUR, ms("2024-01-01T11:00")),)
-
-
-def test_decompose_many_reports_every_window() -> None:
-    windows = _day_windows("Asia/Kolkata", "2024-01-01", 3)
-    with pytest.raises(InexactRange) as caught:
-        decompose_many(windows, min_available={MINUTE: ms("2024-01-10T00:00")})
-    # Each local midnight needs the minutes 18:00-19:00 UTC; adjacent windows' halves are merged.
-    assert caught.value.ranges == (
-        (ms("2023-12-31T18:30"), ms("2023-12-31T19:00")),
-        (ms("2024-01-01T18:00"), ms("2024-01-01T19:00")),
-        (ms("2024-01-02T18:00"), ms("2024-01-02T19:00")),
-        (ms("2024-01-03T18:00"), ms("2024-01-03T18:30")),
-    )
-
-
-# --------------------------------------------------------------------------------------------------
 # decompose: properties
 # --------------------------------------------------------------------------------------------------
 
@@ -695,34 +650,3 @@ def test_decompose_long_ranges_use_few_buckets(bounds: tuple[int, int]) -> None:
     _assert_exact_cover(buckets, start, end)
     # At most 59 + 23 edge buckets on each side, plus the whole days.
     assert len(buckets) <= 2 * (59 + 23) + (end - start) // DAY
-
-
-@PROPERTY
-@given(
-    minute_ranges(max_minutes=3 * 1440),
-    st.dictionaries(st.sampled_from(list(DEFAULT_LEVELS)), st.integers(BASE, BASE + 410 * DAY), max_size=3),
-)
-def test_cover_respects_retention_and_reports_only_unanswerable_parts(
-    bounds: tuple[int, int], retained: dict[Resolution, int]
-) -> None:
-    start, end = bounds
-    result = cover(start, end, min_available=retained)
-    for bucket in result.buckets:
-        assert bucket.start_ms >= retained.get(bucket.resolution, bucket.start_ms)
-    pieces = sorted([(b.start_ms, b.end_ms) for b in result.buckets] + list(result.unavailable))
-    position = start
-    for a, b in pieces:
-        assert a == position and b > a
-        position = b
-    assert position == end
-    # Every unavailable minute really is unanswerable: each aligned bucket containing it that lies inside
-    # the range is older than its resolution's retention.
-    for a, b in result.unavailable:
-        for minute in {a, b - MINUTE, align_down((a + b) // 2, MINUTE)}:
-            for res in DEFAULT_LEVELS:
-                enclosing = align_down(minute, res)
-                if start <= enclosing and enclosing + res <= end:
-                    assert enclosing < retained.get(res, enclosing + 1)
-    assert result.exact == (not result.unavailable)
-    if not retained:
-        assert result.buckets == tuple(decompose(start, end))

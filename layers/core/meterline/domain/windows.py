@@ -1,38 +1,22 @@
 """Query windows in a time zone, and their exact cover by UTC-aligned counter buckets.
 
-Counters are kept at three UTC-aligned resolutions (`Resolution`: MINUTE, HOUR, DAY; DAY buckets start
-at UTC midnight). A usage query asks for windows (`WindowSize`: MINUTE, HOUR, DAY, MONTH) aligned in
-an IANA time zone. Answering it takes two pure steps, both here:
+A usage query asks for windows (`WindowSize`: MINUTE, HOUR, DAY, MONTH) aligned in an IANA time zone.
+Answering it takes two pure steps, both here:
 
 1. `plan_windows` turns (from, to, windowSize, windowTimeZone) into the list of query windows
    `[start, end)` in epoch milliseconds, DST-correct.
-2. `decompose` / `cover` / `decompose_many` turn each window into the fewest UTC buckets that cover it
-   exactly (DAY buckets where whole UTC days fit, HOUR buckets where whole hours fit, MINUTE buckets
-   at the edges), honouring how long each resolution is retained.
+2. `cover` turns a stretch of time into the fewest UTC-aligned buckets (`Resolution`: by default
+   MINUTE, HOUR, DAY; the usage reader asks for QUARTER, HOUR and DAY, its slot levels) that cover it
+   exactly: the coarsest where whole ones fit, finer ones at the edges.
 
 All times are integers, epoch milliseconds. Only the standard library is used (datetime, zoneinfo).
-
-Retention of fine resolutions
------------------------------
-Fine counters may be kept for a shorter time than coarse ones. `min_available` maps a resolution to
-the earliest bucket start still retained at that resolution (a resolution that is absent is kept
-forever). The canonical cover only uses a fine bucket where no coarser bucket fits inside the range,
-so when a needed bucket is no longer retained:
-
-* if a *finer* resolution is retained there (unusual, but allowed), the bucket is split into finer
-  buckets, which is still exact;
-* otherwise no combination of retained counters can answer that part of the range exactly. `cover`
-  reports those sub-ranges in `Cover.unavailable` (merged, sorted) and leaves them out of `buckets`;
-  `decompose` and `decompose_many` raise `InexactRange` carrying them. Nothing ever silently returns
-  a cover that counts a different range than the one asked for. The query layer decides what to tell
-  the user (typically a 400 saying that, before a given instant, windows must be aligned to HOUR or
-  DAY in UTC).
+Whether the counters a cover needs are still kept is the reader's question (fine resolutions may be
+kept shorter: services/usage_query.py refuses such queries with a 400 naming the edge to move).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
@@ -46,16 +30,12 @@ __all__ = [
     "MIN_MS",
     "Bucket",
     "Cover",
-    "InexactRange",
     "Resolution",
     "WindowSize",
     "align_down",
     "align_up",
     "cover",
-    "decompose",
-    "decompose_many",
     "plan_windows",
-    "read_spans",
     "resolve_time_zone",
 ]
 
@@ -350,32 +330,9 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class Cover:
-    """The result of `cover`: the buckets to read, and the sub-ranges no retained counter can answer."""
+    """The result of `cover`: the buckets to read."""
 
     buckets: tuple[Bucket, ...]
-    unavailable: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def exact(self) -> bool:
-        return not self.unavailable
-
-
-class InexactRange(ValueError):
-    """Part of a range needs counters finer than those still retained for its time.
-
-    `ranges` are the merged, sorted `[start, end)` sub-ranges that cannot be answered exactly.
-    """
-
-    def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
-        self.ranges: tuple[tuple[int, int], ...] = tuple(ranges)
-        shown = ", ".join(f"[{_iso(s)}, {_iso(e)})" for s, e in self.ranges[:3])
-        more = f" and {len(self.ranges) - 3} more" if len(self.ranges) > 3 else ""
-        super().__init__(f"counters fine enough for {shown}{more} are no longer retained")
-
-
-def _iso(ms: int) -> str:
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
 
 def _levels(finest: Resolution, levels: tuple[Resolution, ...] | None = None) -> tuple[Resolution, ...]:
@@ -417,18 +374,8 @@ def _check_range(start_ms: int, end_ms: int, finest: Resolution) -> None:
     if start_ms % finest or end_ms % finest:
         raise ValueError(
             f"start and end must be multiples of a {finest.name.lower()} ({finest.ms} ms); "
-            "align sub-resolution edges before decomposing"
+            "align sub-resolution edges before covering"
         )
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for s, e in sorted(ranges):
-        if merged and s <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-        else:
-            merged.append((s, e))
-    return merged
 
 
 def cover(
@@ -436,91 +383,14 @@ def cover(
     end_ms: int,
     finest: Resolution = Resolution.MINUTE,
     *,
-    min_available: Mapping[Resolution, int] | None = None,
     levels: tuple[Resolution, ...] | None = None,
 ) -> Cover:
     """The minimal exact cover of `[start_ms, end_ms)` by UTC buckets no finer than `finest`.
 
-    `start_ms` and `end_ms` must be multiples of `finest` (ValueError otherwise). `min_available` gives,
-    per resolution, the earliest bucket start still retained (absent: retained forever). A needed bucket
-    that is not retained is split into a finer retained resolution if there is one; what cannot be
-    covered that way is reported in `Cover.unavailable` (see the module docstring). Buckets are sorted
-    by start and never overlap. `levels` (finest first, each dividing the next) replaces the default
+    `start_ms` and `end_ms` must be multiples of `finest` (ValueError otherwise). Buckets are sorted by
+    start and never overlap. `levels` (finest first, each dividing the next) replaces the default
     MINUTE, HOUR, DAY.
     """
     _check_range(start_ms, end_ms, finest)
-    levels = _levels(finest, levels)
-    runs = _canonical_runs(start_ms, end_ms, levels)
-    if not min_available:
-        buckets = [Bucket(res, s) for res, a, b in runs for s in range(a, b, res)]
-        return Cover(tuple(buckets))
-
-    out: list[Bucket] = []
-    missing: list[tuple[int, int]] = []
-
-    def fill(level: int, a: int, b: int) -> None:
-        # [a, b) is aligned to levels[level]; cover it with that resolution where retained, else finer.
-        res = levels[level]
-        floor = min_available.get(res)
-        usable = a if floor is None else min(max(a, align_up(floor, res)), b)
-        if usable > a:
-            if level == 0:
-                missing.append((a, usable))
-            else:
-                fill(level - 1, a, usable)
-        out.extend(Bucket(res, s) for s in range(usable, b, res))
-
-    for res, a, b in runs:
-        fill(levels.index(res), a, b)
-    return Cover(tuple(out), tuple(_merge(missing)))
-
-
-def decompose(
-    start_ms: int,
-    end_ms: int,
-    finest: Resolution = Resolution.MINUTE,
-    *,
-    min_available: Mapping[Resolution, int] | None = None,
-) -> list[Bucket]:
-    """Like `cover`, but returns only the buckets, raising `InexactRange` if any part is unavailable."""
-    result = cover(start_ms, end_ms, finest, min_available=min_available)
-    if result.unavailable:
-        raise InexactRange(result.unavailable)
-    return list(result.buckets)
-
-
-def decompose_many(
-    windows: Iterable[tuple[int, int]],
-    finest: Resolution = Resolution.MINUTE,
-    *,
-    min_available: Mapping[Resolution, int] | None = None,
-) -> dict[tuple[int, int], list[Bucket]]:
-    """The exact cover of each window, keyed by window, in window order.
-
-    Raises `InexactRange` listing every unavailable sub-range of every window (not just the first).
-    """
-    plans: dict[tuple[int, int], list[Bucket]] = {}
-    missing: list[tuple[int, int]] = []
-    for window in windows:
-        result = cover(window[0], window[1], finest, min_available=min_available)
-        plans[(window[0], window[1])] = list(result.buckets)
-        missing.extend(result.unavailable)
-    if missing:
-        raise InexactRange(_merge(missing))
-    return plans
-
-
-def read_spans(buckets: Iterable[Bucket]) -> list[tuple[Resolution, int, int]]:
-    """Merge buckets into runs `(resolution, start_ms, end_ms)` of adjacent buckets of one resolution.
-
-    One run is one key-range read of the counters; e.g. 30 New York DAY windows are one run of 720 HOUR
-    buckets, while 30 Asia/Kolkata DAY windows are 30 MINUTE runs (18:00-19:00 UTC) and 30 HOUR runs.
-    Runs are sorted by resolution, then start.
-    """
-    runs: list[tuple[Resolution, int, int]] = []
-    for b in sorted(buckets, key=lambda b: (b.resolution, b.start_ms)):
-        if runs and runs[-1][0] == b.resolution and runs[-1][2] == b.start_ms:
-            runs[-1] = (b.resolution, runs[-1][1], b.end_ms)
-        else:
-            runs.append((b.resolution, b.start_ms, b.end_ms))
-    return runs
+    runs = _canonical_runs(start_ms, end_ms, _levels(finest, levels))
+    return Cover(tuple(Bucket(res, s) for res, a, b in runs for s in range(a, b, res)))

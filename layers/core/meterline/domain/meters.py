@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -50,12 +50,6 @@ class Aggregation(StrEnum):
     MIN = "MIN"
     MAX = "MAX"
     LATEST = "LATEST"
-
-
-class WindowSize(StrEnum):
-    MINUTE = "MINUTE"
-    HOUR = "HOUR"
-    DAY = "DAY"
 
 
 class BackfillState(StrEnum):
@@ -108,7 +102,8 @@ class Meter(BaseModel):
     value_property: str | None = Field(default=None, alias="valueProperty", validate_default=True)
     group_by: dict[str, str] = Field(default_factory=dict, alias="groupBy")
     event_from: str | None = Field(default=None, alias="eventFrom")
-    window_size: WindowSize | None = Field(default=None, alias="windowSize")  # legacy, echoed only
+    # OpenMeter's legacy meter windowSize (MONTH was never one), echoed only; queries take windows.WindowSize.
+    window_size: Literal["MINUTE", "HOUR", "DAY"] | None = Field(default=None, alias="windowSize")
     metadata: dict[str, str] | None = None
     # Read-only: set by Meterline when the meter is stored.
     id: str | None = Field(default=None, pattern=ULID_PATTERN.pattern)

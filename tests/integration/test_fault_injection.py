@@ -25,8 +25,7 @@ from functions.ingest import handler as ingest
 from functions.processor import handler as processor
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import Meter
-from meterline.domain.slots import floor_to
-from meterline.domain.timeutil import DAY_MS, QUARTER_MS, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import DAY_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import Compactor
 from meterline.services.meter_source import meter_catalog

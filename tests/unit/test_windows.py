@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meterline.domain.timeutil import ceil_to, floor_to
 from meterline.domain.windows import (
     DEFAULT_LEVELS,
     DEFAULT_MAX_WINDOWS,
@@ -19,8 +20,6 @@ from meterline.domain.windows import (
     Bucket,
     Resolution,
     WindowSize,
-    align_down,
-    align_up,
     cover,
     plan_windows,
     resolve_time_zone,
@@ -102,8 +101,8 @@ def test_enums() -> None:
     ],
 )
 def test_align(value: int, resolution: Resolution, down: int, up: int) -> None:
-    assert align_down(value, resolution) == down
-    assert align_up(value, resolution) == up
+    assert floor_to(value, resolution) == down
+    assert ceil_to(value, resolution) == up
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,7 +436,7 @@ def window_queries(draw: st.DrawFn) -> Query:
     else:
         from_ms = draw(st.integers(ms("2023-01-01T00:00"), ms("2026-01-01T00:00")))
     if draw(st.booleans()):
-        from_ms = align_down(from_ms, MINUTE)
+        from_ms = floor_to(from_ms, MINUTE)
     return from_ms, from_ms + length, size, ZoneInfo(zone)
 
 
@@ -472,7 +471,7 @@ def test_windows_partition_the_range_at_local_boundaries(query: Query) -> None:
     for start, end in windows:
         if size in (WindowSize.MINUTE, WindowSize.HOUR):
             # No boundary inside a window (all these zones change offsets on whole minutes).
-            for instant in range(align_up(start + 1, MINUTE), end, MINUTE):
+            for instant in range(ceil_to(start + 1, MINUTE), end, MINUTE):
                 assert not _is_boundary(instant, tz, size), (iso(start), iso(instant), size, tz)
         else:
             # Dates only move forward in these zones, so a constant label at both ends means no boundary.
@@ -602,9 +601,9 @@ BASE = ms("2024-01-01T00:00")
 def minute_ranges(draw: st.DrawFn, max_minutes: int) -> tuple[int, int]:
     start = BASE + draw(st.integers(0, 400 * 1440)) * MINUTE
     # Bias towards ends near hour and day boundaries, where the interesting covers are.
-    start = draw(st.sampled_from([start, align_down(start, HOUR), align_down(start, DAY)]))
+    start = draw(st.sampled_from([start, floor_to(start, HOUR), floor_to(start, DAY)]))
     end = start + draw(st.integers(0, max_minutes)) * MINUTE
-    end = draw(st.sampled_from([end, max(start, align_down(end, HOUR)), max(start, align_down(end, DAY))]))
+    end = draw(st.sampled_from([end, max(start, floor_to(end, HOUR)), max(start, floor_to(end, DAY))]))
     return start, end
 
 
@@ -638,7 +637,7 @@ def test_decompose_is_exact_and_minimal(bounds: tuple[int, int]) -> None:
     for bucket in buckets:  # no bucket could be merged into the enclosing coarser bucket
         coarser = [r for r in DEFAULT_LEVELS if r > bucket.resolution]
         if coarser:
-            parent = align_down(bucket.start_ms, coarser[0])
+            parent = floor_to(bucket.start_ms, coarser[0])
             assert not (start <= parent and parent + coarser[0] <= end)
 
 

@@ -16,11 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS
-
-
-def floor_to(ms: int, step: int) -> int:
-    return ms - ms % step
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to
 
 
 def month_start(day_ms: int) -> int:

@@ -16,6 +16,16 @@ HOUR_MS = 4 * QUARTER_MS
 DAY_MS = 24 * HOUR_MS
 DAY_S = DAY_MS // 1000
 
+
+def floor_to(ms: int, step: int) -> int:
+    """The start of the UTC-aligned step containing `ms` (a floor, also for negative times)."""
+    return ms - ms % step
+
+
+def ceil_to(ms: int, step: int) -> int:
+    """The first UTC-aligned step boundary at or after `ms`."""
+    return ms + (-ms) % step
+
 # RFC 3339 date-time (section 5.6); the space separator is the RFC's own allowance.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"

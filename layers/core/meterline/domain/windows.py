@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, ceil_to, floor_to
 
 __all__ = [
     "DEFAULT_MAX_WINDOWS",
@@ -32,8 +32,6 @@ __all__ = [
     "Cover",
     "Resolution",
     "WindowSize",
-    "align_down",
-    "align_up",
     "cover",
     "plan_windows",
     "resolve_time_zone",
@@ -65,16 +63,6 @@ class Resolution(IntEnum):
 
 
 DEFAULT_LEVELS: tuple[Resolution, ...] = (Resolution.MINUTE, Resolution.HOUR, Resolution.DAY)  # finest first
-
-
-def align_down(ms: int, resolution: int) -> int:
-    """The start of the UTC-aligned bucket of `resolution` containing `ms` (floor, also for negatives)."""
-    return ms - ms % resolution
-
-
-def align_up(ms: int, resolution: int) -> int:
-    """The smallest UTC-aligned bucket boundary of `resolution` at or after `ms`."""
-    return ms + (-ms) % resolution
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +193,7 @@ def _clock_boundaries(lo: int, hi: int, tz: ZoneInfo, unit: int, limit: int) -> 
         if (
             after > offset
             and (transition + after) % unit
-            and align_up(transition + offset, unit) < transition + after
+            and ceil_to(transition + offset, unit) < transition + after
             and transition < hi
         ):
             if len(out) + 1 > limit:
@@ -353,15 +341,15 @@ def _canonical_runs(start: int, end: int, levels: tuple[Resolution, ...]) -> lis
     runs: list[_Run] = []
     cur = start
     for fine, coarse in zip(levels, levels[1:], strict=False):
-        boundary = align_up(cur, coarse)
-        stop = min(boundary, align_down(end, fine))
+        boundary = ceil_to(cur, coarse)
+        stop = min(boundary, floor_to(end, fine))
         if stop > cur:
             runs.append((fine, cur, stop))
             cur = stop
         if cur < boundary:  # the range ends before the next coarser boundary: the rest is finer
             break
     for res in reversed(levels):
-        stop = align_down(end, res)
+        stop = floor_to(end, res)
         if stop > cur:
             runs.append((res, cur, stop))
             cur = stop

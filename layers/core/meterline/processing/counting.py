@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from meterline.domain.counting import MeterCounter, subject_bucket
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.slots import floor_to
-from meterline.domain.timeutil import MINUTE_MS, QUARTER_MS
+from meterline.domain.timeutil import MINUTE_MS, QUARTER_MS, floor_to
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import UsageStore, raw_partition
 

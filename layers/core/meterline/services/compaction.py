@@ -35,8 +35,8 @@ import orjson
 
 from meterline.domain.counting import MeterCounter, Row, aggregate_rows, merge_group_states
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.slots import DAY, HOUR, QUARTER, Level, floor_to
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS
+from meterline.domain.slots import DAY, HOUR, QUARTER, Level
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to
 from meterline.processing.counting import counters_for
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import SlotStates, UsageStore, raw_partition

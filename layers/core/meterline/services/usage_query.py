@@ -29,8 +29,8 @@ from meterline.domain.counting import (
     subject_bucket,
 )
 from meterline.domain.meters import Aggregation, Meter
-from meterline.domain.slots import DAY, HOUR, QUARTER, Level, floor_to
-from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, epoch_ms_field, format_ms
+from meterline.domain.slots import DAY, HOUR, QUARTER, Level
+from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, epoch_ms_field, floor_to, format_ms
 from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.dynamo import concurrently

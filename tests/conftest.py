@@ -53,7 +53,6 @@ def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
 
     from meterline import bootstrap
     from meterline.aws.clients import reset_clients
-    from meterline.storage.dynamo import reset_client
     from meterline.storage.tables import ALL_TABLES
 
     bootstrap.reset()  # nothing built for another test's tables or engine
@@ -62,7 +61,7 @@ def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
         server = request.getfixturevalue("dynamodb_local")
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.endpoint_url)
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", server.endpoint_url)
-        reset_client()
+        reset_clients()
         client = boto3.client("dynamodb", region_name="us-east-1")
         existing = set(client.list_tables()["TableNames"])
         for spec in ALL_TABLES:
@@ -71,7 +70,6 @@ def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
                 client.delete_table(TableName=name)
             client.create_table(**spec.create_table_request(name))
         yield client
-        reset_client()
         reset_clients()
         return
     assert engine == "moto", f"unknown engine {engine}"

@@ -255,9 +255,7 @@ class LocalStack:
 
         from meterline import bootstrap
         from meterline.aws.clients import reset_clients
-        from meterline.storage.dynamo import reset_client
 
-        reset_client()
         reset_clients()  # clients made before this moto started would miss it
         bootstrap.reset()  # stores and services built from another environment (tests) would too
         from meterline.storage.tables import EVENTS_TABLE
@@ -386,10 +384,8 @@ class LocalStack:
         self._restore_environment()
         from meterline import bootstrap
         from meterline.aws.clients import reset_clients
-        from meterline.storage.dynamo import reset_client
 
-        reset_client()  # the cached clients point at the engine just stopped
-        reset_clients()
+        reset_clients()  # the cached clients point at the engine just stopped
         bootstrap.reset()
 
     def __enter__(self) -> LocalStack:

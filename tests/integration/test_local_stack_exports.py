@@ -34,9 +34,7 @@ def stack() -> Iterator[LocalStack]:
         os.environ.clear()
         os.environ.update(saved)
         from meterline.aws.clients import reset_clients
-        from meterline.storage.dynamo import reset_client
 
-        reset_client()
         reset_clients()
 
 

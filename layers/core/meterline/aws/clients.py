@@ -1,4 +1,5 @@
-"""One boto3 client per service and process, made on first use (never at import time)."""
+"""The one place boto3 clients are made: one per service and process, on first use (never at import
+time, which keeps handler cold imports small)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from typing import Any
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
+
+# DynamoDB gets a pool for the calls one request runs concurrently (storage.dynamo.MAX_CONCURRENT_CALLS)
+# and a shorter read timeout than the others.
+_CONFIG: dict[str, dict[str, Any]] = {
+    "dynamodb": {"max_pool_connections": 64, "read_timeout": 5},
+}
 
 
 def aws_client(service: str) -> Any:
@@ -18,8 +25,9 @@ def aws_client(service: str) -> Any:
                 import boto3
                 from botocore.config import Config
 
-                config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=2, read_timeout=10)
-                client = _clients[service] = boto3.session.Session().client(service, config=config)
+                options = {"retries": {"mode": "standard", "max_attempts": 5}, "connect_timeout": 2,
+                           "read_timeout": 10, **_CONFIG.get(service, {})}
+                client = _clients[service] = boto3.session.Session().client(service, config=Config(**options))
     return client
 
 

@@ -1,4 +1,5 @@
-"""The one place a DynamoDB client is made: lazily, once per process, never at import time."""
+"""What every DynamoDB table adapter shares: the process-wide client, paged Query, batched puts and
+concurrent calls."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from meterline.aws.clients import aws_client
 from meterline.settings import required_env
 from meterline.storage.tables import TableSpec
 
@@ -14,17 +16,15 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
 _lock = threading.Lock()
-_client: Any = None
 _executor: ThreadPoolExecutor | None = None
 
 # BatchWriteItem takes at most 25 puts; what DynamoDB leaves unprocessed is sent again, after a backoff.
 BATCH_WRITE_ITEMS = 25
 BATCH_WRITE_ATTEMPTS = 8
 
-# Calls one request may have in flight at once (event puts, a query's reads), and enough connections
-# for them.
+# Calls one request may have in flight at once (event puts, a query's reads); the DynamoDB client's
+# connection pool (meterline.aws.clients) is larger.
 MAX_CONCURRENT_CALLS = 32
-MAX_POOL_CONNECTIONS = 64
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,28 +59,8 @@ def concurrently(function: Callable[[T], R], arguments: Iterable[T]) -> list[R]:
 
 
 def dynamodb_client() -> Any:
-    global _client
-    if _client is None:
-        with _lock:
-            if _client is None:
-                import boto3  # imported on first use: keeps handler cold imports small
-                from botocore.config import Config
-
-                config = Config(
-                    max_pool_connections=MAX_POOL_CONNECTIONS,
-                    retries={"mode": "standard", "max_attempts": 5},
-                    connect_timeout=2,
-                    read_timeout=5,
-                )
-                _client = boto3.session.Session().client("dynamodb", config=config)
-    return _client
-
-
-def reset_client() -> None:
-    """Forget the cached client (tests switch between moto contexts)."""
-    global _client
-    with _lock:
-        _client = None
+    """The process-wide DynamoDB client (meterline.aws.clients makes every client)."""
+    return aws_client("dynamodb")
 
 
 def table_name(spec: TableSpec) -> str:
@@ -99,7 +79,7 @@ class TableAdapter:
 
     @property
     def client(self) -> Any:
-        # The process-wide client is looked up on each use, not kept: reset_client() reaches every adapter.
+        # The process-wide client is looked up on each use, not kept: reset_clients() reaches every adapter.
         return self._client if self._client is not None else dynamodb_client()
 
     @property

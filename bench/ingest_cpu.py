@@ -11,8 +11,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# importing `bench` first sets the environment the handlers read (bench/__init__.py)
-
+import bench  # noqa: E402, F401, I001 - first: sets the environment the handlers read (bench/__init__.py)
 from functions.ingest import handler as ingest  # noqa: E402
 from meterline import bootstrap  # noqa: E402
 from meterline_local.http_gateway import build_v2_event  # noqa: E402

@@ -107,9 +107,16 @@ class TableAdapter:
 
     def query_items(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item a Query returns, page after page (this table unless `request` names another)."""
+        return self._pages(self.client.query, request)
+
+    def scan_items(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item a Scan returns, page after page (this table unless `request` names another)."""
+        return self._pages(self.client.scan, request)
+
+    def _pages(self, call: Callable[..., dict[str, Any]], request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         request = {"TableName": self.table, **request}
         while True:
-            page = self.client.query(**request)
+            page = call(**request)
             yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return

@@ -148,17 +148,9 @@ class MetersStore(TableAdapter):
 
     def all_meters(self) -> builtins.list[tuple[str, StoredMeter]]:
         """Every stored meter of every namespace (the catalog is small; the backfill worker scans it)."""
-        found = []
-        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            response = self.client.scan(**request)
-            for item in response.get("Items", []):
-                pk = item["pk"]["S"]
-                if pk.endswith("#meter") and "meter" in item:
-                    found.append((pk[: -len("#meter")], _stored_meter(item)))
-            if not response.get("LastEvaluatedKey"):
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return [(item["pk"]["S"][: -len("#meter")], _stored_meter(item))
+                for item in self.scan_items({"ConsistentRead": True})
+                if item["pk"]["S"].endswith("#meter") and "meter" in item]
 
     def backfill_cursor(self, namespace: str, counter_set: str) -> tuple[dict[str, Any] | None, int]:
         """(scan position, pages done) of a backfill in progress; (None, 0) if it has not started."""

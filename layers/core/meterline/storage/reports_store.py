@@ -162,19 +162,10 @@ class ReportsStore(TableAdapter):
 
     def all_reports(self) -> builtins.list[tuple[str, StoredReport]]:
         """Every report of every namespace (a Scan: the catalog is small; used when schedules are rebuilt)."""
-        found = []
-        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
-                                   "FilterExpression": "begins_with(sk, :slug)",
-                                   "ExpressionAttributeValues": {":slug": {"S": "slug#"}}}
-        while True:
-            response = self.client.scan(**request)
-            for item in response.get("Items", []):
-                pk = item["pk"]["S"]
-                if pk.endswith("#report"):
-                    found.append((pk[: -len("#report")], _stored_report(item)))
-            if not response.get("LastEvaluatedKey"):
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = self.scan_items({"ConsistentRead": True, "FilterExpression": "begins_with(sk, :slug)",
+                                 "ExpressionAttributeValues": {":slug": {"S": "slug#"}}})
+        return [(item["pk"]["S"][: -len("#report")], _stored_report(item))
+                for item in items if item["pk"]["S"].endswith("#report")]
 
     def replace(self, namespace: str, stored: StoredReport, report: Report, secret: bytes | None = None,
                 previous_until_ms: int = 0) -> bool:

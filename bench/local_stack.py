@@ -40,7 +40,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.workload import generate  # noqa: E402
 from meterline.domain.timeutil import format_ms  # noqa: E402
+from meterline_local.engine import free_port  # noqa: E402
 
 DAY_MS = 86_400_000
 SPAN_MS = 10 * DAY_MS
@@ -79,9 +79,7 @@ class Stack:
     """A `meterline dev` child process on a free port."""
 
     def __init__(self, storage_args: Sequence[str]) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.storage_args = list(storage_args)
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []

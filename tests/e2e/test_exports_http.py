@@ -4,7 +4,6 @@ receiver verifying every signature."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import urllib3
 
+from tests.e2e.conftest import wait_for
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -30,16 +30,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def ingest(base: str, events: list[dict[str, Any]]) -> None:

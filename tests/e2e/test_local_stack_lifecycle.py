@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from tests.e2e.conftest import DevProcess, alive
+from tests.e2e.conftest import DevProcess, alive, wait_for
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -28,16 +28,6 @@ def call(method: str, url: str, body: Any = None, content_type: str = "applicati
         response = http.request(method, url, body=json.dumps(body).encode(),
                                 headers={"content-type": content_type})
     return response.status, (response.json() if response.data else None)
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def event(i: int, subject: str, tokens: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from meterline.domain.event_index import EventRef
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import DAY_MS, epoch_ms_field, format_ms, to_epoch_ms
+from meterline.domain.timeutil import DAY_MS, epoch_ms_field, floor_to, format_ms, to_epoch_ms
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.events_store import EventsStore
 from meterline.storage.usage_store import UsageStore
@@ -115,11 +115,11 @@ def _newest_refs(namespace: str, query: ListEventsQuery, index: UsageStore) -> l
     """Walk the index from `to` back to `from`, one UTC day partition at a time, stopping after the
     first complete hour that brings the count to the limit (pages within an hour are unordered)."""
     selected: dict[tuple[str, str], EventRef] = {}
-    day_start = _day_floor(query.to_ms)
-    while day_start >= _day_floor(query.from_ms) and len(selected) < query.limit:
+    day_start = floor_to(query.to_ms, DAY_MS)
+    while day_start >= floor_to(query.from_ms, DAY_MS) and len(selected) < query.limit:
         day = format_ms(day_start)[:10]
-        max_hour = int(format_ms(query.to_ms)[11:13]) if day_start == _day_floor(query.to_ms) else 23
-        min_hour = int(format_ms(query.from_ms)[11:13]) if day_start == _day_floor(query.from_ms) else 0
+        max_hour = int(format_ms(query.to_ms)[11:13]) if day_start == floor_to(query.to_ms, DAY_MS) else 23
+        min_hour = int(format_ms(query.from_ms)[11:13]) if day_start == floor_to(query.from_ms, DAY_MS) else 0
         for _hour, refs in index.iter_index_hours(namespace, day, max_hour, min_hour):
             for ref in refs:
                 if query.matches(ref):
@@ -129,7 +129,3 @@ def _newest_refs(namespace: str, query: ListEventsQuery, index: UsageStore) -> l
         day_start -= DAY_MS
     newest = sorted(selected.values(), key=EventRef.sort_key, reverse=True)
     return newest[: query.limit]
-
-
-def _day_floor(ms: int) -> int:
-    return ms - ms % DAY_MS

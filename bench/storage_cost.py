@@ -60,7 +60,7 @@ from meterline.domain.timeutil import (
     format_ms,  # noqa: E402
 )
 from meterline.services.compaction import Compactor  # noqa: E402
-from meterline.services.usage_query import UsageQuery, UsageReader  # noqa: E402
+from meterline.services.usage_query import UsageQueryParameters, UsageReader  # noqa: E402
 from meterline.settings import CompactionTiming  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
 from meterline.storage.usage_store import COMPACTION_KEY, UsageStore, slot_key, slot_partition  # noqa: E402
@@ -184,7 +184,7 @@ def run_query(client: CostModelDynamoDB, catalog: MeterCatalog, phase: str, now_
     its totals per group."""
     meter = next(m for m in catalog.meters if m.slug == QUERY_METER)
     raw = {"windowSize": "DAY", "subject": [TOP_SUBJECT], "groupBy": ["model", "type"], **params}
-    query = UsageQuery.parse(meter, raw, now_ms, 30 * DAY_MS)
+    query = UsageQueryParameters.model_validate(raw).query(meter, now_ms, 30 * DAY_MS)
     client.phase = phase
     rows = UsageReader(usage_store(client)).query(NAMESPACE, meter, query, now_ms=now_ms)
     totals: dict[tuple[str, str], float] = defaultdict(float)

@@ -10,12 +10,16 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.bootstrap import events_store, meters_store, usage_store
-from meterline.domain.request_bodies import json_object
+from meterline.domain.meters import meter_definition
 from meterline.domain.timeutil import DAY_MS, now_ms
-from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
-from meterline.services import meters, usage_query
+from meterline.http.requests import json_object, query_model
+from meterline.http.resolver import build_resolver, namespace_of
+from meterline.http.responses import json_response
+from meterline.http.usage import usage_query_params, usage_response
+from meterline.services import meters
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
+from meterline.services.usage_query import query_usage
 from meterline.settings import settings
 
 app = build_resolver()
@@ -27,22 +31,21 @@ def _namespace() -> str:
 
 @app.get("/api/v1/events")
 def get_events() -> Response:
-    query = ListEventsQuery.from_params(app.current_event.query_string_parameters or {})
+    query = query_model(app.current_event, ListEventsQuery, context={"now_ms": now_ms()})
     namespace = _namespace()
     return json_response(list_events(namespace, query, usage_store(), events_store(), meter_catalog(namespace)))
 
 
 @app.get("/api/v1/meters")
 def list_meters() -> Response:
-    query = meters.ListMetersQuery.from_params(app.current_event.query_string_parameters or {})
+    query = query_model(app.current_event, meters.ListMetersQuery)
     return json_response([m.to_api() for m in meters.list_meters(meters_store(), _namespace(), query)])
 
 
 @app.post("/api/v1/meters")
 def create_meter() -> Response:
-    meter = meters.create_meter(meters_store(), _namespace(), request_body(app),
-                                app.current_event.headers.get("content-type"), now_ms())
-    return json_response(meter.to_api(), status=201)
+    definition = meter_definition(json_object(app.current_event, "a meter"))
+    return json_response(meters.create_meter(meters_store(), _namespace(), definition, now_ms()).to_api(), status=201)
 
 
 @app.get("/api/v1/meters/<id_or_slug>")
@@ -52,9 +55,8 @@ def get_meter(id_or_slug: str) -> Response:
 
 @app.put("/api/v1/meters/<id_or_slug>")
 def update_meter(id_or_slug: str) -> Response:
-    meter = meters.update_meter(meters_store(), _namespace(), id_or_slug, request_body(app),
-                                app.current_event.headers.get("content-type"), now_ms())
-    return json_response(meter.to_api())
+    changes = json_object(app.current_event, "a meter")
+    return json_response(meters.update_meter(meters_store(), _namespace(), id_or_slug, changes, now_ms()).to_api())
 
 
 @app.delete("/api/v1/meters/<id_or_slug>")
@@ -63,27 +65,12 @@ def delete_meter(id_or_slug: str) -> Response:
     return Response(status_code=204)
 
 
-def _query(id_or_slug: str, raw: dict[str, Any]) -> Response:
-    namespace = _namespace()
-    meter = meters.get_meter(meters_store(), namespace, id_or_slug)
-    retention_ms = settings().retention_days * DAY_MS
-    query = usage_query.UsageQuery.parse(meter, raw, now_ms(), retention_ms)
-    rows = usage_query.UsageReader(usage_store()).query(namespace, meter, query)
-    if "text/csv" in (app.current_event.headers.get("accept") or ""):
-        return Response(status_code=200, content_type="text/csv", body=usage_query.result_csv(meter, query, rows))
-    return json_response(usage_query.result_json(query, rows))
-
-
-@app.get("/api/v1/meters/<id_or_slug>/query")
+@app.route("/api/v1/meters/<id_or_slug>/query", method=["GET", "POST"])
 def query_meter(id_or_slug: str) -> Response:
-    raw_query = app.current_event.raw_event.get("rawQueryString") or ""
-    return _query(id_or_slug, usage_query.params_from_query_string(raw_query))
-
-
-@app.post("/api/v1/meters/<id_or_slug>/query")
-def query_meter_post(id_or_slug: str) -> Response:
-    body = json_object(request_body(app), app.current_event.headers.get("content-type"), "a query")
-    return _query(id_or_slug, usage_query.params_from_body(body))
+    parameters = usage_query_params(app.current_event)
+    _, query, rows = query_usage(meters_store(), usage_store(), _namespace(), id_or_slug, parameters, now_ms(),
+                                 settings().retention_days * DAY_MS)
+    return usage_response(query, rows, app.current_event.headers.get("accept"))
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

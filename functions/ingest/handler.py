@@ -9,7 +9,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.bootstrap import events_store
 from meterline.domain.timeutil import now_ms
-from meterline.http.resolver import build_resolver, logger, namespace_of, problem_response, request_body
+from meterline.http.requests import body_bytes, parse_events
+from meterline.http.resolver import build_resolver, logger, namespace_of
+from meterline.http.responses import problem_response
 from meterline.services.ingest import ingest
 from meterline.settings import settings
 from meterline.storage.events_store import StorageUnavailable
@@ -26,8 +28,11 @@ def _storage_unavailable(error: StorageUnavailable) -> Response:
 
 @app.post("/api/v1/events")
 def ingest_events() -> Response:
-    result = ingest(events_store(), namespace_of(app.current_event.raw_event), request_body(app),
-                    app.current_event.headers.get("content-type"), now_ms(), settings().max_event_age_ms)
+    namespace = namespace_of(app.current_event.raw_event)
+    received = now_ms()
+    events = parse_events(body_bytes(app.current_event), app.current_event.headers.get("content-type"), received,
+                          settings().max_event_age_ms)
+    result = ingest(events_store(), namespace, events, received)
     logger.debug("ingested", extra={"stored": result.stored, "duplicates": result.duplicates})
     return Response(status_code=204)
 

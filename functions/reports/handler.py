@@ -9,8 +9,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterline.bootstrap import reports_context
+from meterline.domain.reports import report_definition
 from meterline.domain.timeutil import now_ms
-from meterline.http.resolver import build_resolver, json_response, namespace_of, request_body
+from meterline.http.requests import body_model, json_object, query_model
+from meterline.http.resolver import build_resolver, namespace_of
+from meterline.http.responses import json_response
 from meterline.services import reports
 
 app = build_resolver()
@@ -20,10 +23,6 @@ def _namespace() -> str:
     return namespace_of(app.current_event.raw_event)
 
 
-def _content_type() -> str | None:
-    return app.current_event.headers.get("content-type")
-
-
 @app.get("/api/v1/reports")
 def list_reports() -> Response:
     return json_response([r.to_api() for r in reports.list_reports(reports_context(), _namespace())])
@@ -31,8 +30,8 @@ def list_reports() -> Response:
 
 @app.post("/api/v1/reports")
 def create_report() -> Response:
-    created = reports.create_report(reports_context(), _namespace(), request_body(app), _content_type(), now_ms())
-    return json_response(created, status=201)
+    definition = report_definition(json_object(app.current_event, "a report"))
+    return json_response(reports.create_report(reports_context(), _namespace(), definition, now_ms()), status=201)
 
 
 @app.get("/api/v1/reports/<slug>")
@@ -42,8 +41,8 @@ def get_report(slug: str) -> Response:
 
 @app.put("/api/v1/reports/<slug>")
 def update_report(slug: str) -> Response:
-    report = reports.update_report(reports_context(), _namespace(), slug, request_body(app), _content_type(), now_ms())
-    return json_response(report.to_api())
+    body = json_object(app.current_event, "a report")
+    return json_response(reports.update_report(reports_context(), _namespace(), slug, body, now_ms()).to_api())
 
 
 @app.delete("/api/v1/reports/<slug>")
@@ -59,14 +58,15 @@ def rotate_secret(slug: str) -> Response:
 
 @app.get("/api/v1/reports/<slug>/runs")
 def list_runs(slug: str) -> Response:
-    params = app.current_event.query_string_parameters or {}
-    return json_response([run.to_api() for run in reports.list_runs(reports_context(), _namespace(), slug, params)])
+    query = query_model(app.current_event, reports.ListRunsQuery)
+    return json_response([run.to_api() for run in reports.list_runs(reports_context(), _namespace(), slug, query)])
 
 
 @app.post("/api/v1/reports/<slug>/runs")
 def request_run(slug: str) -> Response:
-    run = reports.request_run(reports_context(), _namespace(), slug, request_body(app), _content_type(), now_ms())
-    return json_response(run.to_api(), status=202)
+    request = body_model(app.current_event, reports.RunRequest, "a run request", prefix="invalid run request: ")
+    return json_response(reports.request_run(reports_context(), _namespace(), slug, request, now_ms()).to_api(),
+                         status=202)
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from functions.processor import handler as processor
 from functions.reports import handler as reports_api
 from functions.sender import handler as sender
 from meterline import bootstrap
+from meterline.domain.reports import report_definition
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
 from meterline.storage.meters_store import MetersStore
@@ -73,7 +74,7 @@ def create_report(ctx: reports.ReportsContext, receiver: Receiver, created_at_ms
         "schedule": {"interval": "1h", "startAt": "2024-01-01T00:00:00Z"},
         "query": {"groupBy": ["model"]}, "endpoint": {"url": receiver.url}, **overrides,
     }
-    created = reports.create_report(ctx, "default", orjson.dumps(body), JSON, created_at_ms)
+    created = reports.create_report(ctx, "default", report_definition(body), created_at_ms)
     receiver.secret = created["signingSecret"]
     return created
 
@@ -263,8 +264,8 @@ def test_rotation_signs_with_both_secrets_for_a_day_then_the_new_one(exports_aws
     Webhook(old).verify(body, within_grace["headers"])  # receivers still on the old secret accept it
 
     receiver.received.clear()
-    run = reports.request_run(ctx, "default", "hourly_tokens", orjson.dumps({"from": at(0), "to": at(HOUR)}),
-                              JSON, T0 + 26 * HOUR)
+    run = reports.request_run(ctx, "default", "hourly_tokens",
+                              reports.RunRequest.model_validate({"from": at(0), "to": at(HOUR)}), T0 + 26 * HOUR)
     bootstrap.exporter().run_requested("default", report["id"], run.id, "hourly_tokens", T0 + 26 * HOUR)
     with mock.patch("functions.sender.handler.now_ms", return_value=T0 + 26 * HOUR + 61_000):
         drain(exports_aws)

@@ -58,7 +58,7 @@ def test_same_batch_from_8_threads_is_stored_exactly_once(aws) -> None:
     batch = [cloud_event(i) for i in range(200)]
     body = orjson.dumps(batch)
     store = EventsStore(retention_days=400)
-    from meterline.domain.events import parse_events
+    from meterline.http.requests import parse_events
 
     barrier = threading.Barrier(8)
     results = []

@@ -344,8 +344,7 @@ def test_update_retries_when_the_meter_changed_between_read_and_write(aws) -> No
                 assert self.set_backfill(namespace, "tokens_total", {"status": "running", "startedAt": NOW})
             return super().replace(namespace, meter, expected_version)
 
-    updated = update_meter(RacingStore(), "default", "tokens_total", b'{"name": "Tokens"}', "application/json",
-                           1_704_067_300_000)
+    updated = update_meter(RacingStore(), "default", "tokens_total", {"name": "Tokens"}, 1_704_067_300_000)
     assert updated.name == "Tokens" and updated.backfill.status == "running"
     stored = request("GET", "/api/v1/meters/tokens_total").json()
     assert stored["name"] == "Tokens" and stored["backfill"] == {"status": "running", "startedAt": NOW}

@@ -15,9 +15,9 @@ from meterline.domain.events import (
     MAX_EVENTS_PER_REQUEST,
     MAX_FUTURE_MS,
     SINGLE,
-    parse_events,
 )
 from meterline.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from meterline.http.requests import parse_events
 from tests.conftest import cloud_event
 
 RECEIVED = 1_800_000_000_123  # 2027-01-15: after the example events

@@ -20,9 +20,9 @@ from pydantic import (
     field_validator,
 )
 
-from meterline.domain.request_bodies import bare_media_type, load_json
 from meterline.domain.timeutil import DAY_MS, format_ms, parse_rfc3339, to_epoch_ms
-from meterline.errors import FieldError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from meterline.domain.validation import field_errors
+from meterline.errors import FieldError, InvalidInput, PayloadTooLarge
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 1000
@@ -73,29 +73,15 @@ class CloudEvent(BaseModel):
 _BATCH_ADAPTER = TypeAdapter(list[CloudEvent])
 
 
-def media_type(content_type: str | None) -> str:
-    """The bare media type of a Content-Type header, or raise 415."""
-    bare = bare_media_type(content_type)
-    if bare not in ACCEPTED_CONTENT_TYPES:
-        shown = bare or "none"
-        raise UnsupportedMediaType(
-            f"Content-Type {shown} is not accepted; send {SINGLE}, {BATCH} or {JSON}",
-            [FieldError("Content-Type", f"must be one of {', '.join(ACCEPTED_CONTENT_TYPES)}")],
-        )
-    return bare
-
-
-def parse_events(body: bytes, content_type: str | None, received_ms: int,
-                 max_age_ms: int | None = None) -> list[CloudEvent]:
-    """Parse and validate the body of POST /api/v1/events. Raises a MeterlineError on any problem.
+def validate_events(payload: Any, kind: str, body_size: int, received_ms: int,
+                    max_age_ms: int | None = None) -> list[CloudEvent]:
+    """Validate the decoded body of POST /api/v1/events, sent as media type `kind` in `body_size` bytes.
+    Raises a MeterlineError on any problem.
 
     Every returned event has `time` resolved to UTC epoch milliseconds (the time of receipt if absent).
     With `max_age_ms`, events older than that before their receipt are refused (see
     meterline.settings.Settings.max_event_age_ms).
     """
-    kind = media_type(content_type)
-    payload = load_json(body, MAX_BODY_BYTES)
-
     is_batch = isinstance(payload, list)
     if kind == SINGLE and not isinstance(payload, dict):
         raise InvalidInput(f"{SINGLE} takes one event as a JSON object; send arrays as {BATCH}")
@@ -110,13 +96,17 @@ def parse_events(body: bytes, content_type: str | None, received_ms: int,
         raise PayloadTooLarge(
             f"the batch holds {len(raw_events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request"
         )
-    if len(body) > MAX_EVENT_BYTES:  # only then can a single event exceed the per-event limit
+    if body_size > MAX_EVENT_BYTES:  # only then can a single event exceed the per-event limit
         _check_event_sizes(raw_events, is_batch)
 
     try:
         events = _BATCH_ADAPTER.validate_python(raw_events)
     except ValidationError as exc:
-        raise _invalid_events([_field_error(err, is_batch) for err in exc.errors(include_url=False)]) from None
+        errors = field_errors(exc, what="an event", root="", reasons=_REASONS, indexed=True)
+        if not is_batch:
+            for error in errors:
+                error.index = None
+        raise _invalid_events(errors) from None
 
     future = []
     for index, ev in enumerate(events):
@@ -160,27 +150,10 @@ def _check_event_sizes(raw_events: list[Any], is_batch: bool) -> None:
 
 
 _REASONS = {
-    "missing": "is required",
-    "string_type": "must be a string",
-    "string_too_short": "must not be empty",
     "literal_error": None,  # pydantic's own message names the allowed values
     "dict_type": "must be a JSON object or null",
     "model_type": "must be a JSON object (a CloudEvent)",
-    "list_type": "must be a JSON array",
 }
-
-
-def _field_error(err: Any, is_batch: bool) -> FieldError:
-    loc = list(err["loc"])
-    index = loc.pop(0) if loc and isinstance(loc[0], int) else None
-    field = ".".join(str(part) for part in loc)
-    reason = _REASONS.get(err["type"]) or _clean_message(err["msg"])
-    return FieldError(field, reason, index if is_batch else None)
-
-
-def _clean_message(msg: str) -> str:
-    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
-    return msg[:1].lower() + msg[1:]
 
 
 def _describe(err: FieldError) -> str:

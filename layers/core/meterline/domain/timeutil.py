@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
-
-from meterline.errors import FieldError
 
 # Lengths of time, in the units Meterline stores: milliseconds (event times, windows) and seconds (TTLs).
 MINUTE_MS = 60_000
@@ -54,22 +50,6 @@ def parse_rfc3339(value: str) -> datetime:
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise ValueError(f"is not a valid date-time ({exc})") from None
-
-
-def epoch_ms_field(params: Mapping[str, Any], name: str, errors: list[FieldError]) -> int | None:
-    """The RFC 3339 date-time `params[name]` in epoch ms; None if absent, or (with a FieldError
-    appended to `errors`) if it is not a date-time string."""
-    value = params.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        errors.append(FieldError(name, "must be an RFC 3339 date-time string"))
-        return None
-    try:
-        return to_epoch_ms(parse_rfc3339(value))
-    except ValueError as exc:
-        errors.append(FieldError(name, str(exc)))
-        return None
 
 
 def to_epoch_ms(moment: datetime) -> int:

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from meterline.errors import FieldError, InvalidInput, MeterlineError
-from meterline.http.problems import PROBLEM_JSON, problem_body, problem_for
+from meterline.errors import InvalidInput, MeterlineError
+from meterline.http.problems import PROBLEM_JSON, problem_for
+from meterline.http.responses import problem_response
 from meterline.settings import NAMESPACE_PATTERN, settings
 
 logger = Logger(service="meterline")
-
-
-def problem_response(status: int, kind: str, title: str, detail: str,
-                     errors: list[FieldError] | None = None) -> Response:
-    return Response(status_code=status, content_type=PROBLEM_JSON,
-                    body=orjson.dumps(problem_body(status, kind, title, detail, errors)).decode())
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(status_code=status, content_type="application/json", body=orjson.dumps(payload).decode())
 
 
 def build_resolver() -> APIGatewayHttpResolver:
@@ -34,13 +23,6 @@ def build_resolver() -> APIGatewayHttpResolver:
     def _domain_error(error: MeterlineError) -> Response:
         status, body = problem_for(error, instance=app.current_event.path)
         return Response(status_code=status, content_type=PROBLEM_JSON, body=body.decode())
-
-    @app.exception_handler(RequestValidationError)
-    def _validation_error(error: RequestValidationError) -> Response:
-        errors = [FieldError(".".join(str(p) for p in e.get("loc", ())), e.get("msg", "is invalid"))
-                  for e in error.errors()]
-        return problem_response(400, "invalid-request", "The request is not valid",
-                                "; ".join(f"{e.field} {e.reason}" for e in errors), errors)
 
     @app.not_found
     def _not_found(_: Exception) -> Response:
@@ -66,12 +48,3 @@ def namespace_of(event: dict[str, Any]) -> str:
     if not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
         raise InvalidInput("the authorizer gave an invalid namespace")
     return namespace
-
-
-def request_body(app: APIGatewayHttpResolver) -> bytes:
-    event = app.current_event
-    if event.is_base64_encoded:
-        import base64
-
-        return base64.b64decode(event.body or "")
-    return (event.body or "").encode()

@@ -2,81 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
 
 from meterline.domain.event_index import EventRef
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import DAY_MS, epoch_ms_field, floor_to, format_ms, to_epoch_ms
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, floor_to, format_ms, now_ms
+from meterline.domain.validation import EpochMs, QueryParameters, bounded_integer
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.events_store import EventsStore
 from meterline.storage.usage_store import UsageStore
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
-DEFAULT_RANGE = timedelta(hours=24)
+DEFAULT_RANGE_MS = 24 * HOUR_MS
 # The index is partitioned by UTC day; a listing reads at most this many day partitions.
 MAX_RANGE_DAYS = 400
-SUPPORTED_PARAMS = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit", "clientId"}
 
 
-class ListEventsQuery:
-    """Filters of the listing. Times are inclusive epoch ms, as OpenMeter treats them."""
+class ListEventsQuery(QueryParameters):
+    """Filters of the listing. Times are inclusive epoch ms, as OpenMeter treats them; `from` and `to`
+    default to the 24 hours before the validation context's `now_ms`."""
 
-    def __init__(self, *, from_ms: int, to_ms: int, ingested_from_ms: int | None = None,
-                 ingested_to_ms: int | None = None, id_contains: str | None = None,
-                 subject_contains: str | None = None, limit: int = DEFAULT_LIMIT) -> None:
-        self.from_ms = from_ms
-        self.to_ms = to_ms
-        self.ingested_from_ms = ingested_from_ms
-        self.ingested_to_ms = ingested_to_ms
-        self.id_contains = id_contains
-        self.subject_contains = subject_contains
-        self.limit = limit
+    from_ms: EpochMs = Field(0, alias="from")
+    to_ms: EpochMs = Field(0, alias="to")
+    ingested_from_ms: EpochMs | None = Field(None, alias="ingestedAtFrom")
+    ingested_to_ms: EpochMs | None = Field(None, alias="ingestedAtTo")
+    id_contains: str | None = Field(None, alias="id", min_length=1)
+    subject_contains: str | None = Field(None, alias="subject", min_length=1)
+    limit: Annotated[int, BeforeValidator(bounded_integer(1, MAX_LIMIT))] = DEFAULT_LIMIT
+    client_id: str | None = Field(None, alias="clientId")  # accepted, as OpenMeter's SDKs send it
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, str], now: datetime | None = None) -> ListEventsQuery:
-        errors: list[FieldError] = []
-        unknown = sorted(set(params) - SUPPORTED_PARAMS)
-        for name in unknown:
-            errors.append(FieldError(name, "is not a supported query parameter"))
-
-        def time_param(name: str) -> int | None:
-            return epoch_ms_field(params, name, errors)
-
-        now = now or datetime.now(UTC)
-        to_ms = time_param("to")
-        from_ms = time_param("from")
-        ingested_from = time_param("ingestedAtFrom")
-        ingested_to = time_param("ingestedAtTo")
-        limit = DEFAULT_LIMIT
-        if "limit" in params:
-            raw = params["limit"]
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-                errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_LIMIT}"))
-            else:
-                limit = int(raw)
-        for name in ("id", "subject"):
-            if name in params and not params[name]:
-                errors.append(FieldError(name, "must not be empty"))
-        if errors:
-            raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
-
-        if to_ms is None:
-            to_ms = to_epoch_ms(now)
-        if from_ms is None:
-            from_ms = to_ms - int(DEFAULT_RANGE.total_seconds() * 1000)
-        if from_ms > to_ms:
+    @model_validator(mode="after")
+    def _range(self, info: ValidationInfo) -> ListEventsQuery:
+        fields = self.model_fields_set
+        if "to_ms" not in fields:
+            self.to_ms = (info.context or {}).get("now_ms") or now_ms()
+        if "from_ms" not in fields:
+            self.from_ms = self.to_ms - DEFAULT_RANGE_MS
+        if self.from_ms > self.to_ms:
             raise InvalidInput("from must not be after to", [FieldError("from", "must not be after to")])
-        if to_ms - from_ms > MAX_RANGE_DAYS * DAY_MS:
+        if self.to_ms - self.from_ms > MAX_RANGE_DAYS * DAY_MS:
             raise InvalidInput(f"the range from..to may span at most {MAX_RANGE_DAYS} days",
                                [FieldError("from", f"must be at most {MAX_RANGE_DAYS} days before to")])
-        if ingested_from is not None and ingested_to is not None and ingested_from > ingested_to:
+        if (self.ingested_from_ms is not None and self.ingested_to_ms is not None
+                and self.ingested_from_ms > self.ingested_to_ms):
             raise InvalidInput("ingestedAtFrom must not be after ingestedAtTo",
                                [FieldError("ingestedAtFrom", "must not be after ingestedAtTo")])
-        return cls(from_ms=from_ms, to_ms=to_ms, ingested_from_ms=ingested_from, ingested_to_ms=ingested_to,
-                   id_contains=params.get("id"), subject_contains=params.get("subject"), limit=limit)
+        return self
 
     def matches(self, ref: EventRef) -> bool:
         if not self.from_ms <= ref.time_ms <= self.to_ms:

@@ -4,11 +4,15 @@ meters of a YAML file. Bodies are validated as a whole before anything is writte
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
 
-from meterline.domain.meters import BackfillState, BackfillStatus, Meter, meter_definition, new_meter, updated_meter
-from meterline.domain.request_bodies import json_object
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+from meterline.domain.meters import BackfillState, BackfillStatus, Meter, new_meter, updated_meter
 from meterline.domain.timeutil import format_ms
-from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
+from meterline.domain.validation import QueryBool, QueryParameters, bounded_integer
+from meterline.errors import Conflict, FieldError, NotFound
 from meterline.services import meter_source
 from meterline.storage.meters_store import MetersStore
 
@@ -22,7 +26,6 @@ ORDER_BY = {
     "createdAt": lambda m: (m.created_at or "", m.slug),
     "updatedAt": lambda m: (m.updated_at or "", m.slug),
 }
-LIST_PARAMS = {"page", "pageSize", "order", "orderBy", "includeDeleted"}
 
 
 def new_ulid() -> str:
@@ -31,43 +34,32 @@ def new_ulid() -> str:
     return str(ULID())
 
 
-class ListMetersQuery:
+def _order(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in ("ASC", "DESC"):
+        raise PydanticCustomError("order", "must be ASC or DESC")
+    return value.upper()
+
+
+def _order_by(value: Any) -> str:
+    if value not in ORDER_BY:
+        raise PydanticCustomError("order_by", "must be one of {names}", {"names": ", ".join(ORDER_BY)})
+    return str(value)
+
+
+class ListMetersQuery(QueryParameters):
     """OpenMeter's list parameters: page (from 1), pageSize (all when absent), order ASC|DESC, orderBy
     key|name|aggregation|createdAt|updatedAt, includeDeleted (accepted; deleted meters are not kept)."""
 
-    def __init__(self, *, page: int = 1, page_size: int | None = None, descending: bool = False,
-                 order_by: str = "key") -> None:
-        self.page = page
-        self.page_size = page_size
-        self.descending = descending
-        self.order_by = order_by
+    page: Annotated[int, BeforeValidator(bounded_integer(1, 1_000_000))] = 1
+    page_size: Annotated[int | None, BeforeValidator(bounded_integer(1, MAX_PAGE_SIZE))] = Field(
+        None, alias="pageSize")
+    order: Annotated[str, BeforeValidator(_order)] = "ASC"
+    order_by: Annotated[str, BeforeValidator(_order_by)] = Field("key", alias="orderBy")
+    include_deleted: QueryBool = Field(False, alias="includeDeleted")
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> ListMetersQuery:
-        errors = [FieldError(name, "is not a supported query parameter") for name in sorted(set(params) - LIST_PARAMS)]
-
-        def integer(name: str, low: int, high: int) -> int | None:
-            raw = params.get(name)
-            if raw is None:
-                return None
-            if not raw.isdigit() or not low <= int(raw) <= high:
-                errors.append(FieldError(name, f"must be an integer from {low} to {high}"))
-                return None
-            return int(raw)
-
-        page = integer("page", 1, 1_000_000) or 1
-        page_size = integer("pageSize", 1, MAX_PAGE_SIZE)
-        order = params.get("order", "ASC").upper()
-        if order not in ("ASC", "DESC"):
-            errors.append(FieldError("order", "must be ASC or DESC"))
-        order_by = params.get("orderBy", "key")
-        if order_by not in ORDER_BY:
-            errors.append(FieldError("orderBy", f"must be one of {', '.join(ORDER_BY)}"))
-        if params.get("includeDeleted", "false").lower() not in ("true", "false"):
-            errors.append(FieldError("includeDeleted", "must be true or false"))
-        if errors:
-            raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
-        return cls(page=page, page_size=page_size, descending=order == "DESC", order_by=order_by)
+    @property
+    def descending(self) -> bool:
+        return self.order == "DESC"
 
     def apply(self, meters: Iterable[Meter]) -> list[Meter]:
         ordered = sorted(meters, key=ORDER_BY[self.order_by], reverse=self.descending)
@@ -92,9 +84,9 @@ def get_meter(store: MetersStore, namespace: str, id_or_slug: str) -> Meter:
     return stored.meter
 
 
-def create_meter(store: MetersStore, namespace: str, body: bytes, content_type: str | None, now_ms: int) -> Meter:
-    """Validate and store a new meter; 409 if its slug is taken. Its backfill starts out pending."""
-    meter = new_meter(meter_definition(json_object(body, content_type)), new_ulid(), now_ms)
+def create_meter(store: MetersStore, namespace: str, definition: Meter, now_ms: int) -> Meter:
+    """Store a new meter; 409 if its slug is taken. Its backfill starts out pending."""
+    meter = new_meter(definition, new_ulid(), now_ms)
     if not store.create(namespace, meter):
         raise Conflict(f"a meter with slug {meter.slug!r} already exists",
                        [FieldError("slug", "is already taken by another meter")])
@@ -102,15 +94,14 @@ def create_meter(store: MetersStore, namespace: str, body: bytes, content_type: 
     return meter
 
 
-def update_meter(store: MetersStore, namespace: str, id_or_slug: str, body: bytes, content_type: str | None,
+def update_meter(store: MetersStore, namespace: str, id_or_slug: str, changes: Mapping[str, Any],
                  now_ms: int) -> Meter:
-    """Apply a PUT (see meterline.domain.meters.updated_meter for what it may change)."""
-    payload = json_object(body, content_type)
+    """Apply a PUT body (see meterline.domain.meters.updated_meter for what it may change)."""
     for _ in range(UPDATE_ATTEMPTS):
         stored = store.find(namespace, id_or_slug)
         if stored is None:
             raise _not_found(id_or_slug)
-        meter = updated_meter(stored.meter, payload, now_ms)
+        meter = updated_meter(stored.meter, changes, now_ms)
         if store.replace(namespace, meter, stored.version):
             meter_source.invalidate(namespace)
             return meter

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
 
 from meterline.aws.queues import ExportQueues
 from meterline.aws.schedules import ReportSchedules
@@ -17,9 +19,9 @@ from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import ExportRequest, Run, RunPhase, Trigger
 from meterline.domain.meters import Meter
 from meterline.domain.reports import Report, check_against_meter, report_definition
-from meterline.domain.request_bodies import json_object
-from meterline.domain.timeutil import DAY_MS, epoch_ms_field, format_ms
-from meterline.errors import Conflict, FieldError, InvalidInput, NotFound
+from meterline.domain.timeutil import DAY_MS, format_ms
+from meterline.domain.validation import EpochMs, QueryParameters, bounded_integer, invalid
+from meterline.errors import Conflict, FieldError, NotFound
 from meterline.services.meters import new_ulid
 from meterline.settings import ExportSettings, export_settings
 from meterline.storage.meters_store import MetersStore
@@ -65,17 +67,16 @@ def report_meter(ctx: ReportsContext, namespace: str, report: Report) -> Meter:
     return meter.meter
 
 
-def _validated(ctx: ReportsContext, namespace: str, body: Mapping[str, Any], slug: str | None = None) -> Report:
-    report = report_definition(body, slug=slug)
+def _check(ctx: ReportsContext, namespace: str, report: Report) -> None:
+    """What a definition cannot check by itself: the endpoint policy and the meter's groupBy keys."""
     ctx.endpoint_policy.check_url(report.endpoint.url)
     check_against_meter(report, report_meter(ctx, namespace, report))
-    return report
 
 
-def create_report(ctx: ReportsContext, namespace: str, body: bytes, content_type: str | None,
-                  now_ms: int) -> dict[str, Any]:
-    """Store a report and create its schedule. The response is the only place its signing secret shows."""
-    definition = _validated(ctx, namespace, json_object(body, content_type, "a report"))
+def create_report(ctx: ReportsContext, namespace: str, definition: Report, now_ms: int) -> dict[str, Any]:
+    """Store a report and create its schedule. The response is the only place its signing secret shows.
+    (meterline.domain.reports.report_definition validates a request body into `definition`.)"""
+    _check(ctx, namespace, definition)
     now = format_ms(now_ms)
     report_id = new_ulid()
     report = definition.model_copy(update={"id": report_id, "created_at": now, "updated_at": now})
@@ -99,13 +100,13 @@ def get_report(ctx: ReportsContext, namespace: str, slug: str) -> Report:
     return _stored(ctx, namespace, slug).report
 
 
-def update_report(ctx: ReportsContext, namespace: str, slug: str, body: bytes, content_type: str | None,
-                  now_ms: int) -> Report:
-    """Replace a report's definition (everything but its slug, id and secret) and its schedule."""
-    payload = json_object(body, content_type, "a report")
+def update_report(ctx: ReportsContext, namespace: str, slug: str, body: Mapping[str, Any], now_ms: int) -> Report:
+    """Replace a report's definition (everything but its slug, id and secret) and its schedule. A missing
+    report is 404 whatever the body holds."""
     for _ in range(UPDATE_ATTEMPTS):
         stored = _stored(ctx, namespace, slug)
-        definition = _validated(ctx, namespace, payload, slug=slug)
+        definition = report_definition(body, slug=slug)
+        _check(ctx, namespace, definition)
         report = definition.model_copy(update={"id": stored.report.id, "created_at": stored.report.created_at,
                                                "updated_at": format_ms(now_ms)})
         if ctx.reports.replace(namespace, stored, report):
@@ -144,21 +145,30 @@ def rotate_secret(ctx: ReportsContext, namespace: str, slug: str, now_ms: int) -
     raise Conflict(f"report {slug!r} kept changing while its secret was being rotated; retry")
 
 
-def request_run(ctx: ReportsContext, namespace: str, slug: str, body: bytes, content_type: str | None,
-                now_ms: int) -> Run:
-    """A manual run of [from, to): recorded as pending and queued for the exporter."""
-    payload = json_object(body, content_type, "a run request")
-    errors = [FieldError(key, "is not a field of a run request") for key in sorted(set(payload) - {"from", "to"})]
-    start, end = epoch_ms_field(payload, "from", errors), epoch_ms_field(payload, "to", errors)
-    errors += [FieldError(name, "is required") for name in ("from", "to") if name not in payload]
-    if start is not None and end is not None:
-        if start >= end:
-            errors.append(FieldError("to", "must be after from"))
-        elif end - start > MAX_MANUAL_SPAN_MS:
-            errors.append(FieldError("to", "must be at most 400 days after from"))
-    if errors:
-        raise InvalidInput("invalid run request: " + "; ".join(f"{e.field} {e.reason}" for e in errors), errors)
-    assert start is not None and end is not None
+class RunRequest(QueryParameters):
+    """The body of POST /api/v1/reports/{slug}/runs: a manual run of [from, to)."""
+
+    from_ms: EpochMs = Field(alias="from")
+    to_ms: EpochMs = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _span(self) -> RunRequest:
+        if self.from_ms >= self.to_ms:
+            errors = [FieldError("to", "must be after from")]
+        elif self.to_ms - self.from_ms > MAX_MANUAL_SPAN_MS:
+            errors = [FieldError("to", "must be at most 400 days after from")]
+        else:
+            return self
+        raise invalid(errors, "invalid run request: ")
+
+
+class ListRunsQuery(QueryParameters):
+    limit: Annotated[int, BeforeValidator(bounded_integer(1, MAX_RUNS_PAGE))] = DEFAULT_RUNS_PAGE
+
+
+def request_run(ctx: ReportsContext, namespace: str, slug: str, request: RunRequest, now_ms: int) -> Run:
+    """A manual run, recorded as pending and queued for the exporter."""
+    start, end = request.from_ms, request.to_ms
     report = _stored(ctx, namespace, slug).report
     assert report.id is not None
     run = Run(id=new_ulid(), report_id=report.id, window_start_ms=start, window_end_ms=end,
@@ -168,13 +178,7 @@ def request_run(ctx: ReportsContext, namespace: str, slug: str, body: bytes, con
     return run
 
 
-def list_runs(ctx: ReportsContext, namespace: str, slug: str, params: Mapping[str, str]) -> list[Run]:
-    errors = [FieldError(name, "is not a supported query parameter") for name in sorted(set(params) - {"limit"})]
-    raw = params.get("limit", str(DEFAULT_RUNS_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RUNS_PAGE:
-        errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_RUNS_PAGE}"))
-    if errors:
-        raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
+def list_runs(ctx: ReportsContext, namespace: str, slug: str, query: ListRunsQuery) -> list[Run]:
     report = _stored(ctx, namespace, slug).report
     assert report.id is not None
-    return ctx.reports.list_runs(namespace, report.id, int(raw))
+    return ctx.reports.list_runs(namespace, report.id, query.limit)

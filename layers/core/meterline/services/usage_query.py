@@ -13,10 +13,12 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from meterline.domain.counting import (
     SUBJECT_BUCKETS,
@@ -30,10 +32,13 @@ from meterline.domain.counting import (
 )
 from meterline.domain.meters import Aggregation, Meter
 from meterline.domain.slots import DAY, HOUR, QUARTER, Level
-from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, epoch_ms_field, floor_to, format_ms
+from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
+from meterline.domain.validation import EpochMs, QueryParameters, invalid
 from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
+from meterline.services.meters import get_meter
 from meterline.storage.dynamo import concurrently
+from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore, raw_partition
 
 SUBJECT = "subject"
@@ -53,38 +58,63 @@ class UsageQuery:
     def zone(self) -> ZoneInfo:
         return resolve_time_zone(self.time_zone)
 
-    @classmethod
-    def parse(cls, meter: Meter, raw: Mapping[str, Any], now_ms: int, default_range_ms: int) -> UsageQuery:
-        """Validate query parameters (already collected from the query string or a JSON body):
-        from/to strings, windowSize, windowTimeZone, subject and groupBy lists, filterGroupBy mapping."""
-        errors: list[FieldError] = []
 
-        def when(name: str) -> int | None:
-            return epoch_ms_field(raw, name, errors)
 
-        from_ms, to_ms = when("from"), when("to")
-        window_size = None
-        if raw.get("windowSize") is not None:
-            try:
-                window_size = WindowSize(raw["windowSize"])
-            except ValueError:
-                errors.append(FieldError("windowSize", "must be one of MINUTE, HOUR, DAY, MONTH"))
-        time_zone = raw.get("windowTimeZone") or "UTC"
-        try:
-            resolve_time_zone(time_zone)
-        except (ValueError, TypeError) as exc:
-            errors.append(FieldError("windowTimeZone", str(exc)))
-        subjects = _string_list(raw.get("subject"), "subject", errors)
-        group_by = _string_list(raw.get("groupBy"), "groupBy", errors) or []
-        for key in group_by:
-            if key != SUBJECT and key not in meter.group_by:
-                errors.append(FieldError("groupBy", f"meter {meter.slug} has no groupBy key {key!r}"))
+def _window_size(value: Any) -> WindowSize | None:
+    if value is None:
+        return None
+    try:
+        return WindowSize(value)
+    except ValueError:
+        raise PydanticCustomError("window_size", "must be one of MINUTE, HOUR, DAY, MONTH") from None
+
+
+def _time_zone(value: Any) -> str:
+    zone = value or "UTC"
+    try:
+        resolve_time_zone(zone)
+    except (ValueError, TypeError) as exc:
+        raise PydanticCustomError("time_zone", str(exc)) from None
+    return str(zone)
+
+
+def _string_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    listed = [value] if isinstance(value, str) else value
+    if not isinstance(listed, list) or not all(isinstance(v, str) and v for v in listed):
+        raise PydanticCustomError("string_list", "must be a list of non-empty strings")
+    return list(dict.fromkeys(listed))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError("filter_group_by", "must map groupBy keys to values")
+    return dict(value)
+
+
+class UsageQueryParameters(QueryParameters):
+    """OpenMeter's usage query, from a query string (meterline.http.requests.usage_query_params) or a
+    JSON body: what can be checked without the meter."""
+
+    from_ms: EpochMs | None = Field(None, alias="from")
+    to_ms: EpochMs | None = Field(None, alias="to")
+    window_size: Annotated[WindowSize | None, BeforeValidator(_window_size)] = Field(None, alias="windowSize")
+    window_time_zone: Annotated[str, BeforeValidator(_time_zone)] = Field("UTC", alias="windowTimeZone")
+    subject: Annotated[list[str] | None, BeforeValidator(_string_list)] = None
+    group_by: Annotated[list[str] | None, BeforeValidator(_string_list)] = Field(None, alias="groupBy")
+    filter_group_by: Annotated[dict[str, Any], BeforeValidator(_mapping)] = Field({}, alias="filterGroupBy")
+    client_id: str | None = Field(None, alias="clientId")  # accepted, as OpenMeter's SDKs send it
+
+    def query(self, meter: Meter, now_ms: int, default_range_ms: int) -> UsageQuery:
+        """The query on `meter`: its groupBy and filter keys must be the meter's; `to` defaults to now and
+        `from` to `default_range_ms` before `to`."""
+        errors = [FieldError("groupBy", f"meter {meter.slug} has no groupBy key {key!r}")
+                  for key in self.group_by or [] if key != SUBJECT and key not in meter.group_by]
         filters: dict[str, list[str]] = {}
-        raw_filters = raw.get("filterGroupBy") or {}
-        if not isinstance(raw_filters, Mapping):
-            errors.append(FieldError("filterGroupBy", "must map groupBy keys to values"))
-            raw_filters = {}
-        for key, values in raw_filters.items():
+        for key, values in self.filter_group_by.items():
             if key not in meter.group_by:
                 errors.append(FieldError(f"filterGroupBy[{key}]", f"meter {meter.slug} has no groupBy key {key!r}"))
                 continue
@@ -94,22 +124,22 @@ class UsageQuery:
                 continue
             filters[key] = listed
         if errors:
-            raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
-        to_ms = now_ms if to_ms is None else to_ms
-        from_ms = to_ms - default_range_ms if from_ms is None else from_ms
+            raise invalid(errors)
+        to_ms = now_ms if self.to_ms is None else self.to_ms
+        from_ms = to_ms - default_range_ms if self.from_ms is None else self.from_ms
         if from_ms >= to_ms:
             raise InvalidInput("from must be before to", [FieldError("from", "must be before to")])
-        return cls(from_ms, to_ms, window_size, time_zone, subjects, group_by, filters)
+        return UsageQuery(from_ms, to_ms, self.window_size, self.window_time_zone, self.subject,
+                          self.group_by or [], filters)
 
 
-def _string_list(value: Any, name: str, errors: list[FieldError]) -> list[str] | None:
-    if value is None:
-        return None
-    listed = [value] if isinstance(value, str) else value
-    if not isinstance(listed, list) or not all(isinstance(v, str) and v for v in listed):
-        errors.append(FieldError(name, "must be a list of non-empty strings"))
-        return None
-    return list(dict.fromkeys(listed))
+def query_usage(meters: MetersStore, store: UsageStore, namespace: str, id_or_slug: str,
+                parameters: UsageQueryParameters, now_ms: int, default_range_ms: int
+                ) -> tuple[Meter, UsageQuery, list[dict[str, Any]]]:
+    """GET/POST /api/v1/meters/{idOrSlug}/query: the meter, the query as understood, and its rows."""
+    meter = get_meter(meters, namespace, id_or_slug)
+    query = parameters.query(meter, now_ms, default_range_ms)
+    return meter, query, UsageReader(store).query(namespace, meter, query, now_ms)
 
 
 @dataclass
@@ -304,81 +334,3 @@ class UsageReader:
         return frozenset(floor_to(minute, QUARTER_MS)
                          for _, cs, minute, _ in self.store.read_late_since(namespace, state["lateThrough"])
                          if cs == counter_set)
-
-
-QUERY_PARAMS = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "filterGroupBy", "clientId"}
-_LIST_PARAMS = {"subject", "groupBy"}
-
-
-def params_from_query_string(raw_query: str) -> dict[str, Any]:
-    """GET parameters in the shape UsageQuery.parse takes: repeated `subject` and `groupBy`,
-    `filterGroupBy[key]=value` (or `filterGroupBy` as a JSON object)."""
-    from urllib.parse import parse_qsl
-
-    params: dict[str, Any] = {}
-    errors: list[FieldError] = []
-    for name, value in parse_qsl(raw_query, keep_blank_values=True):
-        if name.startswith("filterGroupBy[") and name.endswith("]"):
-            params.setdefault("filterGroupBy", {}).setdefault(name[14:-1], []).append(value)
-        elif name == "filterGroupBy":
-            try:
-                decoded = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                decoded = None
-            if not isinstance(decoded, dict):
-                errors.append(FieldError("filterGroupBy", "must be filterGroupBy[key]=value or a JSON object"))
-                continue
-            for key, values in decoded.items():
-                params.setdefault("filterGroupBy", {}).setdefault(key, []).extend(
-                    values if isinstance(values, list) else [values])
-        elif name in _LIST_PARAMS:
-            params.setdefault(name, []).extend(part for part in value.split(",") if part) if name == "groupBy" \
-                else params.setdefault(name, []).append(value)
-        elif name not in QUERY_PARAMS:
-            errors.append(FieldError(name, "is not a supported query parameter"))
-        elif name in params:
-            errors.append(FieldError(name, "must be given once"))
-        else:
-            params[name] = value
-    if errors:
-        raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
-    return params
-
-
-def params_from_body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object", [FieldError("body", "must be a JSON object")])
-    unknown = sorted(set(body) - QUERY_PARAMS)
-    if unknown:
-        errors = [FieldError(name, "is not a supported query field") for name in unknown]
-        raise InvalidInput("; ".join(f"{e.field} {e.reason}" for e in errors), errors)
-    return body
-
-
-def result_json(query: UsageQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "from": format_ms(query.from_ms),
-        "to": format_ms(query.to_ms),
-        "windowSize": query.window_size.value if query.window_size else None,
-        "data": rows,
-    }
-
-
-def result_csv(meter: Meter, query: UsageQuery, rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    keys = [k for k in query.group_by if k != SUBJECT]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["window_start", "window_end", "subject", *keys, "value"])
-    for row in rows:
-        writer.writerow([row["windowStart"], row["windowEnd"], row["subject"] or "",
-                         *(row["groupBy"].get(k, "") for k in keys), _csv_number(row["value"])])
-    return out.getvalue()
-
-
-def _csv_number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)

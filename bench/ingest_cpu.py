@@ -16,6 +16,9 @@ from functions.ingest import handler as ingest  # noqa: E402
 from meterline import bootstrap  # noqa: E402
 from meterline_local.http_gateway import build_v2_event  # noqa: E402
 from tests.fakes import InMemoryDynamoDB  # noqa: E402
+from meterline_local.lambda_runtime import LocalLambdaContext  # noqa: E402
+
+CONTEXT = LocalLambdaContext("bench")
 
 BATCH = 100
 ROUNDS = 300
@@ -39,10 +42,10 @@ def measure() -> float:
     events = [build_v2_event("POST", "/api/v1/events", "", headers, body(r), None, {}, "127.0.0.1")
               for r in range(ROUNDS + WARMUP)]
     for event in events[:WARMUP]:
-        assert ingest.handler(event, None)["statusCode"] == 204
+        assert ingest.handler(event, CONTEXT)["statusCode"] == 204
     started = time.process_time()
     for event in events[WARMUP:]:
-        ingest.handler(event, None)
+        ingest.handler(event, CONTEXT)
     cpu = time.process_time() - started
     assert len(store._client.items) == (ROUNDS + WARMUP) * BATCH
     return cpu / (ROUNDS * BATCH) * 1e6

@@ -19,7 +19,10 @@ from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
 from meterline.storage.usage_store import UsageStore  # noqa: E402
+from meterline_local.lambda_runtime import LocalLambdaContext  # noqa: E402
 from tests.fakes import InMemoryDynamoDB  # noqa: E402
+
+CONTEXT = LocalLambdaContext("bench")
 
 BATCH = 1000
 WARMUP_BATCHES = 3
@@ -58,11 +61,11 @@ def measure() -> float:
     nows = [batch_now(batch) for batch in batches]
     for batch, now in zip(batches[:WARMUP_BATCHES], nows, strict=False):
         clock[0] = now
-        assert processor.handler(batch, None) == {"batchItemFailures": []}
+        assert processor.handler(batch, CONTEXT) == {"batchItemFailures": []}
     started = time.process_time()
     for batch, now in zip(batches[WARMUP_BATCHES:], nows[WARMUP_BATCHES:], strict=True):
         clock[0] = now
-        processor.handler(batch, None)
+        processor.handler(batch, CONTEXT)
     cpu = time.process_time() - started
     assert any("#raw#" in key[0] for key in client.items), "the processor wrote no counting rows"
     return cpu / (BATCHES * BATCH) * 1e6

@@ -64,7 +64,10 @@ from meterline.services.usage_query import UsageQueryParameters, UsageReader  # 
 from meterline.settings import CompactionTiming  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
 from meterline.storage.usage_store import COMPACTION_KEY, UsageStore, slot_key, slot_partition  # noqa: E402
+from meterline_local.lambda_runtime import LocalLambdaContext  # noqa: E402
 from tests.fakes import CostModelDynamoDB  # noqa: E402
+
+CONTEXT = LocalLambdaContext("bench")
 
 EVENTS = 100_000
 RATE_PER_S = 1_000
@@ -156,7 +159,7 @@ def process(client: CostModelDynamoDB, catalog: MeterCatalog, records: Iterable[
 
     def flush() -> None:
         clock[0] = processor_cpu.batch_now({"Records": batch})
-        assert processor.handler({"Records": batch}, None) == {"batchItemFailures": []}
+        assert processor.handler({"Records": batch}, CONTEXT) == {"batchItemFailures": []}
 
     for record in records:
         batch.append(record)

@@ -16,7 +16,7 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
-from meterline.settings import NAMESPACE_PATTERN
+from meterline.settings import NAMESPACE_PATTERN, STREAM_BATCH_SIZE, retention_problems
 
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -76,7 +76,7 @@ class MeterlineProps:
     # The namespace of requests that carry no authorizer context.
     default_namespace: str = "default"
     # Events-table stream -> processor.
-    stream_batch_size: int = 1000
+    stream_batch_size: int = STREAM_BATCH_SIZE
     stream_batching_window_seconds: int = 5
     stream_retry_attempts: int = 10
     # HTTP API stage throttling (requests per second, and burst); each ingest request carries up to
@@ -111,15 +111,9 @@ class MeterlineProps:
         errors = []
         if not STAGE_PATTERN.match(self.stage):
             errors.append(f"stage {self.stage!r} must match {STAGE_PATTERN.pattern}")
-        if not 1 <= self.retention_days <= 3650:
-            errors.append("retentionDays must be between 1 and 3650")
-        minute, quarter = self.minute_retention_days, self.quarter_retention_days
-        if minute is not None and not 2 <= minute <= self.retention_days:
-            errors.append("minuteRetentionDays must be between 2 and retentionDays")
-        if quarter is not None and not 1 <= quarter <= self.retention_days:
-            errors.append("quarterRetentionDays must be between 1 and retentionDays")
-        if minute is not None and quarter is not None and minute > quarter:
-            errors.append("minuteRetentionDays must not exceed quarterRetentionDays")
+        errors += retention_problems(self.retention_days, self.minute_retention_days, self.quarter_retention_days,
+                                     {"days": "retentionDays", "minute": "minuteRetentionDays",
+                                      "quarter": "quarterRetentionDays"})
         if self.log_level not in LOG_LEVELS:
             errors.append(f"logLevel must be one of {', '.join(LOG_LEVELS)}")
         if self.log_retention_days not in _RETENTION_BY_DAYS:

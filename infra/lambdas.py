@@ -2,7 +2,7 @@
 
 One role per function with exactly the DynamoDB actions it needs (declared in TABLE_ACCESS, so a new
 function without a declaration fails the synth instead of getting broad rights), its own log group
-with retention, arm64, Python 3.12, JSON logs at the stage's log level, X-Ray active tracing, and the
+with retention, arm64, Python 3.12, JSON logs at the stage's log level, no X-Ray tracing, and the
 two shared layers.
 """
 
@@ -201,7 +201,7 @@ class MeterlineFunction(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=_APPLICATION_LOG_LEVEL[props.log_level],
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
-            tracing=lambda_.Tracing.ACTIVE,
+            tracing=lambda_.Tracing.DISABLED,  # docs/decisions.md, "No X-Ray tracing"
             layers=layers.all,
             environment=environment,
             reserved_concurrent_executions=reserved_concurrency,

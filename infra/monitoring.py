@@ -23,7 +23,8 @@ from constructs import Construct
 
 from infra.config import MeterlineProps
 from infra.lambdas import SERVICE_NAME
-from meterline.services.compaction import LAG_METRIC, METRICS_NAMESPACE
+from meterline.observability import METRICS_NAMESPACE
+from meterline.services.compaction import LAG_METRIC
 
 PERIOD = Duration.minutes(5)
 COMPACTION_LAG_ALARM_SECONDS = 30 * 60

@@ -19,10 +19,9 @@ from functions.routes import REPORTS
 if TYPE_CHECKING:
     from infra.construct import Meterline
 
-XRAY_AND_STREAMS_WILDCARD = (
-    "X-Ray's PutTraceSegments and PutTelemetryRecords (added by Tracing.ACTIVE) and DynamoDB "
-    "ListStreams (added by the stream event source, processor only) support no resource-level "
-    "permissions: AWS requires Resource '*'. Every DynamoDB table action is scoped to its table ARN."
+LIST_STREAMS_WILDCARD = (
+    "DynamoDB ListStreams (added by the stream event source) supports no resource-level permissions: "
+    "AWS requires Resource '*'. Every DynamoDB table and stream action is scoped to its ARN."
 )
 PINNED_RUNTIME = (
     "Python 3.12 is pinned on purpose: the dependency layer is built for cp312 (infra/bundling.py "
@@ -63,8 +62,8 @@ def acknowledge(meterline: Meterline) -> None:
     functions = [*meterline.api.functions.values(), meterline.processing.processor, meterline.processing.compactor,
                  meterline.exports.exporter, meterline.exports.sender]
     for function in functions:
-        _ack(function.role, "AwsSolutions-IAM5[Resource::*]", XRAY_AND_STREAMS_WILDCARD)
         _ack(function.function, "AwsSolutions-L1", PINNED_RUNTIME)
+    _ack(meterline.processing.processor.role, "AwsSolutions-IAM5[Resource::*]", LIST_STREAMS_WILDCARD)
     if not meterline.props.authorizer_enabled:
         _ack(meterline.api.http_api, "AwsSolutions-APIG4", NO_AUTHORIZER)
     _ack(meterline.processing.failure_queue, "AwsSolutions-SQS3", STREAM_FAILURE_QUEUE)

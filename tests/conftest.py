@@ -131,3 +131,10 @@ def cloud_event(i: int | str = 1, **overrides: Any) -> dict[str, Any]:
     }
     event.update(overrides)
     return event
+
+
+def lambda_context(name: str = "test") -> Any:
+    """A Lambda context object, as the runtime passes one (the local stack's)."""
+    from meterline_local.lambda_runtime import LocalLambdaContext
+
+    return LocalLambdaContext(name)

@@ -16,6 +16,7 @@ from meterline.http.requests import json_object, query_model
 from meterline.http.resolver import build_resolver, namespace_of
 from meterline.http.responses import json_response
 from meterline.http.usage import usage_query_params, usage_response
+from meterline.observability import http_handler
 from meterline.services import meters
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
@@ -73,5 +74,6 @@ def query_meter(id_or_slug: str) -> Response:
     return usage_response(query, rows, app.current_event.headers.get("accept"))
 
 
+@http_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -10,8 +10,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from meterline.bootstrap import events_store
 from meterline.domain.timeutil import now_ms
 from meterline.http.requests import body_bytes, parse_events
-from meterline.http.resolver import build_resolver, logger, namespace_of
+from meterline.http.resolver import build_resolver, namespace_of
 from meterline.http.responses import problem_response
+from meterline.observability import http_handler, logger
 from meterline.services.ingest import ingest
 from meterline.settings import settings
 from meterline.storage.events_store import StorageUnavailable
@@ -37,5 +38,6 @@ def ingest_events() -> Response:
     return Response(status_code=204)
 
 
+@http_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -19,15 +18,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from meterline.bootstrap import usage_store
 from meterline.domain.events import StoredEvent
 from meterline.domain.timeutil import now_ms
+from meterline.observability import event_handler, logger
 from meterline.processing.counting import count_events
 from meterline.processing.event_indexing import batch_id, decode_insert, index_events
 from meterline.services.meter_source import meter_catalog
 from meterline.settings import compaction_timing
 
-logger = Logger(service="meterline")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
+@event_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     records: list[dict[str, Any]] = event.get("Records") or []
     decoded: list[StoredEvent] = []

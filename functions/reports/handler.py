@@ -14,6 +14,7 @@ from meterline.domain.timeutil import now_ms
 from meterline.http.requests import body_model, json_object, query_model
 from meterline.http.resolver import build_resolver, namespace_of
 from meterline.http.responses import json_response
+from meterline.observability import http_handler
 from meterline.services import reports
 
 app = build_resolver()
@@ -69,5 +70,6 @@ def request_run(slug: str) -> Response:
                          status=202)
 
 
+@http_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

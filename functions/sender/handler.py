@@ -7,28 +7,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Json
 
 from meterline.bootstrap import webhook_sender
+from meterline.domain.exports import DeliveryMessage
 from meterline.domain.timeutil import now_ms
-
-logger = Logger(service="meterline")
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+from meterline.observability import event_handler, logger
 
 
-def _deliver(record: SQSRecord) -> None:
-    message = orjson.loads(record.body)
+class DeliveryRecord(SqsRecordModel):
+    body: Json[DeliveryMessage]  # type: ignore[assignment]
+
+
+processor = BatchProcessor(event_type=EventType.SQS, model=DeliveryRecord, raise_on_entire_batch_failure=False)
+
+
+def _deliver(record: DeliveryRecord) -> None:
+    message = record.body
     outcome = webhook_sender().deliver(message, now_ms())
-    logger.info("webhook delivery", extra={"report": message.get("report"), "run": message.get("runId"),
-                                           "webhook_id": message.get("webhookId"), "attempt": message.get("attempt"),
+    logger.info("webhook delivery", extra={"report": message.report, "run": message.run_id,
+                                           "webhook_id": message.webhook_id, "attempt": message.attempt,
                                            "outcome": outcome})
 
 
+@event_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
-    with processor(records=event.get("Records") or [], handler=_deliver, lambda_context=context):
-        processor.process()
-    return processor.response()
+    return process_partial_response({"Records": event.get("Records") or []}, _deliver, processor, context)

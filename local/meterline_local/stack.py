@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meterline.settings import LOCAL_STREAM_BATCH_SIZE
 from meterline_local.engine import DataDirectory, DynamoDBLocal, EngineError, port_is_free
 from meterline_local.lambda_runtime import LocalFunction
 
@@ -45,7 +46,7 @@ class LocalConfig:
     namespace: str = "default"
     retention_days: int = 400
     function_concurrency: int = 4
-    stream_batch_size: int = 100
+    stream_batch_size: int = LOCAL_STREAM_BATCH_SIZE
     stream_max_retries: int = 10
     table_prefix: str = "meterline-local"
     # Counting: the compactor folds a quarter-hour `grace` after it ends; locally within seconds.

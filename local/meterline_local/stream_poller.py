@@ -35,6 +35,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from meterline.settings import LOCAL_STREAM_BATCH_SIZE
+
 log = logging.getLogger("dev.stream")
 
 Invoke = Callable[[dict[str, Any]], Any]
@@ -42,7 +44,7 @@ Invoke = Callable[[dict[str, Any]], Any]
 
 @dataclass
 class StreamSettings:
-    batch_size: int = 100
+    batch_size: int = LOCAL_STREAM_BATCH_SIZE
     max_retries: int = 10
     bisect_on_error: bool = True
     poll_interval_s: float = 0.05

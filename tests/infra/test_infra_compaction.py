@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from infra.lambdas import SERVICE_NAME
 from infra.monitoring import COMPACTION_LAG_ALARM_SECONDS
-from meterline.services.compaction import LAG_METRIC, METRICS_NAMESPACE
+from meterline.observability import METRICS_NAMESPACE
+from meterline.services.compaction import LAG_METRIC
 from tests.infra.synth import Synthesized
 
 

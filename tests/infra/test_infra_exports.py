@@ -10,7 +10,7 @@ from typing import Any
 from infra.exports import SIGNING_CONTEXT_KEYS, WEBHOOK_TIMEOUT_SECONDS
 from meterline.aws.signing_secrets import SigningSecrets
 from tests.infra.synth import Synthesized
-from tests.infra.test_infra_stack import LOG_ACTIONS, XRAY_ACTIONS, arn, role_statements, table_actions
+from tests.infra.test_infra_stack import LOG_ACTIONS, arn, role_statements, table_actions
 
 READ = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
 SEND = {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
@@ -104,7 +104,7 @@ def test_the_reports_function_manages_only_its_groups_schedules_and_passes_only_
     assert grants(statements, "sqs:") == {arn(i["export_queue"]): SEND}
     actions = {a for s in statements for a in s["Action"]}
     assert {a for a in actions if not a.startswith(("dynamodb:", "scheduler:", "sqs:"))} == (
-        XRAY_ACTIONS | LOG_ACTIONS | {"iam:PassRole", "kms:Encrypt"}
+        LOG_ACTIONS | {"iam:PassRole", "kms:Encrypt"}
     )
     assert table_actions(statements) == {
         arn(i["catalog"]): READ | {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import orjson
 
 from meterline_local.http_gateway import build_v2_event, to_http_response
+from tests.conftest import lambda_context
 
 
 class Reply:
@@ -29,4 +30,4 @@ def call(handler_module: Any, method: str, path: str, *, body: Any = None, conte
     if content_type is not None:
         headers.append(("content-type", content_type))
     event = build_v2_event(method, path, urlencode(query or {}), headers, data, None, {}, "127.0.0.1")
-    return Reply(handler_module.handler(event, None))
+    return Reply(handler_module.handler(event, lambda_context()))

@@ -18,7 +18,7 @@ from meterline.settings import CompactionTiming
 from meterline.storage.events_store import EventsStore
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore
-from tests.conftest import cloud_event, stream_records
+from tests.conftest import cloud_event, lambda_context, stream_records
 from tests.integration.http import call
 
 TIMING = CompactionTiming(grace_ms=10_000, write_margin_ms=5_000)
@@ -34,7 +34,7 @@ def process_new_records(seen: set[str]) -> None:
     records = [r for r in stream_records(EVENTS) if r["dynamodb"]["SequenceNumber"] not in seen]
     seen.update(r["dynamodb"]["SequenceNumber"] for r in records)
     if records:
-        assert processor.handler({"Records": records}, None) == {"batchItemFailures": []}
+        assert processor.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
 
 
 def worker() -> BackfillWorker:

@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog, parse_meters, parse_number
+from meterline.domain.query_plan import UsageQuery
+from meterline.domain.slots import Horizons
 from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize, plan_windows, resolve_time_zone
 from meterline.processing.counting import count_events
 from meterline.services import compaction
 from meterline.services.compaction import Compactor
-from meterline.services.usage_query import UsageQuery, UsageReader
+from meterline.services.usage_query import UsageReader
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import UsageStore
 
@@ -295,14 +297,14 @@ def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch, 
             "with hour slots": 0, "with day slots": 0}
     planned = usage_query.plan
 
-    def plan(query: UsageQuery, horizons: dict[str, int], pending: frozenset[int] = frozenset(),
+    def plan(query: UsageQuery, horizons: Horizons | None, pending: frozenset[int] = frozenset(),
              **kwargs: Any) -> Any:
         """The reader's plan, recorded: which paths the queries took."""
         chosen = planned(query, horizons, pending, **kwargs)
         seen["with pending quarters"] += any(query.from_ms <= q < query.to_ms for q in pending)
-        seen["with a raw tail"] += any(end > horizons["quarterHorizon"] for _, end in chosen.raw_ranges)
+        seen["with a raw tail"] += any(end > (horizons.quarter if horizons else 0) for _, end in chosen.raw_ranges)
         for level in ("quarter", "hour", "day"):
-            seen[f"with {level} slots"] += any(lv.name == level[0] for lv, _ in chosen.slots)
+            seen[f"with {level} slots"] += any(lv.key == level[0] for lv, _ in chosen.slots)
         return chosen
 
     monkeypatch.setattr(usage_query, "plan", plan)

@@ -9,7 +9,7 @@ import pytest
 from functions.api import handler as api
 from functions.ingest import handler as ingest
 from functions.processor import handler as processor
-from tests.conftest import cloud_event, scan_all, stream_records
+from tests.conftest import cloud_event, lambda_context, scan_all, stream_records
 from tests.integration.http import call
 
 EVENTS = os.environ["EVENTS_TABLE"]
@@ -20,10 +20,10 @@ DAY = {"from": "2024-01-01T00:00:00Z", "to": "2024-01-02T00:00:00Z"}
 def ingest_and_process(events: list[dict], redeliver: bool = False) -> None:
     assert call(ingest, "POST", "/api/v1/events", body=events, content_type="application/json").status == 204
     records = stream_records(EVENTS)
-    assert processor.handler({"Records": records}, None) == {"batchItemFailures": []}
+    assert processor.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
     if redeliver:  # at-least-once: the same records again, and bisected halves
-        processor.handler({"Records": records}, None)
-        processor.handler({"Records": records[len(records) // 2:]}, None)
+        processor.handler({"Records": records}, lambda_context())
+        processor.handler({"Records": records[len(records) // 2:]}, lambda_context())
 
 
 def list_events(**query: str):
@@ -95,7 +95,7 @@ def test_processor_ignores_removals_and_indexes_only_inserts(aws) -> None:
     removal = {"eventID": "r", "eventName": "REMOVE", "eventSource": "aws:dynamodb",
                "dynamodb": {"Keys": {"pk": {"S": "x"}}, "SequenceNumber": "999", "SizeBytes": 10,
                             "StreamViewType": "NEW_IMAGE"}, "eventSourceARN": "arn"}
-    assert processor.handler({"Records": [removal]}, None) == {"batchItemFailures": []}
+    assert processor.handler({"Records": [removal]}, lambda_context()) == {"batchItemFailures": []}
     assert scan_all(aws, USAGE) == pages_before
 
 
@@ -103,7 +103,7 @@ def test_undecodable_record_is_reported_as_a_batch_item_failure(aws) -> None:
     call(ingest, "POST", "/api/v1/events", body=[cloud_event(1), cloud_event(2)], content_type="application/json")
     records = stream_records(EVENTS)
     broken = {**records[1], "dynamodb": {**records[1]["dynamodb"], "NewImage": {"pk": {"S": "only-a-key"}}}}
-    response = processor.handler({"Records": [records[0], broken]}, None)
+    response = processor.handler({"Records": [records[0], broken]}, lambda_context())
     assert response == {"batchItemFailures": [{"itemIdentifier": broken["dynamodb"]["SequenceNumber"]}]}
 
 

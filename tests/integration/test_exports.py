@@ -23,7 +23,8 @@ from meterline.domain.reports import report_definition
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
 from meterline.storage.meters_store import MetersStore
-from tests.conftest import cloud_event, stream_records
+from meterline_local.sqs_poller import lambda_record as sqs_lambda_record
+from tests.conftest import cloud_event, lambda_context, stream_records
 from tests.integration.http import call
 from tests.webhook_receiver import Receiver
 
@@ -51,7 +52,7 @@ def ctx(exports_aws: Any) -> reports.ReportsContext:
 def ingest_and_count(events: list[dict[str, Any]]) -> None:
     assert call(ingest, "POST", "/api/v1/events", body=events, content_type=JSON).status == 204
     records = stream_records(EVENTS)
-    assert processor.handler({"Records": records}, None) == {"batchItemFailures": []}
+    assert processor.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
 
 
 def at(offset_ms: int) -> str:
@@ -85,7 +86,13 @@ def fire(report: dict[str, Any], now_ms: int) -> list[str]:
     from unittest import mock
 
     with mock.patch("functions.exporter.handler.now_ms", return_value=now_ms):
-        return exporter.handler(event, None)["runs"]
+        return exporter.handler(event, lambda_context())["runs"]
+
+
+def lambda_record(message: dict[str, Any], queue_url: str) -> dict[str, Any]:
+    """A received message as Lambda's SQS event source hands it over (the local stack's shape)."""
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{queue_url.rsplit('/', 1)[-1]}"
+    return sqs_lambda_record(message, arn, "us-east-1")
 
 
 def drain(exports_aws: Any, *, wait_s: float = 0) -> int:
@@ -94,15 +101,15 @@ def drain(exports_aws: Any, *, wait_s: float = 0) -> int:
     handled = 0
     deadline = time.monotonic() + wait_s
     while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages", [])
         if not messages:
             if time.monotonic() >= deadline:
                 return handled
             time.sleep(0.2)
             continue
-        records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"} for m in messages]
-        result = sender.handler({"Records": records}, None)
+        records = [lambda_record(m, url) for m in messages]
+        result = sender.handler({"Records": records}, lambda_context())
         assert result == {"batchItemFailures": []}
         for m in messages:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
@@ -230,11 +237,10 @@ def test_manual_run_exports_the_requested_window_again(exports_aws: Any, ctx: An
                  body={"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T02:00:00Z"})
     assert reply.status == 202
     sqs, url = exports_aws["sqs"], exports_aws["queues"]["export-requests"]
-    [message] = sqs.receive_message(QueueUrl=url)["Messages"]
-    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
-              "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}
-    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}
-    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}  # redelivered: no-op
+    [message] = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    record = lambda_record(message, url)
+    assert exporter.handler({"Records": [record]}, lambda_context()) == {"batchItemFailures": []}
+    assert exporter.handler({"Records": [record]}, lambda_context()) == {"batchItemFailures": []}  # redelivered: no-op
     drain(exports_aws)
     assert receiver.by_subject()["customer-1"]["usage"][-1]["value"] == 307  # both hours, gpt4
     [run] = runs()
@@ -306,11 +312,11 @@ def test_exports_wait_for_the_meter_backfill(exports_aws: Any, ctx: Any, receive
     assert fire(report, T0 + HOUR + 60_000) == []  # nothing claimed: partial numbers are not exported
     reply = call(reports_api, "POST", "/api/v1/reports/hourly_tokens/runs", content_type=JSON,
                  body={"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T01:00:00Z"})
-    [message] = exports_aws["sqs"].receive_message(QueueUrl=exports_aws["queues"]["export-requests"])["Messages"]
-    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
-              "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}
+    url = exports_aws["queues"]["export-requests"]
+    [message] = exports_aws["sqs"].receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    record = lambda_record(message, url)
     # not failed (that would use up the queue's receive count): asked again, 1 s later, as a new message
-    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}
+    assert exporter.handler({"Records": [record]}, lambda_context()) == {"batchItemFailures": []}
     assert [r["status"] for r in runs()] == ["pending"] and reply.json()["id"] == runs()[0]["id"]
     queue = exports_aws["queues"]["export-requests"]
     assert "Messages" not in exports_aws["sqs"].receive_message(QueueUrl=queue)  # delayed
@@ -320,7 +326,7 @@ def test_exports_wait_for_the_meter_backfill(exports_aws: Any, ctx: Any, receive
 
     MetersStore().set_backfill("default", "tokens_total", {"status": "completed"})
     record = {**record, "messageId": again["MessageId"], "body": again["Body"]}
-    assert exporter.handler({"Records": [record]}, None) == {"batchItemFailures": []}
+    assert exporter.handler({"Records": [record]}, lambda_context()) == {"batchItemFailures": []}
     assert len(fire(report, T0 + 2 * HOUR + 60_000)) == 2  # hours 0 and 1, caught up
     drain(exports_aws)
     assert sorted(r["status"] for r in runs()) == ["succeeded"] * 3

@@ -25,11 +25,13 @@ from functions.ingest import handler as ingest
 from functions.processor import handler as processor
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import Meter
-from meterline.domain.timeutil import DAY_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
+from meterline.domain.query_plan import UsageQuery
+from meterline.domain.slots import Horizons
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import Compactor
 from meterline.services.meter_source import meter_catalog
-from meterline.services.usage_query import UsageQuery, UsageReader
+from meterline.services.usage_query import UsageReader
 from meterline.settings import compaction_timing
 from meterline.storage.events_store import stored_event_from_item
 from meterline.storage.usage_store import UsageStore
@@ -111,9 +113,10 @@ class Pipeline:
         self.store = UsageStore(client=boto3.client("dynamodb", region_name="us-east-1"))
         self.timing = compaction_timing()
         # as if the compactor had been running all along: folded up to its horizons at START
-        self.store.set_compaction_state(quarterHorizon=floor_to(START - self.timing.grace_ms, QUARTER_MS),
-                                        dayHorizon=floor_to(START - self.timing.grace_ms, DAY_MS),
-                                        lateThrough=floor_to(START - self.timing.write_margin_ms, QUARTER_MS))
+        quarter = floor_to(START - self.timing.grace_ms, QUARTER_MS)
+        self.store.set_compaction_state(Horizons(
+            quarter=quarter, hour=floor_to(quarter, HOUR_MS), day=floor_to(quarter, DAY_MS),
+            late_through=floor_to(START - self.timing.write_margin_ms, QUARTER_MS)))
         self.compactor = Compactor(self.store, meter_catalog, self.timing)
         arn = boto3.client("dynamodb", region_name="us-east-1").describe_table(TableName=EVENTS)["Table"][
             "LatestStreamArn"]

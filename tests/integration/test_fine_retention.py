@@ -15,7 +15,7 @@ import pytest
 from functions.api import handler as api
 from functions.ingest import handler as ingest
 from meterline import bootstrap
-from meterline.domain.slots import HOUR, QUARTER
+from meterline.domain.slots import HOUR, QUARTER, Horizons
 from meterline.domain.timeutil import DAY_MS, format_ms, now_ms
 from meterline.settings import Settings
 from meterline.storage.usage_store import Retention, UsageStore
@@ -36,7 +36,7 @@ def short_fine_retention(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def compacted_up_to(ms: int) -> None:
     """As if the compactor had folded everything before `ms` (every level)."""
-    UsageStore().set_compaction_state(quarterHorizon=ms, hourHorizon=ms, dayHorizon=ms)
+    UsageStore().set_compaction_state(Horizons(quarter=ms, hour=ms, day=ms, late_through=ms))
 
 
 def query(**params: str) -> Any:
@@ -106,7 +106,8 @@ def test_events_older_than_the_minute_retention_allows_are_refused(short_fine_re
 @pytest.mark.parametrize(("env", "message"), [
     ({"METERLINE_MINUTE_RETENTION_DAYS": "1"}, "at least 2"),
     ({"METERLINE_MINUTE_RETENTION_DAYS": "40", "METERLINE_QUARTER_RETENTION_DAYS": "30"}, "must not exceed"),
-    ({"METERLINE_QUARTER_RETENTION_DAYS": "500"}, "from 1 to"),
+    ({"METERLINE_QUARTER_RETENTION_DAYS": "500"}, "between 1 and METERLINE_RETENTION_DAYS"),
+    ({"METERLINE_RETENTION_DAYS": "4000"}, "between 1 and 3650"),
     ({"METERLINE_MINUTE_RETENTION_DAYS": "seven"}, "whole number"),
 ])
 def test_retention_settings_are_validated(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:

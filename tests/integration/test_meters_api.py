@@ -18,7 +18,7 @@ from meterline.services import meter_source
 from meterline.services.meters import seed_meters, update_meter
 from meterline.storage.meters_store import MetersStore
 from meterline_local.http_gateway import build_v2_event
-from tests.conftest import scan_all
+from tests.conftest import lambda_context, scan_all
 from tests.integration.http import Reply, call
 
 CATALOG = os.environ["CATALOG_TABLE"]
@@ -140,7 +140,7 @@ def test_meters_are_per_namespace(aws) -> None:
         data = orjson.dumps(body) if body is not None else b""
         event = build_v2_event(method, path, "", [("content-type", "application/json")], data, None, {}, "127.0.0.1")
         event["requestContext"]["authorizer"] = {"lambda": {"namespace": namespace}}
-        return Reply(api.handler(event, None))
+        return Reply(api.handler(event, lambda_context()))
 
     theirs = in_namespace("tenant_b", "POST", "/api/v1/meters", TOKENS)
     assert theirs.status == 201
@@ -410,7 +410,7 @@ def test_meters_changed_through_the_api_apply_to_the_events_listing_at_once(aws)
     from tests.conftest import cloud_event, stream_records
 
     assert call(ingest, "POST", "/api/v1/events", body=[cloud_event(1)], content_type="application/json").status == 204
-    processor.handler({"Records": stream_records(os.environ["EVENTS_TABLE"])}, None)
+    processor.handler({"Records": stream_records(os.environ["EVENTS_TABLE"])}, lambda_context())
     window = {"from": "2024-01-01T00:00:00Z", "to": "2024-01-02T00:00:00Z"}
 
     def validation_error() -> str | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
-from meterline.domain.slots import DAY, HOUR, QUARTER
+from meterline.domain.query_plan import UsageQuery, plan
+from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import compaction_lag
-from meterline.services.usage_query import UsageQuery, plan
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import SPLIT_STATE_BYTES, UsageStore, parse_slot_key, slot_key
 from tests.fakes import CostModelDynamoDB
@@ -72,7 +74,7 @@ def test_a_state_that_grows_or_shrinks_is_read_from_its_current_item() -> None:
 
 def test_a_kolkata_day_reads_hours_and_edge_quarters_and_a_pending_quarter_raw() -> None:
     day = ms("2024-05-14T00:00:00Z")
-    horizons = {"quarterHorizon": day + 2 * DAY_MS, "hourHorizon": day + 2 * DAY_MS, "dayHorizon": day + 2 * DAY_MS}
+    horizons = Horizons(quarter=day + 2 * DAY_MS, hour=day + 2 * DAY_MS, day=day + 2 * DAY_MS, late_through=day)
     query = UsageQuery(ms("2024-05-13T18:30:00Z"), ms("2024-05-14T18:30:00Z"), WindowSize.DAY, "Asia/Kolkata")
     chosen = plan(query, horizons)
     assert _slots_by_level(chosen) == {"q": 4, "h": 23} and not chosen.raw_ranges
@@ -87,14 +89,14 @@ def test_a_kolkata_day_reads_hours_and_edge_quarters_and_a_pending_quarter_raw()
 def _slots_by_level(chosen: object) -> dict[str, int]:
     counts: dict[str, int] = {}
     for (level, _), starts in chosen.slots.items():  # type: ignore[attr-defined]
-        counts[level.name] = counts.get(level.name, 0) + len(starts)
+        counts[level.key] = counts.get(level.key, 0) + len(starts)
     return counts
 
 
 def test_compaction_lag_is_how_long_ago_the_oldest_undone_work_became_due() -> None:
     timing = CompactionTiming(grace_ms=180_000, write_margin_ms=90_000)
-    horizons = {"quarterHorizon": T, "lateThrough": T + QUARTER_MS}
+    horizons = Horizons(quarter=T, hour=T, day=T, late_through=T + QUARTER_MS)
     assert compaction_lag(T + QUARTER_MS + 180_000, horizons, timing) == 0
     assert compaction_lag(T + QUARTER_MS + 180_000 + 60_000, horizons, timing) == 60_000
-    assert compaction_lag(T + 4 * QUARTER_MS, {**horizons, "lateThrough": T - HOUR_MS}, timing) == (
+    assert compaction_lag(T + 4 * QUARTER_MS, replace(horizons, late_through=T - HOUR_MS), timing) == (
         4 * QUARTER_MS - (QUARTER_MS - HOUR_MS + 90_000))

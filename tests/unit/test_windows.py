@@ -87,7 +87,7 @@ def test_enums() -> None:
     assert [int(r) for r in DEFAULT_LEVELS] == [60_000, 3_600_000, 86_400_000]
     assert int(Resolution.QUARTER) == 900_000
     assert MINUTE < HOUR < DAY
-    assert DAY.ms == 86_400_000
+    assert DAY.length_ms == 86_400_000 and (DAY.key, DAY.width, HOUR.period_ms) == ("d", 2, 86_400_000)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -31,22 +31,12 @@ class Settings:
         namespace = os.environ.get("METERLINE_DEFAULT_NAMESPACE", "default")
         if not NAMESPACE_PATTERN.match(namespace):
             raise RuntimeError(f"METERLINE_DEFAULT_NAMESPACE={namespace!r} must match {NAMESPACE_PATTERN.pattern}")
-        retention = int(os.environ.get("METERLINE_RETENTION_DAYS", "400"))
-        if retention < 1:
-            raise RuntimeError("METERLINE_RETENTION_DAYS must be at least 1")
-        def days(name: str) -> int | None:
-            raw = os.environ.get(name)
-            if not raw:
-                return None
-            if not raw.isdigit() or not 1 <= int(raw) <= retention:
-                raise RuntimeError(f"{name}={raw!r} must be a whole number of days from 1 to METERLINE_RETENTION_DAYS")
-            return int(raw)
-
-        minute, quarter = days("METERLINE_MINUTE_RETENTION_DAYS"), days("METERLINE_QUARTER_RETENTION_DAYS")
-        if minute == 1:
-            raise RuntimeError("METERLINE_MINUTE_RETENTION_DAYS must be at least 2 (late events need a day)")
-        if minute is not None and quarter is not None and minute > quarter:
-            raise RuntimeError("METERLINE_MINUTE_RETENTION_DAYS must not exceed METERLINE_QUARTER_RETENTION_DAYS")
+        retention = number_setting("METERLINE_RETENTION_DAYS", int, 400, "at least 1", lambda v: v >= 1)
+        minute = number_setting("METERLINE_MINUTE_RETENTION_DAYS", int, None, "at least 1", lambda v: v >= 1)
+        quarter = number_setting("METERLINE_QUARTER_RETENTION_DAYS", int, None, "at least 1", lambda v: v >= 1)
+        problems = retention_problems(retention, minute, quarter, RETENTION_ENV)
+        if problems:
+            raise RuntimeError("; ".join(problems))
         return cls(
             default_namespace=namespace,
             retention_days=retention,
@@ -64,6 +54,35 @@ class Settings:
         if self.minute_retention_days is None:
             return None
         return (self.minute_retention_days - 1) * DAY_MS
+
+
+# Stream batches: on AWS a Lambda batch of up to 1,000 records (gathered for up to 5 s) keeps the cost
+# per event low; the local poller hands over 100 at a time so that a small local workload is counted
+# within a second or two.
+STREAM_BATCH_SIZE = 1000
+LOCAL_STREAM_BATCH_SIZE = 100
+
+RETENTION_ENV = {"days": "METERLINE_RETENTION_DAYS", "minute": "METERLINE_MINUTE_RETENTION_DAYS",
+                 "quarter": "METERLINE_QUARTER_RETENTION_DAYS"}
+MAX_RETENTION_DAYS = 3650
+
+
+def retention_problems(days: int, minute_days: int | None, quarter_days: int | None,
+                       names: Mapping[str, str]) -> list[str]:
+    """What is wrong with a set of retentions (see meterline.storage.usage_store.Retention), named as the
+    caller names them (`names` maps days, minute and quarter to environment variables or CDK context
+    keys): the same rules for the Lambda environment, the local stack and `cdk synth`."""
+    days_name, minute_name, quarter_name = names["days"], names["minute"], names["quarter"]
+    problems = []
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        problems.append(f"{days_name} must be between 1 and {MAX_RETENTION_DAYS}")
+    if minute_days is not None and not 2 <= minute_days <= days:
+        problems.append(f"{minute_name} must be at least 2 (late events need a day) and at most {days_name}")
+    if quarter_days is not None and not 1 <= quarter_days <= days:
+        problems.append(f"{quarter_name} must be between 1 and {days_name}")
+    if minute_days is not None and quarter_days is not None and minute_days > quarter_days:
+        problems.append(f"{minute_name} must not exceed {quarter_name}")
+    return problems
 
 
 @cache
@@ -94,14 +113,8 @@ def compaction_timing() -> CompactionTiming:
     return CompactionTiming.from_env()
 
 
-def _positive(name: str, default: str) -> float:
-    raw = os.environ.get(name, default)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise RuntimeError(f"{name}={raw!r} must be a number") from None
-    if value <= 0:
-        raise RuntimeError(f"{name} must be greater than 0")
+def _positive(name: str, default: float) -> float:
+    value: float = number_setting(name, float, default, "greater than 0", lambda v: v > 0)
     return value
 
 
@@ -121,10 +134,10 @@ class ExportSettings:
     @classmethod
     def from_env(cls) -> ExportSettings:
         return cls(
-            settle_ms=int(_positive("METERLINE_EXPORT_SETTLE_SECONDS", "60") * 1000),
-            catch_up_windows=int(_positive("METERLINE_EXPORT_CATCH_UP_WINDOWS", "24")),
-            run_retention_days=int(_positive("METERLINE_RUN_RETENTION_DAYS", "90")),
-            backfill_wait_seconds=int(_positive("METERLINE_EXPORT_BACKFILL_WAIT_SECONDS", "30")),
+            settle_ms=int(_positive("METERLINE_EXPORT_SETTLE_SECONDS", 60) * 1000),
+            catch_up_windows=int(_positive("METERLINE_EXPORT_CATCH_UP_WINDOWS", 24)),
+            run_retention_days=int(_positive("METERLINE_RUN_RETENTION_DAYS", 90)),
+            backfill_wait_seconds=int(_positive("METERLINE_EXPORT_BACKFILL_WAIT_SECONDS", 30)),
         )
 
 

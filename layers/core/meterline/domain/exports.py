@@ -159,3 +159,6 @@ class DeliveryMessage(BaseModel):
     webhook_id: str = Field(alias="webhookId")
     attempt: int = Field(ge=0)
     payload: dict[str, Any]
+
+    def body(self) -> str:
+        return self.model_dump_json(by_alias=True)

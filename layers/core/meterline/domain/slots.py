@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, floor_to
 
 
 def month_start(day_ms: int) -> int:
@@ -30,15 +31,31 @@ def next_month_start(day_ms: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
-@dataclass(frozen=True)
-class Level:
-    """One slot level: `name` is its key letter, `length_ms` a slot's length, `period_ms` the length of
-    its partitions (0: a UTC month), `width` the digits of a slot's index in its partition."""
+class Resolution(IntEnum):
+    """A UTC time slot length, its value in milliseconds: minutes (raw rows) and the slot levels. Also
+    how its slots are partitioned: `key` names the level in keys, `period_ms` is the length of a
+    partition (0: a UTC month), `width` the digits of a slot's index in its partition."""
 
-    name: str
-    length_ms: int
-    period_ms: int
-    width: int
+    MINUTE = MINUTE_MS
+    QUARTER = QUARTER_MS  # every IANA UTC offset is a multiple of 15 minutes
+    HOUR = HOUR_MS
+    DAY = DAY_MS
+
+    @property
+    def length_ms(self) -> int:
+        return int(self)
+
+    @property
+    def key(self) -> str:
+        return self.name[0].lower()
+
+    @property
+    def period_ms(self) -> int:
+        return _PERIOD_MS[self]
+
+    @property
+    def width(self) -> int:
+        return 1 if self is Resolution.QUARTER else 2
 
     def period(self, start_ms: int) -> int:
         """The start of the partition period holding the slot that starts at start_ms."""
@@ -51,9 +68,26 @@ class Level:
         return period_ms + index * self.length_ms
 
 
-QUARTER = Level("q", QUARTER_MS, HOUR_MS, width=1)  # 0-3 in a UTC hour
-HOUR = Level("h", HOUR_MS, DAY_MS, width=2)  # 0-23 in a UTC day
-DAY = Level("d", DAY_MS, 0, width=2)  # 0-30 in a UTC month
+_PERIOD_MS = {Resolution.MINUTE: QUARTER_MS, Resolution.QUARTER: HOUR_MS, Resolution.HOUR: DAY_MS, Resolution.DAY: 0}
+# The slot levels: quarters 0-3 in a UTC hour, hours 0-23 in a UTC day, days 0-30 in a UTC month.
+QUARTER, HOUR, DAY = Resolution.QUARTER, Resolution.HOUR, Resolution.DAY
 LEVELS = (QUARTER, HOUR, DAY)  # finest first; each folds from the one before it
 
 
+@dataclass
+class Horizons:
+    """How far the compactor has folded: quarter, hour and day slots are complete below `quarter`, `hour`
+    and `day`, and the late lists of processing quarters before `late_through` are folded in."""
+
+    quarter: int
+    hour: int
+    day: int
+    late_through: int
+
+    def named(self) -> dict[str, int]:
+        """By the names the compaction item and the compactor's logs use."""
+        return {name: getattr(self, field) for field, name in HORIZON_NAMES.items()}
+
+
+HORIZON_NAMES = {"quarter": "quarterHorizon", "hour": "hourHorizon", "day": "dayHorizon",
+                 "late_through": "lateThrough"}

@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, ceil_to, floor_to
+from meterline.domain.slots import Resolution
+from meterline.domain.timeutil import ceil_to, floor_to
 
 __all__ = [
     "DEFAULT_MAX_WINDOWS",
@@ -47,19 +48,6 @@ class WindowSize(StrEnum):
     HOUR = "HOUR"
     DAY = "DAY"
     MONTH = "MONTH"
-
-
-class Resolution(IntEnum):
-    """A counter resolution; the value is its length in milliseconds. Buckets are UTC-aligned."""
-
-    MINUTE = MINUTE_MS
-    QUARTER = QUARTER_MS  # every IANA UTC offset is a multiple of 15 minutes
-    HOUR = HOUR_MS
-    DAY = DAY_MS
-
-    @property
-    def ms(self) -> int:
-        return int(self)
 
 
 DEFAULT_LEVELS: tuple[Resolution, ...] = (Resolution.MINUTE, Resolution.HOUR, Resolution.DAY)  # finest first
@@ -361,7 +349,7 @@ def _check_range(start_ms: int, end_ms: int, finest: Resolution) -> None:
         raise ValueError("start must not be after end")
     if start_ms % finest or end_ms % finest:
         raise ValueError(
-            f"start and end must be multiples of a {finest.name.lower()} ({finest.ms} ms); "
+            f"start and end must be multiples of a {finest.name.lower()} ({finest.length_ms} ms); "
             "align sub-resolution edges before covering"
         )
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from meterline.errors import InvalidInput, MeterlineError
 from meterline.http.problems import PROBLEM_JSON, problem_for
 from meterline.http.responses import problem_response
+from meterline.observability import logger
 from meterline.settings import NAMESPACE_PATTERN, settings
-
-logger = Logger(service="meterline")
 
 
 def build_resolver() -> APIGatewayHttpResolver:
@@ -44,7 +42,8 @@ def namespace_of(event: dict[str, Any]) -> str:
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
     namespace = (authorizer.get("lambda") or {}).get("namespace")
     if namespace is None:
-        return settings().default_namespace
-    if not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
+        namespace = settings().default_namespace
+    elif not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
         raise InvalidInput("the authorizer gave an invalid namespace")
+    logger.append_keys(namespace=namespace)
     return namespace

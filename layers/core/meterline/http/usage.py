@@ -11,12 +11,13 @@ import orjson
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
+from meterline.domain.query_plan import UsageQuery
 from meterline.domain.timeutil import format_ms
 from meterline.domain.validation import invalid, validated
 from meterline.errors import FieldError
 from meterline.http.requests import body_model, multi_query
 from meterline.http.responses import json_response
-from meterline.services.usage_query import SUBJECT, UsageQuery, UsageQueryParameters
+from meterline.services.usage_query import SUBJECT, UsageQueryParameters
 
 CSV = "text/csv"
 _LIST_PARAMS = {"subject", "groupBy"}

@@ -28,14 +28,14 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from meterline.domain.counting import MeterCounter, Row, aggregate_rows, merge_group_states
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.slots import DAY, HOUR, QUARTER, Level
+from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons, Resolution
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to
 from meterline.processing.counting import counters_for
 from meterline.settings import CompactionTiming
@@ -48,7 +48,6 @@ MAX_LATE_QUARTERS_PER_RUN = 96
 INITIAL_QUARTER_LOOKBACK_MS = DAY_MS
 INITIAL_LATE_LOOKBACK_MS = 2 * QUARTER_MS
 # The compactor's lag metric (CloudWatch embedded metric format, emitted by functions/compactor).
-METRICS_NAMESPACE = "Meterline"
 LAG_METRIC = "CompactionLag"
 # A late pass re-folds the hours and days of the subjects it touched: one by one while they are few,
 # else with one read of the whole partition (a Query per subject costs at least a read unit).
@@ -69,15 +68,15 @@ class CompactionReport:
     units: int = 0
     slot_writes: int = 0
     caught_up: bool = True  # False when a bound stopped the run early: run again
-    horizons: dict[str, int] = field(default_factory=dict)
+    horizons: Horizons | None = None
     lag_ms: int = 0  # how far the compactor is behind its schedule (0 when up to date)
 
 
-def compaction_lag(now_ms: int, horizons: dict[str, int], timing: CompactionTiming) -> int:
+def compaction_lag(now_ms: int, horizons: Horizons, timing: CompactionTiming) -> int:
     """How long ago the oldest work the compactor has not done became due: the next quarter to fold is
     due `grace` after it ends, the next late list `write_margin` after its processing quarter ends."""
-    due = min(horizons["quarterHorizon"] + QUARTER_MS + timing.grace_ms,
-              horizons["lateThrough"] + QUARTER_MS + timing.write_margin_ms)
+    due = min(horizons.quarter + QUARTER_MS + timing.grace_ms,
+              horizons.late_through + QUARTER_MS + timing.write_margin_ms)
     return max(0, now_ms - due)
 
 
@@ -111,64 +110,60 @@ class Compactor:
     def run(self, now_ms: int) -> CompactionReport:
         report = CompactionReport()
         self._indexes = {}
-        state = self.store.get_compaction_state()
-        start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
-        horizons = {
-            "quarterHorizon": state.get("quarterHorizon", start),
-            "lateThrough": state.get("lateThrough", floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS),
-        }
-        horizons["hourHorizon"] = state.get("hourHorizon", floor_to(horizons["quarterHorizon"], HOUR_MS))
-        horizons["dayHorizon"] = state.get("dayHorizon", floor_to(horizons["hourHorizon"], DAY_MS))
-        if set(horizons) - set(state):
-            self.store.set_compaction_state(**horizons)
+        horizons = self.store.get_compaction_state()
+        if horizons is None:  # the first run
+            start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
+            horizons = Horizons(quarter=start, hour=floor_to(start, HOUR_MS), day=floor_to(start, DAY_MS),
+                                late_through=floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS)
+            self.store.set_compaction_state(horizons)
 
         # Late rows first: they may belong to quarters (and hours, days) already folded.
-        while (horizons["lateThrough"] + QUARTER_MS + self.timing.write_margin_ms <= now_ms
+        while (horizons.late_through + QUARTER_MS + self.timing.write_margin_ms <= now_ms
                and report.late_quarters < MAX_LATE_QUARTERS_PER_RUN):
-            self._fold_late(self.store.read_late(horizons["lateThrough"]), horizons, now_ms, report)
-            horizons["lateThrough"] += QUARTER_MS
+            self._fold_late(self.store.read_late(horizons.late_through), horizons, now_ms, report)
+            horizons.late_through += QUARTER_MS
             report.late_quarters += 1
-            self.store.set_compaction_state(lateThrough=horizons["lateThrough"])
+            self.store.set_compaction_state(horizons, "late_through")
 
         self._roll_up(horizons, now_ms, report)  # finishes a roll-up a crashed run left half-done
-        while (horizons["quarterHorizon"] + QUARTER_MS + self.timing.grace_ms <= now_ms
+        while (horizons.quarter + QUARTER_MS + self.timing.grace_ms <= now_ms
                and report.quarters < MAX_QUARTERS_PER_RUN):
-            quarter = horizons["quarterHorizon"]
+            quarter = horizons.quarter
             index = self._index(quarter)
             for (namespace, bucket), counter_sets in sorted(index.items()):
                 self._fold_quarter(namespace, quarter, bucket, counter_sets, report)
             for namespace in sorted({unit[0] for unit in index}):
                 self.store.put_work(HOUR, floor_to(quarter, HOUR_MS), namespace, now_ms)
-            horizons["quarterHorizon"] += QUARTER_MS
+            horizons.quarter += QUARTER_MS
             report.quarters += 1
-            self.store.set_compaction_state(quarterHorizon=horizons["quarterHorizon"])
+            self.store.set_compaction_state(horizons, "quarter")
             self._roll_up(horizons, now_ms, report)
 
         report.caught_up = not (
-            horizons["lateThrough"] + QUARTER_MS + self.timing.write_margin_ms <= now_ms
-            or horizons["quarterHorizon"] + QUARTER_MS + self.timing.grace_ms <= now_ms
+            horizons.late_through + QUARTER_MS + self.timing.write_margin_ms <= now_ms
+            or horizons.quarter + QUARTER_MS + self.timing.grace_ms <= now_ms
         )
-        report.horizons = dict(horizons)
+        report.horizons = replace(horizons)
         report.lag_ms = compaction_lag(now_ms, horizons, self.timing)
         return report
 
-    def _roll_up(self, horizons: dict[str, int], now_ms: int, report: CompactionReport) -> None:
+    def _roll_up(self, horizons: Horizons, now_ms: int, report: CompactionReport) -> None:
         """Fold complete hours below the quarter horizon, then complete days below the hour horizon."""
-        while horizons["hourHorizon"] + HOUR_MS <= horizons["quarterHorizon"]:
-            hour = horizons["hourHorizon"]
+        while horizons.hour + HOUR_MS <= horizons.quarter:
+            hour = horizons.hour
             for namespace in self.store.read_work(HOUR, hour):
                 self._fold_up(HOUR, namespace, hour, None, None, report)
                 self.store.put_work(DAY, floor_to(hour, DAY_MS), namespace, now_ms)
-            horizons["hourHorizon"] += HOUR_MS
+            horizons.hour += HOUR_MS
             report.hours += 1
-            self.store.set_compaction_state(hourHorizon=horizons["hourHorizon"])
-        while horizons["dayHorizon"] + DAY_MS <= horizons["hourHorizon"]:
-            day = horizons["dayHorizon"]
+            self.store.set_compaction_state(horizons, "hour")
+        while horizons.day + DAY_MS <= horizons.hour:
+            day = horizons.day
             for namespace in self.store.read_work(DAY, day):
                 self._fold_up(DAY, namespace, day, None, None, report)
-            horizons["dayHorizon"] += DAY_MS
+            horizons.day += DAY_MS
             report.days += 1
-            self.store.set_compaction_state(dayHorizon=horizons["dayHorizon"])
+            self.store.set_compaction_state(horizons, "day")
 
     def _index(self, quarter: int) -> ManifestIndex:
         """The quarter's manifest, indexed (read once per run)."""
@@ -199,14 +194,14 @@ class Compactor:
         report.units += 1
         return set(per_subject)
 
-    def _fold_late(self, parts: list[list[Any]], horizons: dict[str, int], now_ms: int,
+    def _fold_late(self, parts: list[list[Any]], horizons: Horizons, now_ms: int,
                    report: CompactionReport) -> None:
         redo_hours: dict[tuple[str, int], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
         for quarter, units in sorted(index_manifest(parts).items()):
             for (namespace, bucket), late in sorted(units.items()):
                 subjects = self._fold_quarter(namespace, quarter, bucket, late, report)
                 hour = floor_to(quarter, HOUR_MS)
-                if hour < horizons["hourHorizon"]:
+                if hour < horizons.hour:
                     redo_hours[(namespace, hour)][0].update(subjects)
                     redo_hours[(namespace, hour)][1].update(late)
                 else:
@@ -215,7 +210,7 @@ class Compactor:
         for (namespace, hour), (subjects, counter_sets) in sorted(redo_hours.items()):
             self._fold_up(HOUR, namespace, hour, subjects, counter_sets, report)
             day = floor_to(hour, DAY_MS)
-            if day < horizons["dayHorizon"]:
+            if day < horizons.day:
                 redo_days[(namespace, day)][0].update(subjects)
                 redo_days[(namespace, day)][1].update(counter_sets)
             else:
@@ -223,7 +218,7 @@ class Compactor:
         for (namespace, day), (subjects, counter_sets) in sorted(redo_days.items()):
             self._fold_up(DAY, namespace, day, subjects, counter_sets, report)
 
-    def _fold_up(self, level: Level, namespace: str, start: int, subjects: set[str] | None,
+    def _fold_up(self, level: Resolution, namespace: str, start: int, subjects: set[str] | None,
                  counter_sets: set[str] | None, report: CompactionReport) -> None:
         """Recompute the `level` slot starting at `start` (an hour or a day) from the slots of the level
         below, which fill exactly one partition: for every subject of the namespace, or the given ones;

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -22,6 +21,7 @@ from meterline.aws.queues import ExportQueues
 from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import Delivery, DeliveryMessage, ExportRequest, Run, RunPhase, Trigger, webhook_id
 from meterline.domain.meters import BackfillState, Meter
+from meterline.domain.query_plan import UsageQuery
 from meterline.domain.reports import (
     SUBJECT,
     Report,
@@ -33,7 +33,7 @@ from meterline.domain.reports import (
     webhook_payload,
 )
 from meterline.services.meters import new_ulid
-from meterline.services.usage_query import UsageQuery, UsageReader
+from meterline.services.usage_query import UsageReader
 from meterline.settings import ExportSettings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore, StoredReport
@@ -139,21 +139,21 @@ class Exporter:
             known = self.reports.delivery_subjects(namespace, run) if resumed else set()
             deliveries = [Delivery(subject, webhook_id(run.id, subject)) for subject in sorted(usage)]
             self.reports.add_deliveries(namespace, run, [d for d in deliveries if d.subject not in known], now_ms)
-            messages: list[dict[str, Any]] = []
-            oversized: list[dict[str, Any]] = []
+            messages: list[DeliveryMessage] = []
+            oversized: list[DeliveryMessage] = []
             for delivery in deliveries:
-                message = {
-                    "namespace": namespace, "report": report.slug, "reportId": run.report_id, "runId": run.id,
-                    "subject": delivery.subject, "webhookId": delivery.webhook_id, "attempt": 1,
-                    "payload": webhook_payload(report, meter, window, delivery.subject, usage[delivery.subject]),
-                }
-                too_big = len(orjson.dumps(message)) > MAX_MESSAGE_BYTES
+                message = DeliveryMessage(
+                    namespace=namespace, report=report.slug, report_id=run.report_id, run_id=run.id,
+                    subject=delivery.subject, webhook_id=delivery.webhook_id, attempt=1,
+                    payload=webhook_payload(report, meter, window, delivery.subject, usage[delivery.subject]),
+                )
+                too_big = len(message.body().encode()) > MAX_MESSAGE_BYTES
                 (oversized if too_big else messages).append(message)
             self.queues.enqueue_deliveries(messages)
             self.reports.end_export(namespace, run, subjects=len(deliveries), now_ms=now_ms)
             for message in oversized:
                 self.reports.finish_delivery(
-                    namespace, run.report_id, run.id, str(message["subject"]), succeeded=False, attempt=0,
+                    namespace, run.report_id, run.id, message.subject, succeeded=False, attempt=0,
                     status_code=None, error=f"the webhook body exceeds {MAX_MESSAGE_BYTES} bytes", now_ms=now_ms)
         except Exception as exc:
             # Recorded so the run history says what happened; the window can be re-run manually.
@@ -178,9 +178,8 @@ class WebhookSender:
     _secrets: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def deliver(self, raw: dict[str, Any], now_ms: int) -> str:
+    def deliver(self, message: DeliveryMessage, now_ms: int) -> str:
         """Attempt one delivery. Returns what happened: succeeded, retrying, failed or duplicate."""
-        message = DeliveryMessage.model_validate(raw)
         key = (message.namespace, message.report_id, message.run_id, message.subject)
         delivery = self.reports.get_delivery(*key)
         if delivery is None or delivery.status.terminal:
@@ -200,13 +199,13 @@ class WebhookSender:
                                          status_code=attempt.status_code, error=None, now_ms=now_ms)
             return "succeeded"
         if self.retry.gives_up_after(message.attempt):
-            self.queues.dead_letter({**raw, "error": attempt.error, "lastResponseStatus": attempt.status_code})
+            self.queues.dead_letter(message, attempt.error, attempt.status_code)
             self.reports.finish_delivery(*key, succeeded=False, attempt=message.attempt,
                                          status_code=attempt.status_code, error=attempt.error, now_ms=now_ms)
             return "failed"
         self.reports.record_attempt(*key, attempt=message.attempt, status_code=attempt.status_code,
                                     error=attempt.error, now_ms=now_ms)
-        self.queues.retry_delivery({**raw, "attempt": message.attempt + 1},
+        self.queues.retry_delivery(message.model_copy(update={"attempt": message.attempt + 1}),
                                    self.retry.delay_seconds(message.attempt))
         return "retrying"
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import BeforeValidator, Field
@@ -31,10 +28,11 @@ from meterline.domain.counting import (
     subject_bucket,
 )
 from meterline.domain.meters import Aggregation, Meter
-from meterline.domain.slots import DAY, HOUR, QUARTER, Level
+from meterline.domain.query_plan import Plan, UsageQuery, plan
+from meterline.domain.slots import QUARTER, Horizons, Resolution
 from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, invalid
-from meterline.domain.windows import Resolution, WindowSize, cover, plan_windows, resolve_time_zone
+from meterline.domain.windows import WindowSize, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
 from meterline.services.meters import get_meter
 from meterline.storage.dynamo import concurrently
@@ -42,22 +40,6 @@ from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore, raw_partition
 
 SUBJECT = "subject"
-
-
-@dataclass
-class UsageQuery:
-    from_ms: int
-    to_ms: int
-    window_size: WindowSize | None = None
-    time_zone: str = "UTC"
-    subjects: list[str] | None = None
-    group_by: list[str] = field(default_factory=list)
-    filter_group_by: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return resolve_time_zone(self.time_zone)
-
 
 
 def _window_size(value: Any) -> WindowSize | None:
@@ -142,59 +124,6 @@ def query_usage(meters: MetersStore, store: UsageStore, namespace: str, id_or_sl
     return meter, query, UsageReader(store).query(namespace, meter, query, now_ms)
 
 
-@dataclass
-class _Plan:
-    windows: list[tuple[int, int]]
-    slots: dict[tuple[Level, int], list[int]] = field(default_factory=lambda: defaultdict(list))  # -> starts
-    raw_ranges: list[tuple[int, int]] = field(default_factory=list)
-
-
-_LEVEL = {Resolution.QUARTER: QUARTER, Resolution.HOUR: HOUR, Resolution.DAY: DAY}
-
-
-def plan(query: UsageQuery, horizons: Mapping[str, int], pending: frozenset[int] = frozenset(),
-         max_windows: int = 10_000) -> _Plan:
-    """Which slots and raw ranges answer each window. Quarter, hour and day slots are complete below the
-    compactor's quarter, hour and day horizons. `pending` are quarters with late rows the compactor has
-    not folded yet: they are read from raw rows, and their hours and days from the slots around them."""
-    quarter_horizon = horizons.get("quarterHorizon", 0)
-    hour_horizon = min(horizons.get("hourHorizon", 0), quarter_horizon)
-    day_horizon = min(horizons.get("dayHorizon", 0), hour_horizon)
-    if query.window_size is None:
-        windows = [(query.from_ms, query.to_ms)]
-    else:
-        windows = plan_windows(query.from_ms, query.to_ms, query.window_size, query.zone, max_windows=max_windows)
-    result = _Plan(windows)
-
-    def place(start: int, end: int, levels: tuple[Resolution, ...]) -> None:
-        for bucket in cover(start, end, Resolution.QUARTER, levels=levels).buckets:
-            if not any(bucket.start_ms <= q < bucket.end_ms for q in pending):
-                level = _LEVEL[bucket.resolution]
-                result.slots[(level, level.period(bucket.start_ms))].append(bucket.start_ms)
-            elif bucket.resolution is Resolution.QUARTER:
-                result.raw_ranges.append((bucket.start_ms, bucket.end_ms))
-            else:  # a pending quarter inside: the finer levels around it
-                place(bucket.start_ms, bucket.end_ms, levels[:levels.index(bucket.resolution)])
-
-    for start, end in windows:
-        lo = min(-(-start // QUARTER_MS) * QUARTER_MS, end)
-        hi = max(lo, min(floor_to(end, QUARTER_MS), quarter_horizon))
-        if lo > start:
-            result.raw_ranges.append((start, lo))
-        if hi < end:
-            result.raw_ranges.append((hi, end))
-        if hi <= lo:
-            continue
-        by_day = max(lo, min(hi, day_horizon))
-        by_hour = max(by_day, min(hi, hour_horizon))
-        for a, b, levels in ((lo, by_day, (Resolution.QUARTER, Resolution.HOUR, Resolution.DAY)),
-                             (by_day, by_hour, (Resolution.QUARTER, Resolution.HOUR)),
-                             (by_hour, hi, (Resolution.QUARTER,))):
-            if b > a:
-                place(a, b, levels)
-    return result
-
-
 class UsageReader:
     def __init__(self, store: UsageStore) -> None:
         self.store = store
@@ -252,7 +181,7 @@ class UsageReader:
             })
         return rows
 
-    def _check_retention(self, query: UsageQuery, the_plan: _Plan) -> None:
+    def _check_retention(self, query: UsageQuery, the_plan: Plan) -> None:
         """Refuse a query that needs minute rows or quarter slots older than they are kept: its answer
         would silently miss usage."""
         retention = self.store.retention
@@ -273,11 +202,11 @@ class UsageReader:
                       "boundaries")
             raise InvalidInput(f"{field} {reason}", [FieldError(field, reason)])
 
-    def _read_slots(self, namespace: str, counter_set: str, wanted: dict[tuple[Level, int], list[int]],
+    def _read_slots(self, namespace: str, counter_set: str, wanted: dict[tuple[Resolution, int], list[int]],
                     subjects: Sequence[str] | None, add: Any) -> None:
         """The slots of every (level, period) wanted, read concurrently and added in a fixed order (so
         floating-point sums come out the same whatever order the reads finish in)."""
-        reads: list[tuple[Level, int, str | None, int | None, int | None]] = []
+        reads: list[tuple[Resolution, int, str | None, int | None, int | None]] = []
         indexes: list[dict[int, int]] = []
         for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][1])):
             by_index = {level.index(start): start for start in starts}
@@ -326,11 +255,11 @@ class UsageReader:
                 seen.add((row.source, row.id))
                 add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
 
-    def _pending_quarters(self, namespace: str, counter_set: str, state: dict[str, int]) -> frozenset[int]:
+    def _pending_quarters(self, namespace: str, counter_set: str, horizons: Horizons | None) -> frozenset[int]:
         """Quarters with late rows not folded yet: those of the namespace's late lists from the
         compactor's `lateThrough` on, however far behind it is (one Query)."""
-        if "lateThrough" not in state:
+        if horizons is None:
             return frozenset()
         return frozenset(floor_to(minute, QUARTER_MS)
-                         for _, cs, minute, _ in self.store.read_late_since(namespace, state["lateThrough"])
+                         for _, cs, minute, _ in self.store.read_late_since(namespace, horizons.late_through)
                          if cs == counter_set)

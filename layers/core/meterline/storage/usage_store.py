@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.event_index import EventRef, IndexPage
-from meterline.domain.slots import QUARTER, Level
+from meterline.domain.slots import HORIZON_NAMES, QUARTER, Horizons, Resolution
 from meterline.domain.timeutil import DAY_MS, DAY_S
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
@@ -62,12 +62,12 @@ def raw_partition(namespace: str, counter_set: str, quarter_ms: int, bucket: int
     return f"{namespace}#{RAW}#{counter_set}#{quarter_ms}#{bucket}"
 
 
-def slot_partition(namespace: str, level: Level, period_ms: int, counter_set: str | None = None) -> str:
-    base = f"{namespace}#{level.name}#{period_ms}"
+def slot_partition(namespace: str, level: Resolution, period_ms: int, counter_set: str | None = None) -> str:
+    base = f"{namespace}#{level.key}#{period_ms}"
     return base if counter_set is None else f"{base}#{counter_set}"
 
 
-def slot_key(subject: str, level: Level, index: int) -> str:
+def slot_key(subject: str, level: Resolution, index: int) -> str:
     return f"{len(subject.encode()):03d}#{subject}#{index:0{level.width}d}"
 
 
@@ -102,7 +102,7 @@ class Retention:
     def quarter_ms(self) -> int:
         return (self.quarter_days or self.days) * DAY_MS
 
-    def slot_expiry_s(self, level: Level, start_ms: int) -> int:
+    def slot_expiry_s(self, level: Resolution, start_ms: int) -> int:
         keep_ms = self.quarter_ms if level is QUARTER else self.days * DAY_MS
         return (start_ms + level.length_ms + keep_ms) // 1000
 
@@ -239,7 +239,7 @@ class UsageStore(TableAdapter):
             parts.extend(unpack(item["parts"]["B"]))
         return parts
 
-    def put_slot(self, namespace: str, level: Level, start_ms: int, subject: str, states: dict[str, str]) -> int:
+    def put_slot(self, namespace: str, level: Resolution, start_ms: int, subject: str, states: dict[str, str]) -> int:
         """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
         items of their own first, then the packed item gets the small ones and loses any stale copy of
         the large ones, in one write. Returns the number of writes."""
@@ -268,7 +268,7 @@ class UsageStore(TableAdapter):
             UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
         return len(split) + 1
 
-    def read_slots(self, namespace: str, level: Level, period_ms: int, counter_sets: Sequence[str],
+    def read_slots(self, namespace: str, level: Resolution, period_ms: int, counter_sets: Sequence[str],
                    subject: str | None = None, first: int | None = None, last: int | None = None
                    ) -> Iterator[tuple[str, SlotStates]]:
         """(subject, {slot index: {counter set: state}}) for every subject of a slot partition, or for one
@@ -302,7 +302,7 @@ class UsageStore(TableAdapter):
         if current is not None:
             yield current, _combine(inline, split)
 
-    def _slot_items(self, partition: str, level: Level, subject: str | None, first: int | None,
+    def _slot_items(self, partition: str, level: Resolution, subject: str | None, first: int | None,
                     last: int | None, projection: str | None, names: dict[str, str] | None
                     ) -> Iterator[dict[str, Any]]:
         request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
@@ -321,28 +321,31 @@ class UsageStore(TableAdapter):
             request["ExpressionAttributeNames"] = names
         return self.query_items(request)
 
-    def put_work(self, level: Level, period_ms: int, namespace: str, now_ms: int) -> None:
+    def put_work(self, level: Resolution, period_ms: int, namespace: str, now_ms: int) -> None:
         """Note that a namespace has quarters to roll into the hour or day starting at period_ms."""
         self.client.put_item(TableName=self.table, Item={
-            "pk": {"S": f"work#{level.name}#{period_ms}"}, "sk": {"S": namespace},
+            "pk": {"S": f"work#{level.key}#{period_ms}"}, "sk": {"S": namespace},
             "expiresAt": {"N": str(now_ms // 1000 + 31 * DAY_S)}})
 
-    def read_work(self, level: Level, period_ms: int) -> list[str]:
-        return [item["sk"]["S"] for item in self._query_all(f"work#{level.name}#{period_ms}", True)]
+    def read_work(self, level: Resolution, period_ms: int) -> list[str]:
+        return [item["sk"]["S"] for item in self._query_all(f"work#{level.key}#{period_ms}", True)]
 
-    def get_compaction_state(self) -> dict[str, int]:
+    def get_compaction_state(self) -> Horizons | None:
+        """The compactor's horizons; None before its first run."""
         item = self.client.get_item(TableName=self.table, Key=COMPACTION_KEY, ConsistentRead=True).get("Item")
-        if not item:
-            return {}
-        return {name: int(value["N"]) for name, value in item.items() if "N" in value}
+        if not item or any(name not in item for name in HORIZON_NAMES.values()):
+            return None
+        return Horizons(**{field: int(item[name]["N"]) for field, name in HORIZON_NAMES.items()})
 
-    def set_compaction_state(self, **values: int) -> None:
-        names = {f"#a{i}": name for i, name in enumerate(values)}
-        attr_values = {f":v{i}": {"N": str(v)} for i, v in enumerate(values.values())}
+    def set_compaction_state(self, horizons: Horizons, *fields: str) -> None:
+        """Store the named fields of `horizons` (every field when none is named)."""
+        names = [HORIZON_NAMES[field] for field in fields or HORIZON_NAMES]
+        values = [getattr(horizons, field) for field in fields or HORIZON_NAMES]
         self.client.update_item(
             TableName=self.table, Key=COMPACTION_KEY,
-            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
-            ExpressionAttributeNames=names, ExpressionAttributeValues=attr_values,
+            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(names))),
+            ExpressionAttributeNames={f"#a{i}": name for i, name in enumerate(names)},
+            ExpressionAttributeValues={f":v{i}": {"N": str(value)} for i, value in enumerate(values)},
         )
 
     def _query_all(self, partition: str, consistent: bool) -> Iterator[dict[str, Any]]:

@@ -52,6 +52,13 @@ REPORTS = HttpFunction(
 )
 HTTP_FUNCTIONS = (INGEST, API, REPORTS)
 
+# The API-key authorizer of every route (auth=api-key): who an `Authorization: Bearer om_...` key is.
+AUTHORIZER = HttpFunction(
+    name="authorizer",
+    routes=(),
+    description="Resolves API keys to the caller's namespace and scope",
+)
+
 # The events-table stream consumer.
 PROCESSOR_MODULE = "functions.processor.handler"
 

@@ -1,10 +1,10 @@
 """The HTTP API: one Lambda per entry of functions.routes.HTTP_FUNCTIONS, routed from the same
 catalog the local gateway routes from, on a `$default` stage with throttling and JSON access logs.
 
-The authorizer seam: with an authorizer (a prop, or the ARN of an existing Lambda authorizer with
-simple responses), every route requires it and the handlers read the caller's namespace from
-`requestContext.authorizer.lambda.namespace`; without one (the default) every request is in the
-default namespace.
+Every route has the deployment's authorizer (props.auth): Meterline's API-key authorizer by default,
+a JWT authorizer, or your own Lambda authorizer; the handlers read the caller from the authorizer's
+context and check its scope (meterline.http.auth). Only with auth=none (the dev stage, or an explicit
+allowUnauthenticated) do routes go without one.
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions.routes import HTTP_FUNCTIONS, HttpFunction
+from functions.routes import AUTHORIZER, HTTP_FUNCTIONS, HttpFunction
 from infra.config import MeterlineProps
 from infra.lambdas import MeterlineFunction, SharedLayers, removal_policy
+from meterline.settings import AuthMode
 from meterline.storage.tables import TableSpec
+
+# API Gateway keeps an authorizer's answer this long per Authorization header: a revoked key stops
+# working within it.
+AUTHORIZER_CACHE = Duration.seconds(60)
 
 # One JSON object per request; no headers, so no credentials, reach the logs.
 ACCESS_LOG_FORMAT = {
@@ -115,7 +120,13 @@ class Api(Construct):
             domain_mapping=apigwv2.DomainMappingOptions(domain_name=self.domain_name) if self.domain_name else None,
         )
 
-        self.authorizer = _authorizer(self, props)
+        self.authorizer_function: MeterlineFunction | None = None
+        if props.auth_mode is AuthMode.API_KEY:
+            self.authorizer_function = MeterlineFunction(
+                self, "ApiKeyAuthorizer", name=AUTHORIZER.name, description=AUTHORIZER.description, props=props,
+                layers=layers, tables=tables,
+            )
+        self.authorizer = _authorizer(self, props, self.authorizer_function)
         for spec in catalog:
             # One invoke permission per function for the whole API, not one per route: the OpenMeter
             # API has dozens of routes and a function's resource policy is capped at 20 KB.
@@ -167,17 +178,28 @@ def _domain(scope: Construct, props: MeterlineProps) -> apigwv2.DomainName | Non
     )
 
 
-def _authorizer(scope: Construct, props: MeterlineProps) -> apigwv2.IHttpRouteAuthorizer | None:
-    if props.authorizer is not None:
-        return props.authorizer
-    if props.authorizer_function_arn is None:
+def _authorizer(scope: Construct, props: MeterlineProps, api_keys: MeterlineFunction | None
+                ) -> apigwv2.IHttpRouteAuthorizer | None:
+    mode = props.auth_mode
+    if mode is AuthMode.NONE:
         return None
-    function = lambda_.Function.from_function_attributes(
-        scope, "AuthorizerFunction", function_arn=props.authorizer_function_arn, same_environment=True
-    )
+    if mode is AuthMode.JWT:
+        assert props.jwt_issuer is not None and props.jwt_audience is not None
+        return authorizers.HttpJwtAuthorizer("JwtAuthorizer", props.jwt_issuer,
+                                             jwt_audience=[props.jwt_audience])
+    if mode is AuthMode.LAMBDA and props.authorizer is not None:
+        return props.authorizer
+    if mode is AuthMode.API_KEY:
+        assert api_keys is not None
+        function: lambda_.IFunction = api_keys.function
+    else:
+        assert props.authorizer_function_arn is not None
+        function = lambda_.Function.from_function_attributes(
+            scope, "AuthorizerFunction", function_arn=props.authorizer_function_arn, same_environment=True
+        )
     return authorizers.HttpLambdaAuthorizer(
         "Authorizer", function,
         response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
         identity_source=["$request.header.Authorization"],
-        results_cache_ttl=Duration.minutes(5),
+        results_cache_ttl=AUTHORIZER_CACHE,
     )

@@ -16,12 +16,14 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
-from meterline.settings import NAMESPACE_PATTERN, STREAM_BATCH_SIZE, retention_problems
+from meterline.settings import NAMESPACE_PATTERN, STREAM_BATCH_SIZE, AuthMode, retention_problems
 
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PRODUCTION_STAGES = ("prod",)
+# Every stage but this one is protected (deletion protection, RETAIN) and must authenticate callers.
+DEVELOPMENT_STAGE = "dev"
+AUTH_MODES = tuple(mode.value for mode in AuthMode)
 
 # The context keys the app reads (documented in docs/infrastructure.md), mapped to prop names.
 CONTEXT_KEYS: dict[str, str] = {
@@ -41,7 +43,13 @@ CONTEXT_KEYS: dict[str, str] = {
     "apiThrottleRateLimit": "api_throttle_rate_limit",
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
     "corsAllowOrigins": "cors_allow_origins",
+    "auth": "auth",
+    "allowUnauthenticated": "allow_unauthenticated",
     "authorizerFunctionArn": "authorizer_function_arn",
+    "jwtIssuer": "jwt_issuer",
+    "jwtAudience": "jwt_audience",
+    "jwtNamespaceClaim": "jwt_namespace_claim",
+    "jwtScopeClaim": "jwt_scope_claim",
     "exportSettleSeconds": "export_settle_seconds",
     "webhookMaxAttempts": "webhook_max_attempts",
     "webhookBackoffBaseSeconds": "webhook_backoff_base_seconds",
@@ -56,7 +64,8 @@ BUNDLE_DEPENDENCIES_CONTEXT = "meterline:bundleDependencies"
 class MeterlineProps:
     """What a deployment may change. Defaults are those of a development stage."""
 
-    # "prod" turns on deletion protection and RETAIN for the data (see `production`).
+    # Every stage but "dev" has deletion protection and RETAIN for the data, and must authenticate
+    # callers (see `production`).
     stage: str = "dev"
     # How long events (and derived items) live: the events table's TTL, METERLINE_RETENTION_DAYS.
     retention_days: int = 400
@@ -73,7 +82,7 @@ class MeterlineProps:
     # Custom domain for the API: both or neither (the ACM certificate must be in the stack's region).
     domain_name: str | None = None
     certificate_arn: str | None = None
-    # The namespace of requests that carry no authorizer context.
+    # The namespace of every request when auth is "none".
     default_namespace: str = "default"
     # Events-table stream -> processor.
     stream_batch_size: int = STREAM_BATCH_SIZE
@@ -85,10 +94,20 @@ class MeterlineProps:
     api_throttle_burst_limit: int = 1000
     # CORS: origins allowed to call the API from a browser; empty turns CORS off.
     cors_allow_origins: tuple[str, ...] = ("*",)
-    # The authorizer seam (off by default). Either an authorizer object (embedding users), or the ARN
-    # of an existing Lambda authorizer with simple responses whose context carries `namespace`.
+    # Who vouches for callers (meterline.settings.AuthMode): "api-key" (the default: Meterline's own
+    # authorizer and `meterline keys`), "jwt" (an HTTP API JWT authorizer: jwtIssuer, jwtAudience; the
+    # namespace is the claim at jwtNamespaceClaim), "lambda" (your Lambda authorizer: an authorizer
+    # object, or authorizerFunctionArn; its simple-response context carries `namespace`, optionally
+    # `scope`), or "none" (every request in defaultNamespace: only stage "dev", or with
+    # allowUnauthenticated).
+    auth: str = AuthMode.API_KEY.value
+    allow_unauthenticated: bool = False
     authorizer: apigwv2.IHttpRouteAuthorizer | None = None
     authorizer_function_arn: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_namespace_claim: str = "namespace"
+    jwt_scope_claim: str | None = None
     # Usage exports: a report's schedule fires this long after each window closes, so the stream
     # processor has counted the window's last events.
     export_settle_seconds: int = 60
@@ -134,6 +153,7 @@ class MeterlineProps:
             errors.append("streamRetryAttempts must be between 0 and 10000 (retries are always bounded)")
         if self.api_throttle_rate_limit < 1 or self.api_throttle_burst_limit < 1:
             errors.append("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
+        errors += self._auth_errors()
         if self.authorizer is not None and self.authorizer_function_arn is not None:
             errors.append("give authorizer or authorizerFunctionArn, not both")
         if self.authorizer_function_arn is not None and not self.authorizer_function_arn.startswith("arn:"):
@@ -147,10 +167,32 @@ class MeterlineProps:
                           "1 <= base <= max <= 900 (SQS's longest message delay)")
         return errors
 
+    def _auth_errors(self) -> list[str]:
+        if self.auth not in AUTH_MODES:
+            return [f"auth must be one of {', '.join(AUTH_MODES)}"]
+        mode, errors = AuthMode(self.auth), []
+        has_lambda = self.authorizer is not None or self.authorizer_function_arn is not None
+        if mode is AuthMode.LAMBDA and not has_lambda:
+            errors.append("auth=lambda needs authorizerFunctionArn (or an authorizer object)")
+        if mode is not AuthMode.LAMBDA and has_lambda:
+            errors.append("an authorizer (authorizerFunctionArn) is used with auth=lambda only")
+        if mode is AuthMode.JWT and not (self.jwt_issuer and self.jwt_audience):
+            errors.append("auth=jwt needs jwtIssuer and jwtAudience")
+        if mode is not AuthMode.JWT and (self.jwt_issuer or self.jwt_audience):
+            errors.append("jwtIssuer and jwtAudience are used with auth=jwt only")
+        if mode is AuthMode.NONE and self.stage != DEVELOPMENT_STAGE and not self.allow_unauthenticated:
+            errors.append(f"stage {self.stage!r} would serve every request without authentication (auth=none): "
+                          "use auth=api-key (the default), jwt or lambda, or pass -c allowUnauthenticated=true")
+        return errors
+
     @property
     def production(self) -> bool:
-        """Production data is protected: deletion protection on, and RETAIN on removal."""
-        return self.stage in PRODUCTION_STAGES
+        """Every stage but "dev" is protected: deletion protection on, and RETAIN on removal."""
+        return self.stage != DEVELOPMENT_STAGE
+
+    @property
+    def auth_mode(self) -> AuthMode:
+        return AuthMode(self.auth)
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -160,9 +202,6 @@ class MeterlineProps:
     def stream_batching_window(self) -> Duration:
         return Duration.seconds(self.stream_batching_window_seconds)
 
-    @property
-    def authorizer_enabled(self) -> bool:
-        return self.authorizer is not None or self.authorizer_function_arn is not None
 
     @classmethod
     def from_context(cls, node: Node) -> MeterlineProps:
@@ -183,6 +222,12 @@ def _coerce(prop: str, raw: Any) -> Any:
         if isinstance(raw, str):
             return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
         return tuple(str(origin) for origin in raw)
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() not in ("true", "false"):
+            raise ValueError(f"context value {raw!r} for {prop} must be true or false")
+        return str(raw).lower() == "true"
     if isinstance(default, int) or str(declared.type) == "int | None":
         try:
             return int(str(raw))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aws_cdk import Tags
 from constructs import Construct
 
-from functions.routes import REPORTS
+from functions.routes import AUTHORIZER, REPORTS
 from infra import nag
 from infra.api import Api
 from infra.config import BUNDLE_DEPENDENCIES_CONTEXT, MeterlineProps, bool_context
@@ -48,6 +48,8 @@ class Meterline(Construct):
                 COMPACTOR_NAME: self.processing.compactor.function,
                 EXPORTER_NAME: self.exports.exporter.function,
                 SENDER_NAME: self.exports.sender.function,
+                **({AUTHORIZER.name: self.api.authorizer_function.function}
+                   if self.api.authorizer_function is not None else {}),
             },
             stream_function=self.processing.function,
             dead_letter_queues={

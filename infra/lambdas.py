@@ -36,6 +36,8 @@ _READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
 # function gets the name of exactly these tables in its environment (TableSpec.env_var).
 TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "ingest": {"Events": ("dynamodb:PutItem",)},
+    # reads a key by its id; records when it was last used
+    "authorizer": {"Catalog": ("dynamodb:GetItem", "dynamodb:UpdateItem")},
     "api": {
         "Events": _READ,
         "Usage": _READ,
@@ -178,6 +180,9 @@ class MeterlineFunction(Construct):
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_LOG_LEVEL": props.log_level,
             "METERLINE_DEFAULT_NAMESPACE": props.default_namespace,
+            "METERLINE_AUTH": props.auth,
+            "METERLINE_JWT_NAMESPACE_CLAIM": props.jwt_namespace_claim,
+            **({"METERLINE_JWT_SCOPE_CLAIM": props.jwt_scope_claim} if props.jwt_scope_claim else {}),
             "METERLINE_RETENTION_DAYS": str(props.retention_days),
         }
         for variable, days in (("METERLINE_MINUTE_RETENTION_DAYS", props.minute_retention_days),

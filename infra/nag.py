@@ -15,6 +15,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from functions.routes import REPORTS
+from meterline.settings import AuthMode
 
 if TYPE_CHECKING:
     from infra.construct import Meterline
@@ -28,10 +29,10 @@ PINNED_RUNTIME = (
     "PYTHON_VERSION) and the two must move together; 3.12 is a supported Lambda runtime. Moving on is "
     "a one-line change plus a re-run of the tests."
 )
-NO_AUTHORIZER = (
-    "The authorizer is a seam that is off by default (props.authorizer / context authorizerFunctionArn); "
-    "without one every request is served in the default namespace, which suits a private or "
-    "development deployment. docs/infrastructure.md says to set one before exposing the API."
+UNAUTHENTICATED = (
+    "auth=none was chosen explicitly: the development stage, or -c allowUnauthenticated=true. Every "
+    "request is served in the default namespace; every other stage refuses to synthesize without an "
+    "authorizer (infra/config.py)."
 )
 STREAM_FAILURE_QUEUE = (
     "This queue is the on-failure destination of the stream event source mapping: it is itself the "
@@ -61,11 +62,13 @@ def enable(app: App) -> None:
 def acknowledge(meterline: Meterline) -> None:
     functions = [*meterline.api.functions.values(), meterline.processing.processor, meterline.processing.compactor,
                  meterline.exports.exporter, meterline.exports.sender]
+    if meterline.api.authorizer_function is not None:
+        functions.append(meterline.api.authorizer_function)
     for function in functions:
         _ack(function.function, "AwsSolutions-L1", PINNED_RUNTIME)
     _ack(meterline.processing.processor.role, "AwsSolutions-IAM5[Resource::*]", LIST_STREAMS_WILDCARD)
-    if not meterline.props.authorizer_enabled:
-        _ack(meterline.api.http_api, "AwsSolutions-APIG4", NO_AUTHORIZER)
+    if meterline.props.auth_mode is AuthMode.NONE:
+        _ack(meterline.api.http_api, "AwsSolutions-APIG4", UNAUTHENTICATED)
     _ack(meterline.processing.failure_queue, "AwsSolutions-SQS3", STREAM_FAILURE_QUEUE)
     _ack(meterline.api.functions[REPORTS.name].role,
          report_schedules_finding(meterline.exports.schedule_group.schedule_group_name), REPORT_SCHEDULES)

@@ -29,7 +29,7 @@ def _storage_unavailable(error: StorageUnavailable) -> Response:
 
 @app.post("/api/v1/events")
 def ingest_events() -> Response:
-    namespace = namespace_of(app.current_event.raw_event)
+    namespace = namespace_of(app)
     received = now_ms()
     events = parse_events(body_bytes(app.current_event), app.current_event.headers.get("content-type"), received,
                           settings().max_event_age_ms)

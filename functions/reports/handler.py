@@ -21,7 +21,7 @@ app = build_resolver()
 
 
 def _namespace() -> str:
-    return namespace_of(app.current_event.raw_event)
+    return namespace_of(app)
 
 
 @app.get("/api/v1/reports")

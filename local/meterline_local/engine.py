@@ -38,6 +38,8 @@ MIN_JAVA = 17
 # DynamoDB Local with -sharedDb keeps everything in this one SQLite file under -dbPath.
 DATABASE_FILE = "shared-local-instance.db"
 LOCK_FILE = "meterline.lock"
+# The running stack's DynamoDB Local endpoint (see DataDirectory.publish_endpoint).
+ENDPOINT_FILE = "engine-endpoint"
 # Any credentials and region work with -sharedDb; these are what the local stack's clients use.
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
@@ -171,8 +173,24 @@ class DataDirectory:
                               "stop that one or pass another --data-dir") from exc
         self._lock = handle
 
+    @property
+    def endpoint_file(self) -> Path:
+        return self.path / ENDPOINT_FILE
+
+    def publish_endpoint(self, url: str) -> None:
+        """Where the running stack's engine answers, for `meterline keys` (removed on release)."""
+        self.endpoint_file.write_text(url)
+
+    def running_endpoint(self) -> str | None:
+        """The engine endpoint of the stack that holds this directory, if one does."""
+        try:
+            return self.endpoint_file.read_text().strip() or None
+        except OSError:
+            return None
+
     def release(self) -> None:
         if self._lock is not None:
+            self.endpoint_file.unlink(missing_ok=True)
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None

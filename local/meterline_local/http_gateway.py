@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -95,6 +97,42 @@ def build_v2_event(method: str, raw_path: str, raw_query: str, headers: list[tup
     return event
 
 
+class LocalAuthorizer:
+    """API Gateway's side of a Lambda authorizer (payload 2.0, simple responses), identity source the
+    Authorization header: without the header the request is 401 `{"message":"Unauthorized"}` and the
+    authorizer is not called; `isAuthorized: false` is 403 `{"message":"Forbidden"}`; otherwise its
+    context reaches the route as `requestContext.authorizer.lambda`. Answers are cached per header
+    value for `cache_s`, as `AuthorizerResultTtlInSeconds` does."""
+
+    def __init__(self, invoke: Callable[[dict[str, Any]], Any], cache_s: float = 60.0) -> None:
+        self.invoke = invoke
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def authorize(self, event: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+        """None when the request may proceed (`event` then carries the context), else the answer."""
+        identity = event["headers"].get("authorization")
+        if not identity:
+            return 401, {"content-type": "application/json"}, b'{"message":"Unauthorized"}'
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(identity)
+        if cached is None or cached[0] <= now:
+            request = {**event, "type": "REQUEST", "identitySource": [identity],
+                       "routeArn": f"arn:aws:execute-api:us-east-1:000000000000:local/$default/"
+                                   f"{event['requestContext']['http']['method']}{event['rawPath']}"}
+            result = self.invoke(request)
+            with self._lock:
+                self._cache[identity] = (now + self.cache_s, result)
+        else:
+            result = cached[1]
+        if not isinstance(result, dict) or result.get("isAuthorized") is not True:
+            return 403, {"content-type": "application/json"}, b'{"message":"Forbidden"}'
+        event["requestContext"]["authorizer"] = {"lambda": dict(result.get("context") or {})}
+        return None
+
+
 def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str], bytes]:
     body = {"type": "urn:meterline:problem:gateway", "title": title, "status": status, "detail": detail}
     return status, {"content-type": "application/problem+json"}, orjson.dumps(body)
@@ -116,8 +154,10 @@ class LocalGateway(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], routes: list[Route]) -> None:
+    def __init__(self, address: tuple[str, int], routes: list[Route], authorizer: LocalAuthorizer | None = None
+                 ) -> None:
         self.routes = routes
+        self.authorizer = authorizer
         super().__init__(address, _GatewayHandler)
 
     def find(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
@@ -167,6 +207,10 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         event = build_v2_event(self.command, path, query, list(self.headers.items()), body, route, params,
                                self.client_address[0])
         try:
+            if self.server.authorizer is not None:
+                refused = self.server.authorizer.authorize(event)
+                if refused is not None:
+                    return refused[0], refused[1], [], refused[2]
             result = route.function.invoke(event)
         except Exception:  # an unhandled handler error is a 500 from API Gateway too
             log.exception("function %s failed", route.function.name)

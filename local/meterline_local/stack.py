@@ -44,6 +44,9 @@ class LocalConfig:
     # Where DynamoDB Local keeps the tables, the stream checkpoints and the signing key; None: in memory.
     data_dir: Path | None = None
     namespace: str = "default"
+    # Require API keys (`meterline keys create --data-dir ...`), as a deployed stack does; off: every
+    # request acts in `namespace`.
+    auth: bool = False
     retention_days: int = 400
     function_concurrency: int = 4
     stream_batch_size: int = LOCAL_STREAM_BATCH_SIZE
@@ -86,6 +89,7 @@ def prepare_environment(config: LocalConfig, dynamodb_url: str) -> dict[str, str
         "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": dynamodb_url,
         **{spec.env_var: f"{config.table_prefix}-{spec.logical_name.lower()}" for spec in ALL_TABLES},
         "METERLINE_DEFAULT_NAMESPACE": config.namespace,
+        "METERLINE_AUTH": "api-key" if config.auth else "none",
         "METERLINE_RETENTION_DAYS": str(config.retention_days),
         "METERLINE_COMPACTION_GRACE_SECONDS": str(config.compaction_grace_s),
         "METERLINE_WRITE_MARGIN_SECONDS": str(config.write_margin_s),
@@ -241,6 +245,8 @@ class LocalStack:
             self.data = DataDirectory(self.config.data_dir)
             self.data.acquire()
         self.engine = DynamoDBLocal(self.data.database if self.data else None).start()
+        if self.data is not None:
+            self.data.publish_endpoint(self.engine.endpoint_url)
         env = prepare_environment(self.config, self.engine.endpoint_url)
         self._set_environment(env)
 
@@ -265,13 +271,14 @@ class LocalStack:
         self._seed_meters(declared_meters, events_exist=EVENTS_TABLE.logical_name not in created)
 
         from functions.routes import (
+            AUTHORIZER,
             COMPACTOR_MODULE,
             EXPORTER_MODULE,
             HTTP_FUNCTIONS,
             PROCESSOR_MODULE,
             SENDER_MODULE,
         )
-        from meterline_local.http_gateway import LocalGateway, Route
+        from meterline_local.http_gateway import LocalAuthorizer, LocalGateway, Route
         from meterline_local.scheduler import LocalScheduler
         from meterline_local.sqs_poller import SqsPoller, SqsSettings
         from meterline_local.stream_poller import ShardCheckpoints, StreamPoller, StreamSettings
@@ -287,7 +294,11 @@ class LocalStack:
             routes.extend(Route(method, path, function) for method, path in spec.routes)
         processor = self._function("processor", PROCESSOR_MODULE, concurrency=1)  # ParallelizationFactor 1
 
-        self.gateway = LocalGateway((self.config.host, self.config.port), routes)
+        authorizer = None
+        if self.config.auth:
+            authorizer = LocalAuthorizer(self._function(AUTHORIZER.name, AUTHORIZER.module,
+                                                        self.config.function_concurrency).invoke)
+        self.gateway = LocalGateway((self.config.host, self.config.port), routes, authorizer)
         self._server_thread = threading.Thread(target=self.gateway.serve_forever, name="gateway", daemon=True)
         self._server_thread.start()
 

@@ -51,13 +51,15 @@ def alive(pid: int) -> bool:
 class DevProcess:
     """`meterline dev` in a child process, its output collected."""
 
-    def __init__(self, *args: str, port: int | None = None) -> None:
+    def __init__(self, *args: str, port: int | None = None, ignore_sigint: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.endswith("_TABLE")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "meterline_local.cli", "dev", "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            # as a parent that ignores SIGINT (nohup, some test runners' workers) starts it
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
         )
         self.lines: list[str] = []
 

@@ -135,6 +135,11 @@ def fails_with_one_line(stack: DevProcess, timeout_s: float = 30) -> str:
     return errors[0]
 
 
+def test_ctrl_c_stops_it_even_when_its_parent_ignored_sigint() -> None:
+    stack = DevProcess("--in-memory", ignore_sigint=True).wait_started()
+    assert stack.stop(signal.SIGINT, timeout_s=10) == 0
+
+
 def test_a_busy_port_is_one_line() -> None:
     import socket
 

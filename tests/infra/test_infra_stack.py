@@ -20,6 +20,7 @@ LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 def _ids(dev: Synthesized) -> dict[str, str]:
     """Logical ids of the resources the tests talk about, by construct path."""
     ids = {spec.name: dev.logical_id(f"Api/{function_construct_id(spec.name)}/Function") for spec in HTTP_FUNCTIONS}
+    ids["authorizer"] = dev.logical_id("Api/ApiKeyAuthorizer/Function")
     ids["processor"] = dev.logical_id("Processing/Processor/Function")
     ids["compactor"] = dev.logical_id("Processing/Compactor/Function")
     ids["compaction_schedule"] = dev.logical_id("Processing/CompactionSchedule")
@@ -152,9 +153,9 @@ def test_compactor_runs_every_minute_alone_with_least_privilege(dev: Synthesized
 
 
 def test_every_function_has_a_declared_access_to_defined_tables(dev: Synthesized) -> None:
-    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"processor", "compactor", "exporter",
-                                                                          "sender"}
-    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 4)
+    assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"authorizer", "processor", "compactor",
+                                                                          "exporter", "sender"}
+    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 5)
     defined = {spec.logical_name for spec in ALL_TABLES}
     used = {table for access in TABLE_ACCESS.values() for table in access}
     assert used == defined  # no grant to an unknown table, and no table nobody may touch
@@ -240,17 +241,37 @@ def test_http_routes_come_from_the_function_catalog(dev: Synthesized) -> None:
         integration_id = by_key[key]["Target"]["Fn::Join"][1][1]["Ref"]
         assert integrations[integration_id]["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [ids[name], "Arn"]}
         assert integrations[integration_id]["Properties"]["PayloadFormatVersion"] == "2.0"
-        assert by_key[key]["AuthorizationType"] == "NONE"  # the authorizer seam is off by default
-    dev.template.resource_count_is("AWS::ApiGatewayV2::Authorizer", 0)
-    # API Gateway may invoke each HTTP function, through this API only, with one permission each.
+    # API Gateway may invoke each HTTP function and the authorizer, through this API only, with one
+    # permission each.
     permissions = [p for p in dev.resources("AWS::Lambda::Permission").values()
                    if p["Properties"]["Principal"] != "events.amazonaws.com"]  # the compaction schedule's
     assert sorted(p["Properties"]["FunctionName"]["Fn::GetAtt"][0] for p in permissions) == sorted(
-        ids[spec.name] for spec in HTTP_FUNCTIONS
+        [ids[spec.name] for spec in HTTP_FUNCTIONS] + [ids["authorizer"]]
     )
     for permission in permissions:
         assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
         assert {"Ref": ids["http_api"]} in permission["Properties"]["SourceArn"]["Fn::Join"][1]
+
+
+def test_every_route_has_the_api_key_authorizer_by_default(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    (authorizer_id,) = dev.resources("AWS::ApiGatewayV2::Authorizer")
+    dev.template.has_resource_properties("AWS::ApiGatewayV2::Authorizer", {
+        "AuthorizerType": "REQUEST",
+        "AuthorizerPayloadFormatVersion": "2.0",
+        "EnableSimpleResponses": True,
+        "IdentitySource": ["$request.header.Authorization"],
+        "AuthorizerResultTtlInSeconds": 60,  # a revoked key stops working within a minute
+    })
+    authorizer = dev.data["Resources"][authorizer_id]["Properties"]
+    assert ids["authorizer"] in str(authorizer["AuthorizerUri"])
+    for route in dev.resources("AWS::ApiGatewayV2::Route").values():
+        assert route["Properties"]["AuthorizationType"] == "CUSTOM"
+        assert route["Properties"]["AuthorizerId"] == {"Ref": authorizer_id}
+    for name in [spec.name for spec in HTTP_FUNCTIONS]:
+        assert dev.data["Resources"][ids[name]]["Properties"]["Environment"]["Variables"]["METERLINE_AUTH"] == "api-key"
+    statements = role_statements(dev, ids["authorizer"])
+    assert table_actions(statements) == {arn(ids["Catalog"]): {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
 
 
 def test_http_api_stage_throttles_logs_access_and_allows_cors(dev: Synthesized) -> None:

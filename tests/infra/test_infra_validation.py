@@ -17,7 +17,6 @@ from tests.infra.synth import Synthesized
 EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::*]",
     "AwsSolutions-L1",
-    "AwsSolutions-APIG4",
     "AwsSolutions-SQS3",
 }
 

@@ -21,6 +21,7 @@ CONTEXT = {
     "alarmEmail": "ops@example.com",
     "domainName": "meter.example.com",
     "certificateArn": CERTIFICATE_ARN,
+    "auth": "lambda",
     "authorizerFunctionArn": AUTHORIZER_ARN,
     "streamBatchSize": "250",
     "streamBatchingWindowSeconds": "1",
@@ -35,7 +36,7 @@ CONTEXT = {
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    # Synthesizing at all means cdk-nag passed, here without the APIG4 (no authorizer) acknowledgment.
+    # Synthesizing at all means cdk-nag passed (no route without an authorizer: APIG4).
     return shared_synth(tmp_path_factory, "prod", **CONTEXT)
 
 
@@ -125,7 +126,14 @@ def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
         ({"stream_batching_window_seconds": 301}, "streamBatchingWindowSeconds"),
         ({"stream_retry_attempts": -1}, "bounded"),
         ({"default_namespace": "Not Valid"}, "defaultNamespace"),
-        ({"authorizer_function_arn": "my-function"}, "authorizerFunctionArn"),
+        ({"auth": "lambda", "authorizer_function_arn": "my-function"}, "authorizerFunctionArn"),
+        ({"auth": "basic"}, "auth must be one of"),
+        ({"auth": "lambda"}, "auth=lambda needs authorizerFunctionArn"),
+        ({"authorizer_function_arn": AUTHORIZER_ARN}, "with auth=lambda only"),
+        ({"auth": "jwt", "jwt_issuer": "https://issuer.example.com"}, "jwtIssuer and jwtAudience"),
+        ({"jwt_issuer": "https://issuer.example.com"}, "with auth=jwt only"),
+        ({"stage": "prod", "auth": "none"}, "without authentication"),
+        ({"stage": "staging", "auth": "none"}, "allowUnauthenticated"),
         ({"export_settle_seconds": 0}, "exportSettleSeconds"),
         ({"webhook_max_attempts": 0}, "webhookMaxAttempts"),
         ({"webhook_backoff_max_seconds": 901}, "900"),
@@ -137,7 +145,40 @@ def test_invalid_props_are_refused(changes: dict[str, Any], message: str) -> Non
         MeterlineProps(**changes)
 
 
-def test_only_prod_is_production() -> None:
+def test_every_stage_but_dev_is_production() -> None:
     assert MeterlineProps(stage="prod").production
+    assert MeterlineProps(stage="staging").production
     assert not MeterlineProps().production
-    assert not MeterlineProps(stage="staging").production
+    assert MeterlineProps(stage="dev", auth="none").auth == "none"
+    assert MeterlineProps(stage="staging", auth="none", allow_unauthenticated=True).production
+
+
+def test_a_stage_other_than_dev_without_an_authorizer_does_not_synthesize(tmp_path: Any) -> None:
+    from tests.infra.synth import synthesize
+
+    with pytest.raises(ValueError, match="allowUnauthenticated"):
+        synthesize(tmp_path / "open", stage="staging", auth="none")
+
+
+def test_an_explicitly_open_stage_acknowledges_apig4(tmp_path_factory: pytest.TempPathFactory) -> None:
+    open_stage = shared_synth(tmp_path_factory, "open", stage="demo", auth="none", allowUnauthenticated="true")
+    for route in open_stage.resources("AWS::ApiGatewayV2::Route").values():
+        assert route["Properties"]["AuthorizationType"] == "NONE"
+    open_stage.template.resource_count_is("AWS::ApiGatewayV2::Authorizer", 0)
+    for function in open_stage.resources("AWS::Lambda::Function").values():
+        assert function["Properties"]["Environment"]["Variables"]["METERLINE_AUTH"] == "none"
+
+
+def test_jwt_auth_puts_a_jwt_authorizer_on_every_route(tmp_path_factory: pytest.TempPathFactory) -> None:
+    jwt = shared_synth(tmp_path_factory, "jwt", stage="jwt", auth="jwt", jwtIssuer="https://issuer.example.com",
+                       jwtAudience="meterline", jwtNamespaceClaim="custom:tenant")
+    (authorizer_id,) = jwt.resources("AWS::ApiGatewayV2::Authorizer")
+    jwt.template.has_resource_properties("AWS::ApiGatewayV2::Authorizer", {
+        "AuthorizerType": "JWT",
+        "JwtConfiguration": {"Issuer": "https://issuer.example.com", "Audience": ["meterline"]},
+    })
+    for route in jwt.resources("AWS::ApiGatewayV2::Route").values():
+        assert route["Properties"]["AuthorizationType"] == "JWT"
+        assert route["Properties"]["AuthorizerId"] == {"Ref": authorizer_id}
+    ingest = jwt.data["Resources"][jwt.logical_id("Api/Ingest/Function")]["Properties"]["Environment"]["Variables"]
+    assert (ingest["METERLINE_AUTH"], ingest["METERLINE_JWT_NAMESPACE_CLAIM"]) == ("jwt", "custom:tenant")

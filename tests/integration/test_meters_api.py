@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from functions.api import handler as api
+from meterline import bootstrap
 from meterline.domain.meters import ULID_PATTERN
 from meterline.services import meter_source
 from meterline.services.meters import seed_meters, update_meter
@@ -135,7 +136,11 @@ def test_bad_list_parameters_are_400(aws, query: dict[str, str], field: str) -> 
     assert_problem(request("GET", "/api/v1/meters", query=query), 400, field)
 
 
-def test_meters_are_per_namespace(aws) -> None:
+def test_meters_are_per_namespace(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an authorizer that names the caller's namespace (here another Lambda authorizer's context)."""
+    monkeypatch.setenv("METERLINE_AUTH", "lambda")
+    bootstrap.reset()
+
     def in_namespace(namespace: str, method: str, path: str, body: Any = None) -> Reply:
         data = orjson.dumps(body) if body is not None else b""
         event = build_v2_event(method, path, "", [("content-type", "application/json")], data, None, {}, "127.0.0.1")
@@ -144,10 +149,10 @@ def test_meters_are_per_namespace(aws) -> None:
 
     theirs = in_namespace("tenant_b", "POST", "/api/v1/meters", TOKENS)
     assert theirs.status == 201
-    assert request("GET", "/api/v1/meters").json() == []
-    assert_problem(request("GET", f"/api/v1/meters/{theirs.json()['id']}"), 404, "idOrSlug")
-    assert_problem(request("DELETE", "/api/v1/meters/tokens_total"), 404)
-    mine = create(TOKENS)  # the same slug in another namespace is no conflict
+    assert in_namespace("default", "GET", "/api/v1/meters").json() == []
+    assert_problem(in_namespace("default", "GET", f"/api/v1/meters/{theirs.json()['id']}"), 404, "idOrSlug")
+    assert_problem(in_namespace("default", "DELETE", "/api/v1/meters/tokens_total"), 404)
+    mine = in_namespace("default", "POST", "/api/v1/meters", TOKENS).json()  # the same slug is no conflict
     assert mine["id"] != theirs.json()["id"]
     assert [m["id"] for m in in_namespace("tenant_b", "GET", "/api/v1/meters").json()] == [theirs.json()["id"]]
     assert {item["pk"]["S"] for item in scan_all(aws, CATALOG)} == {"default#meter", "tenant_b#meter"}

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from meterline.services.exports import Exporter, WebhookSender
     from meterline.services.reports import ReportsContext
     from meterline.storage.events_store import EventsStore
+    from meterline.storage.keys_store import KeysStore
     from meterline.storage.meters_store import MetersStore
     from meterline.storage.reports_store import ReportsStore
     from meterline.storage.usage_store import UsageStore
@@ -42,6 +43,13 @@ def meters_store() -> MetersStore:
     from meterline.storage.meters_store import MetersStore
 
     return MetersStore()
+
+
+@cache
+def keys_store() -> KeysStore:
+    from meterline.storage.keys_store import KeysStore
+
+    return KeysStore()
 
 
 @cache
@@ -99,8 +107,8 @@ def webhook_sender() -> WebhookSender:
                          endpoint_policy=EndpointPolicy.from_env())
 
 
-FACTORIES = (events_store, usage_store, meters_store, reports_store, compactor, backfill_worker, reports_context,
-             exporter, webhook_sender)
+FACTORIES = (events_store, usage_store, meters_store, keys_store, reports_store, compactor, backfill_worker,
+             reports_context, exporter, webhook_sender)
 
 
 def reset() -> None:

@@ -60,3 +60,19 @@ class NotFound(MeterlineError):
 class Conflict(MeterlineError):
     kind: str = "conflict"
     title: str = "Conflict"
+
+
+@dataclass
+class Unauthenticated(MeterlineError):
+    """No credentials, or credentials that name no caller (HTTP 401)."""
+
+    kind: str = "unauthenticated"
+    title: str = "Authentication required"
+
+
+@dataclass
+class Forbidden(MeterlineError):
+    """A known caller whose scope does not cover the request (HTTP 403)."""
+
+    kind: str = "forbidden"
+    title: str = "Forbidden"

@@ -8,12 +8,24 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
 from meterline.domain.timeutil import DAY_MS
 
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class AuthMode(StrEnum):
+    """Who vouches for an HTTP caller: nobody (`none`: every request acts in the default namespace),
+    Meterline's API-key authorizer, a JWT authorizer (the namespace is a claim), or another Lambda
+    authorizer (its context carries `namespace` and optionally `scope`)."""
+
+    NONE = "none"
+    API_KEY = "api-key"
+    JWT = "jwt"
+    LAMBDA = "lambda"
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,10 @@ class Settings:
     # meterline.storage.usage_store.Retention).
     minute_retention_days: int | None = None
     quarter_retention_days: int | None = None
+    auth: AuthMode = AuthMode.NONE
+    # With JWT auth: the dotted path of the claim naming the namespace, and of an optional scope claim.
+    jwt_namespace_claim: str = "namespace"
+    jwt_scope_claim: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,7 +53,16 @@ class Settings:
         problems = retention_problems(retention, minute, quarter, RETENTION_ENV)
         if problems:
             raise RuntimeError("; ".join(problems))
+        raw_auth = os.environ.get("METERLINE_AUTH", "none").strip().lower()
+        try:
+            auth = AuthMode(raw_auth)
+        except ValueError:
+            raise RuntimeError(f"METERLINE_AUTH={raw_auth!r} must be one of "
+                               f"{', '.join(mode.value for mode in AuthMode)}") from None
         return cls(
+            auth=auth,
+            jwt_namespace_claim=os.environ.get("METERLINE_JWT_NAMESPACE_CLAIM") or "namespace",
+            jwt_scope_claim=os.environ.get("METERLINE_JWT_SCOPE_CLAIM") or None,
             default_namespace=namespace,
             retention_days=retention,
             meters_file=os.environ.get("METERLINE_METERS_FILE") or None,

@@ -9,10 +9,12 @@ import orjson
 from meterline.errors import (
     Conflict,
     FieldError,
+    Forbidden,
     InvalidInput,
     MeterlineError,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 
@@ -25,6 +27,8 @@ _STATUS: dict[type[MeterlineError], int] = {
     UnsupportedMediaType: 415,
     NotFound: 404,
     Conflict: 409,
+    Unauthenticated: 401,
+    Forbidden: 403,
 }
 
 

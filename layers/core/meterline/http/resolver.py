@@ -1,21 +1,21 @@
-"""What every HTTP Lambda shares: a Powertools resolver whose errors are problem+json, and the
-namespace of the caller (the seam where API-key auth plugs in)."""
+"""What every HTTP Lambda shares: a Powertools resolver that authorizes every request
+(meterline.http.auth) and answers every error as problem+json, and the caller of the request."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from meterline.errors import InvalidInput, MeterlineError
+from meterline.domain.access import Caller
+from meterline.errors import MeterlineError
+from meterline.http.auth import authorize
 from meterline.http.problems import PROBLEM_JSON, problem_for
 from meterline.http.responses import problem_response
 from meterline.observability import logger
-from meterline.settings import NAMESPACE_PATTERN, settings
 
 
 def build_resolver() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver()
+    app.use(middlewares=[authorize])
 
     @app.exception_handler(MeterlineError)
     def _domain_error(error: MeterlineError) -> Response:
@@ -36,14 +36,11 @@ def build_resolver() -> APIGatewayHttpResolver:
     return app
 
 
-def namespace_of(event: dict[str, Any]) -> str:
-    """The caller's namespace: set by the API-key authorizer when one is configured (its Lambda
-    authorizer context carries `namespace`), else the stack's default namespace."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    namespace = (authorizer.get("lambda") or {}).get("namespace")
-    if namespace is None:
-        namespace = settings().default_namespace
-    elif not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
-        raise InvalidInput("the authorizer gave an invalid namespace")
-    logger.append_keys(namespace=namespace)
-    return namespace
+def caller(app: APIGatewayHttpResolver) -> Caller:
+    """The caller of the current request, as the `authorize` middleware found it."""
+    found: Caller = app.context["caller"]
+    return found
+
+
+def namespace_of(app: APIGatewayHttpResolver) -> str:
+    return caller(app).namespace

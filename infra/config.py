@@ -16,7 +16,7 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
-from meterline.settings import NAMESPACE_PATTERN, STREAM_BATCH_SIZE, AuthMode, retention_problems
+from meterline.settings import NAMESPACE_RULE, STREAM_BATCH_SIZE, AuthMode, is_namespace, retention_problems
 
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -143,8 +143,8 @@ class MeterlineProps:
             errors.append("domainName and certificateArn go together")
         if self.certificate_arn is not None and not self.certificate_arn.startswith("arn:"):
             errors.append("certificateArn must be an ACM certificate ARN")
-        if not NAMESPACE_PATTERN.match(self.default_namespace):
-            errors.append(f"defaultNamespace must match {NAMESPACE_PATTERN.pattern}")
+        if not is_namespace(self.default_namespace):
+            errors.append(f"defaultNamespace must match {NAMESPACE_RULE}")
         if not 1 <= self.stream_batch_size <= 10_000:
             errors.append("streamBatchSize must be between 1 and 10000")
         if not 0 <= self.stream_batching_window_seconds <= 300:

@@ -21,7 +21,7 @@ from meterline.services import meters
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
 from meterline.services.usage_query import query_usage
-from meterline.settings import settings
+from meterline.settings import query_limits, quotas, settings
 
 app = build_resolver()
 
@@ -34,7 +34,8 @@ def _namespace() -> str:
 def get_events() -> Response:
     query = query_model(app.current_event, ListEventsQuery, context={"now_ms": now_ms()})
     namespace = _namespace()
-    return json_response(list_events(namespace, query, usage_store(), events_store(), meter_catalog(namespace)))
+    return json_response(list_events(namespace, query, usage_store(), events_store(), meter_catalog(namespace),
+                                     query_limits().listing_budget))
 
 
 @app.get("/api/v1/meters")
@@ -46,7 +47,8 @@ def list_meters() -> Response:
 @app.post("/api/v1/meters")
 def create_meter() -> Response:
     definition = meter_definition(json_object(app.current_event, "a meter"))
-    return json_response(meters.create_meter(meters_store(), _namespace(), definition, now_ms()).to_api(), status=201)
+    created = meters.create_meter(meters_store(), _namespace(), definition, now_ms(), quotas().meters)
+    return json_response(created.to_api(), status=201)
 
 
 @app.get("/api/v1/meters/<id_or_slug>")
@@ -70,7 +72,7 @@ def delete_meter(id_or_slug: str) -> Response:
 def query_meter(id_or_slug: str) -> Response:
     parameters = usage_query_params(app.current_event)
     _, query, rows = query_usage(meters_store(), usage_store(), _namespace(), id_or_slug, parameters, now_ms(),
-                                 settings().retention_days * DAY_MS)
+                                 settings().retention_days * DAY_MS, query_limits())
     return usage_response(query, rows, app.current_event.headers.get("accept"))
 
 

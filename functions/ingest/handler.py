@@ -18,13 +18,17 @@ from meterline.settings import settings
 from meterline.storage.events_store import StorageUnavailable
 
 app = build_resolver()
+# What a 503 asks a client to wait before sending the same request again.
+STORAGE_RETRY_AFTER_S = 1
 
 
 @app.exception_handler(StorageUnavailable)
 def _storage_unavailable(error: StorageUnavailable) -> Response:
     logger.error("event write failed", extra={"error": str(error)})
-    return problem_response(503, "storage-unavailable", "Storage unavailable",
-                            "some events could not be stored; retrying the same request is safe")
+    response = problem_response(503, "storage-unavailable", "Storage unavailable",
+                                "some events could not be stored; retrying the same request is safe")
+    response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_S)
+    return response
 
 
 @app.post("/api/v1/events")

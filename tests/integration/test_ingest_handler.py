@@ -127,8 +127,45 @@ def test_storage_failure_is_503_and_retry_is_safe(aws, monkeypatch) -> None:
     batch = [cloud_event(i) for i in range(50)]
     reply = post(batch)
     assert reply.status == 503 and reply.json()["type"] == "urn:meterline:problem:storage-unavailable"
+    assert reply.headers["retry-after"] == "1"
     assert post(batch).status == 204
     assert len(scan_all(aws, EVENTS)) == 50
+
+
+def test_a_single_event_storage_failure_is_503_with_retry_after(aws, monkeypatch) -> None:
+    from botocore.exceptions import ClientError
+
+    client = bootstrap.events_store().client
+
+    def throttled(**_: object) -> None:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                          "PutItem")
+
+    monkeypatch.setattr(client, "put_item", throttled)
+    reply = post(cloud_event(7), "application/cloudevents+json")
+    assert reply.status == 503, reply.body
+    assert reply.headers["retry-after"] == "1"
+    assert reply.content_type == "application/problem+json"
+    assert scan_all(aws, EVENTS) == []
+
+
+def test_data_nested_deeper_than_32_levels_is_400_and_stores_nothing(aws) -> None:
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["n"] = {}
+        node = node["n"]
+    shallow: dict = {}
+    node = shallow
+    for _ in range(31):
+        node["n"] = {}
+        node = node["n"]
+    reply = post([cloud_event(1, data=shallow), cloud_event(2, data=deep)])
+    assert reply.status == 400
+    assert [(e["index"], e["field"], e["reason"]) for e in reply.json()["errors"]] == [
+        (1, "data", "must be nested at most 32 levels deep")]
+    assert scan_all(aws, EVENTS) == []
+    assert post([cloud_event(1, data=shallow)]).status == 204
 
 
 def test_unknown_route_is_404_problem(aws) -> None:

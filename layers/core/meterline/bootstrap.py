@@ -113,7 +113,7 @@ FACTORIES = (events_store, usage_store, meters_store, keys_store, reports_store,
 
 def reset() -> None:
     """Forget every object built here and every cached setting (tests, after changing the environment)."""
-    from meterline.settings import compaction_timing, export_settings, settings
+    from meterline.settings import compaction_timing, export_settings, query_limits, quotas, settings
 
-    for factory in (*FACTORIES, settings, compaction_timing, export_settings):
+    for factory in (*FACTORIES, settings, compaction_timing, export_settings, query_limits, quotas):
         factory.cache_clear()

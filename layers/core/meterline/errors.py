@@ -63,6 +63,23 @@ class Conflict(MeterlineError):
 
 
 @dataclass
+class QuotaExceeded(MeterlineError):
+    """A namespace would hold more of something than it may (HTTP 400, naming the limit)."""
+
+    kind: str = "quota-exceeded"
+    title: str = "Quota exceeded"
+
+
+@dataclass
+class TooManyRequests(MeterlineError):
+    """Too many requests of a kind in a period (HTTP 429); `retry_after_s` says when to try again."""
+
+    kind: str = "too-many-requests"
+    title: str = "Too many requests"
+    retry_after_s: int = 60
+
+
+@dataclass
 class Unauthenticated(MeterlineError):
     """No credentials, or credentials that name no caller (HTTP 401)."""
 

@@ -15,6 +15,14 @@ from typing import Any
 from meterline.domain.timeutil import DAY_MS
 
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# The tables' own partitions that no namespace may shadow (storage keys begin with the namespace).
+RESERVED_NAMESPACES = frozenset({"work", "manifest", "late", "compaction", "backfill"})
+NAMESPACE_RULE = f"{NAMESPACE_PATTERN.pattern}, and not {', '.join(sorted(RESERVED_NAMESPACES))}"
+
+
+def is_namespace(name: object) -> bool:
+    """A name a namespace may have: lower-case letters, digits, `_` and `-`, and not a reserved word."""
+    return isinstance(name, str) and bool(NAMESPACE_PATTERN.match(name)) and name not in RESERVED_NAMESPACES
 
 
 class AuthMode(StrEnum):
@@ -45,8 +53,8 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         namespace = os.environ.get("METERLINE_DEFAULT_NAMESPACE", "default")
-        if not NAMESPACE_PATTERN.match(namespace):
-            raise RuntimeError(f"METERLINE_DEFAULT_NAMESPACE={namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+        if not is_namespace(namespace):
+            raise RuntimeError(f"METERLINE_DEFAULT_NAMESPACE={namespace!r} must match {NAMESPACE_RULE}")
         retention = number_setting("METERLINE_RETENTION_DAYS", int, 400, "at least 1", lambda v: v >= 1)
         minute = number_setting("METERLINE_MINUTE_RETENTION_DAYS", int, None, "at least 1", lambda v: v >= 1)
         quarter = number_setting("METERLINE_QUARTER_RETENTION_DAYS", int, None, "at least 1", lambda v: v >= 1)
@@ -141,6 +149,56 @@ def compaction_timing() -> CompactionTiming:
 def _positive(name: str, default: float) -> float:
     value: float = number_setting(name, float, default, "greater than 0", lambda v: v > 0)
     return value
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one HTTP request may cost, so that bad input is a 400 and never a timeout: a usage query at
+    most `read_budget` DynamoDB Queries and `max_rows` rows; an events listing at most
+    `listing_budget` index rows scanned. (Exports read one closed window and are not limited.)"""
+
+    read_budget: int = 5000
+    max_rows: int = 10_000
+    listing_budget: int = 200_000
+
+    @classmethod
+    def from_env(cls) -> QueryLimits:
+        def limit(name: str, default: int) -> int:
+            value: int = number_setting(name, int, default, "at least 1", lambda v: v >= 1)
+            return value
+
+        return cls(read_budget=limit("METERLINE_QUERY_READ_BUDGET", cls.read_budget),
+                   max_rows=limit("METERLINE_QUERY_MAX_ROWS", cls.max_rows),
+                   listing_budget=limit("METERLINE_LISTING_BUDGET", cls.listing_budget))
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """How much one namespace may hold or do: meters, reports, and manual export runs per hour."""
+
+    meters: int = 200
+    reports: int = 100
+    manual_runs_per_hour: int = 60
+
+    @classmethod
+    def from_env(cls) -> Quotas:
+        def quota(name: str, default: int) -> int:
+            value: int = number_setting(name, int, default, "at least 1", lambda v: v >= 1)
+            return value
+
+        return cls(meters=quota("METERLINE_MAX_METERS", cls.meters),
+                   reports=quota("METERLINE_MAX_REPORTS", cls.reports),
+                   manual_runs_per_hour=quota("METERLINE_MAX_MANUAL_RUNS_PER_HOUR", cls.manual_runs_per_hour))
+
+
+@cache
+def quotas() -> Quotas:
+    return Quotas.from_env()
+
+
+@cache
+def query_limits() -> QueryLimits:
+    return QueryLimits.from_env()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ MAX_ATTRIBUTE_BYTES = 256
 # How far an event's time may be ahead of its receipt (clock skew). Queries look for counting rows up to
 # a quarter-hour after their own `now`, so anything accepted here is found; see docs/decisions.md.
 MAX_FUTURE_MS = 5 * 60_000
+# `data` is stored and meters read paths into it; deeper nesting serves no meter and costs every reader.
+MAX_DATA_DEPTH = 32
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -62,12 +64,33 @@ class CloudEvent(BaseModel):
     dataschema: StrictStr | None = None
     data: dict[str, Any] | None = None
 
+    @field_validator("data")
+    @classmethod
+    def _shallow(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        if data is not None and _deeper_than(data, MAX_DATA_DEPTH):
+            raise ValueError(f"must be nested at most {MAX_DATA_DEPTH} levels deep")
+        return data
+
     @field_validator("id", "source", "type", "subject")
     @classmethod
     def _bounded(cls, value: str) -> str:
         if len(value) > MAX_ATTRIBUTE_BYTES // 4 and len(value.encode()) > MAX_ATTRIBUTE_BYTES:
             raise ValueError(f"must be at most {MAX_ATTRIBUTE_BYTES} bytes long")
         return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (iterative: no recursion limit)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 _BATCH_ADAPTER = TypeAdapter(list[CloudEvent])

@@ -31,7 +31,11 @@ GROUP_KEY_PATTERN = re.compile(r"^[a-zA-Z_][0-9a-zA-Z_]*$")
 # A ULID: 26 characters of Crockford base32, the first at most 7 (128 bits).
 ULID_PATTERN = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$", re.IGNORECASE)
 _SLUG = re.compile(SLUG_PATTERN)
-_SIMPLE_PATH = re.compile(r"^\$(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
+# One member step of a path: .name, ["any name"] or ['any name'], or [index].
+_STEP = re.compile(r"""\.([A-Za-z_][A-Za-z0-9_]*)|\["((?:[^"\\]|\\.)*)"\]|\['((?:[^'\\]|\\.)*)'\]|\[(\d{1,6})\]""")
+MAX_GROUP_BY_KEYS = 20
+# What a new definition's paths may be; stored meters keep whatever JSONPath they were made with.
+SIMPLE_PATHS = "simple member paths such as $.a.b, $.a[\"b c\"] or $.a[0] (no wildcards, filters or ..)"
 _NUMERIC = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 
 # Set by Meterline, never by a request body.
@@ -125,6 +129,8 @@ class Meter(BaseModel):
             raise ValueError(f"is required for {aggregation} (a JSONPath into data starting with $)")
         if not value.startswith("$"):
             raise ValueError(f"{value!r} must start with $ (a JSONPath into data)")
+        if _is_definition(info) and member_steps(value) is None:
+            raise ValueError(f"{value!r} must be one of the {SIMPLE_PATHS}")
         _compile(value)
         return value
 
@@ -132,11 +138,15 @@ class Meter(BaseModel):
     @classmethod
     def _group_by(cls, group_by: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         value_property = info.data.get("value_property")
+        if len(group_by) > MAX_GROUP_BY_KEYS:
+            raise ValueError(f"has {len(group_by)} keys; a meter may have at most {MAX_GROUP_BY_KEYS}")
         for key, path in group_by.items():
             if not GROUP_KEY_PATTERN.match(key):
                 raise ValueError(f"key {key!r} must match {GROUP_KEY_PATTERN.pattern}")
             if not path.startswith("$"):
                 raise _group_by_error(key, f"{path!r} must be a JSONPath starting with $")
+            if _is_definition(info) and member_steps(path) is None:
+                raise _group_by_error(key, f"{path!r} must be one of the {SIMPLE_PATHS}")
             try:
                 _compile(path)
             except ValueError as exc:
@@ -179,7 +189,7 @@ def _validated(raw: Any, index: int | None = None) -> tuple[Meter | None, list[F
         errors = [FieldError(key, "is read-only; Meterline sets it", index) for key in READ_ONLY_FIELDS if key in raw]
         raw = {key: value for key, value in raw.items() if key not in READ_ONLY_FIELDS}
     try:
-        meter = Meter.model_validate(raw, by_alias=True, by_name=False)
+        meter = Meter.model_validate(raw, by_alias=True, by_name=False, context=DEFINITION)
     except ValidationError as exc:
         return None, errors + _field_errors(exc, index)
     return (None if errors else meter), errors
@@ -247,7 +257,7 @@ def updated_meter(current: Meter, raw: Any, now_ms: int) -> Meter:
     if isinstance(group_by, Mapping) and set(group_by) - set(current.group_by):
         data["backfill"] = {"status": BackfillState.PENDING.value}
     try:
-        return Meter.model_validate(data, by_alias=True, by_name=False)
+        return Meter.model_validate(data, by_alias=True, by_name=False, context=DEFINITION)
     except ValidationError as exc:
         errors = _field_errors(exc)
         raise InvalidInput(f"invalid meter update: {describe(errors)}", errors) from None
@@ -317,16 +327,47 @@ def parse_number(raw: Any) -> float | None:
 Getter = Callable[[dict[str, Any]], tuple[bool, Any]]
 
 
-def _compile(path: str) -> Getter:
-    if _SIMPLE_PATH.match(path):
-        keys = path[2:].split(".")
+# Validation context of a definition a user sends (a request body or a meters file), as opposed to a
+# stored meter being read back.
+DEFINITION = {"definition": True}
 
+
+def _is_definition(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("definition"))
+
+
+def member_steps(path: str) -> list[str | int] | None:
+    """The steps of a simple member path (`$.a.b`, `$.a["b c"]`, `$.a[0]`), or None for anything else."""
+    if not path.startswith("$") or len(path) < 2:
+        return None
+    steps: list[str | int] = []
+    position = 1
+    while position < len(path):
+        match = _STEP.match(path, position)
+        if match is None:
+            return None
+        name, double, single, index = match.groups()
+        if index is not None:
+            steps.append(int(index))
+        else:
+            quoted = double if double is not None else single
+            steps.append(name if quoted is None else re.sub(r"\\(.)", r"\1", quoted))
+        position = match.end()
+    return steps
+
+
+def _compile(path: str) -> Getter:
+    steps = member_steps(path)
+    if steps is not None:
         def simple(data: dict[str, Any]) -> tuple[bool, Any]:
             node: Any = data
-            for key in keys:
-                if not isinstance(node, dict) or key not in node:
+            for step in steps:
+                if isinstance(step, int):
+                    if not isinstance(node, list) or step >= len(node):
+                        return False, None
+                elif not isinstance(node, dict) or step not in node:
                     return False, None
-                node = node[key]
+                node = node[step]
             return True, node
 
         return simple

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from meterline.domain.slots import Horizons, Resolution
 from meterline.domain.timeutil import QUARTER_MS, floor_to
-from meterline.domain.windows import WindowSize, cover, plan_windows, resolve_time_zone
+from meterline.domain.windows import DEFAULT_MAX_WINDOWS, WindowSize, cover, plan_windows, resolve_time_zone
 
 
 @dataclass
@@ -40,11 +40,11 @@ class Plan:
 
 
 def plan(query: UsageQuery, horizons: Horizons | None, pending: frozenset[int] = frozenset(),
-         max_windows: int = 10_000) -> Plan:
+         max_windows: int = DEFAULT_MAX_WINDOWS) -> Plan:
     """Which slots and raw ranges answer each window. Quarter, hour and day slots are complete below the
     compactor's quarter, hour and day horizons (None: it never ran). `pending` are quarters with late rows
     the compactor has not folded yet: they are read from raw rows, and their hours and days from the slots
-    around them."""
+    around them. Raises TooManyWindows beyond `max_windows` windows."""
     quarter_horizon = horizons.quarter if horizons else 0
     hour_horizon = min(horizons.hour, quarter_horizon) if horizons else 0
     day_horizon = min(horizons.day, hour_horizon) if horizons else 0

@@ -63,7 +63,7 @@ def from_epoch_ms(ms: int) -> datetime:
 def format_ms(ms: int) -> str:
     """Epoch milliseconds as RFC 3339 UTC with exactly three fractional digits."""
     moment = from_epoch_ms(ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"  # %Y: no zeros
 
 
 def now_ms() -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "Bucket",
     "Cover",
     "Resolution",
+    "TooManyWindows",
     "WindowSize",
     "cover",
     "plan_windows",
@@ -223,6 +224,10 @@ class _TooManyWindows(Exception):
     pass
 
 
+class TooManyWindows(ValueError):
+    """A query that would have more windows than allowed."""
+
+
 def plan_windows(
     from_ms: int,
     to_ms: int,
@@ -278,7 +283,7 @@ def plan_windows(
             bounds = _calendar_boundaries(from_ms, to_ms, tz, size, max_windows - 1)
     except _TooManyWindows:
         message = f"more than {max_windows} {size} windows; narrow from/to or use a larger windowSize"
-        raise ValueError(message) from None
+        raise TooManyWindows(message) from None
     edges = [from_ms, *bounds, to_ms]
     return list(zip(edges, edges[1:], strict=False))
 

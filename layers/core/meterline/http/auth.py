@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from meterline.domain.access import Caller, Scope, allows
 from meterline.errors import Forbidden, Unauthenticated
 from meterline.observability import logger
-from meterline.settings import NAMESPACE_PATTERN, AuthMode, settings
+from meterline.settings import AuthMode, is_namespace, settings
 
 KEY_REQUIRED = "send an API key: Authorization: Bearer om_..."
 
@@ -38,7 +38,7 @@ def caller_of(event: dict[str, Any]) -> Caller:
         key_id = context.get("keyId")
     if config.auth is AuthMode.API_KEY and (not isinstance(namespace, str) or scope is None):
         raise Unauthenticated(f"the API key is missing, unknown or revoked; {KEY_REQUIRED}")
-    if not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
+    if not isinstance(namespace, str) or not is_namespace(namespace):
         raise Unauthenticated("the credentials name no valid namespace")
     try:
         return Caller(namespace, Scope(scope), key_id if isinstance(key_id, str) else None)

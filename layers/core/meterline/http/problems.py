@@ -14,6 +14,8 @@ from meterline.errors import (
     MeterlineError,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
+    TooManyRequests,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -29,6 +31,8 @@ _STATUS: dict[type[MeterlineError], int] = {
     Conflict: 409,
     Unauthenticated: 401,
     Forbidden: 403,
+    QuotaExceeded: 400,
+    TooManyRequests: 429,
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from meterline.domain.access import Caller
-from meterline.errors import MeterlineError
+from meterline.errors import MeterlineError, TooManyRequests
 from meterline.http.auth import authorize
 from meterline.http.problems import PROBLEM_JSON, problem_for
 from meterline.http.responses import problem_response
@@ -20,7 +20,8 @@ def build_resolver() -> APIGatewayHttpResolver:
     @app.exception_handler(MeterlineError)
     def _domain_error(error: MeterlineError) -> Response:
         status, body = problem_for(error, instance=app.current_event.path)
-        return Response(status_code=status, content_type=PROBLEM_JSON, body=body.decode())
+        headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, TooManyRequests) else None
+        return Response(status_code=status, content_type=PROBLEM_JSON, body=body.decode(), headers=headers)
 
     @app.not_found
     def _not_found(_: Exception) -> Response:

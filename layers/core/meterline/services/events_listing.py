@@ -65,8 +65,10 @@ class ListEventsQuery(QueryParameters):
 
 
 def list_events(namespace: str, query: ListEventsQuery, index: UsageStore, events: EventsStore,
-                meters: MeterCatalog) -> list[dict[str, Any]]:
-    refs = _newest_refs(namespace, query, index)
+                meters: MeterCatalog, budget: int | None = None) -> list[dict[str, Any]]:
+    """At most `budget` index rows are scanned: a filter that matches little over a long range is a 400
+    naming how far back the search got, not a walk through months of events."""
+    refs = _newest_refs(namespace, query, index, budget)
     found = events.get_many(namespace, [(ref.source, ref.id) for ref in refs])
     listed = []
     for ref in refs:
@@ -85,21 +87,29 @@ def list_events(namespace: str, query: ListEventsQuery, index: UsageStore, event
     return listed
 
 
-def _newest_refs(namespace: str, query: ListEventsQuery, index: UsageStore) -> list[EventRef]:
+def _newest_refs(namespace: str, query: ListEventsQuery, index: UsageStore, budget: int | None
+                 ) -> list[EventRef]:
     """Walk the index from `to` back to `from`, one UTC day partition at a time, stopping after the
     first complete hour that brings the count to the limit (pages within an hour are unordered)."""
     selected: dict[tuple[str, str], EventRef] = {}
+    scanned = 0
     day_start = floor_to(query.to_ms, DAY_MS)
     while day_start >= floor_to(query.from_ms, DAY_MS) and len(selected) < query.limit:
         day = format_ms(day_start)[:10]
         max_hour = int(format_ms(query.to_ms)[11:13]) if day_start == floor_to(query.to_ms, DAY_MS) else 23
         min_hour = int(format_ms(query.from_ms)[11:13]) if day_start == floor_to(query.from_ms, DAY_MS) else 0
-        for _hour, refs in index.iter_index_hours(namespace, day, max_hour, min_hour):
+        for hour, refs in index.iter_index_hours(namespace, day, max_hour, min_hour):
             for ref in refs:
                 if query.matches(ref):
                     selected.setdefault((ref.source, ref.id), ref)
             if len(selected) >= query.limit:
                 break
+            scanned += len(refs)
+            if budget is not None and scanned > budget:
+                reached = f"{day}T{hour:02d}:00:00Z"
+                reason = (f"the search scanned {scanned} events back to {reached} and found {len(selected)} "
+                          f"of the {query.limit} asked for; move from to {reached} or later, or narrow the filters")
+                raise InvalidInput(reason, [FieldError("from", reason)])
         day_start -= DAY_MS
     newest = sorted(selected.values(), key=EventRef.sort_key, reverse=True)
     return newest[: query.limit]

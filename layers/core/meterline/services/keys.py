@@ -22,7 +22,7 @@ from meterline.domain.access import (
     new_api_key,
 )
 from meterline.domain.timeutil import format_ms
-from meterline.settings import NAMESPACE_PATTERN
+from meterline.settings import NAMESPACE_RULE, is_namespace
 from meterline.storage.keys_store import KeysStore
 
 
@@ -37,8 +37,8 @@ class NewKey:
 
 
 def create_key(store: KeysStore, namespace: str, scope: str, name: str | None, now_ms: int) -> NewKey:
-    if not NAMESPACE_PATTERN.match(namespace):
-        raise KeyRequestError(f"namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+    if not is_namespace(namespace):
+        raise KeyRequestError(f"namespace {namespace!r} must match {NAMESPACE_RULE}")
     try:
         parsed = Scope(scope)
     except ValueError:
@@ -55,8 +55,8 @@ def create_key(store: KeysStore, namespace: str, scope: str, name: str | None, n
 
 
 def list_keys(store: KeysStore, namespace: str) -> list[ApiKey]:
-    if not NAMESPACE_PATTERN.match(namespace):
-        raise KeyRequestError(f"namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+    if not is_namespace(namespace):
+        raise KeyRequestError(f"namespace {namespace!r} must match {NAMESPACE_RULE}")
     return sorted(store.list(namespace), key=lambda k: (k.created_ms, k.key_id))
 
 

@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from meterline.domain.meters import BackfillState, BackfillStatus, Meter, new_meter, updated_meter
 from meterline.domain.timeutil import format_ms
 from meterline.domain.validation import QueryBool, QueryParameters, bounded_integer
-from meterline.errors import Conflict, FieldError, NotFound
+from meterline.errors import Conflict, FieldError, NotFound, QuotaExceeded
 from meterline.services import meter_source
 from meterline.storage.meters_store import MetersStore
 
@@ -84,8 +84,13 @@ def get_meter(store: MetersStore, namespace: str, id_or_slug: str) -> Meter:
     return stored.meter
 
 
-def create_meter(store: MetersStore, namespace: str, definition: Meter, now_ms: int) -> Meter:
-    """Store a new meter; 409 if its slug is taken. Its backfill starts out pending."""
+def create_meter(store: MetersStore, namespace: str, definition: Meter, now_ms: int,
+                 max_meters: int | None = None) -> Meter:
+    """Store a new meter; 409 if its slug is taken, 400 beyond `max_meters` in the namespace. Its backfill
+    starts out pending."""
+    if max_meters is not None and len(store.meters(namespace)) >= max_meters:
+        raise QuotaExceeded(f"namespace {namespace} has {max_meters} meters, as many as it may have "
+                            "(METERLINE_MAX_METERS); delete one first", [FieldError("slug", "one meter too many")])
     meter = new_meter(definition, new_ulid(), now_ms)
     if not store.create(namespace, meter):
         raise Conflict(f"a meter with slug {meter.slug!r} already exists",

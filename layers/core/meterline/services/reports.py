@@ -19,11 +19,11 @@ from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import ExportRequest, Run, RunPhase, Trigger
 from meterline.domain.meters import Meter
 from meterline.domain.reports import Report, check_against_meter, report_definition
-from meterline.domain.timeutil import DAY_MS, format_ms
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, bounded_integer, invalid
-from meterline.errors import Conflict, FieldError, NotFound
+from meterline.errors import Conflict, FieldError, NotFound, QuotaExceeded, TooManyRequests
 from meterline.services.meters import new_ulid
-from meterline.settings import ExportSettings, export_settings
+from meterline.settings import ExportSettings, Quotas, export_settings, quotas
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore, StoredReport
 from meterline.webhooks import EndpointPolicy, new_signing_secret
@@ -46,6 +46,7 @@ class ReportsContext:
     queues: ExportQueues = field(default_factory=ExportQueues)
     endpoint_policy: EndpointPolicy = field(default_factory=EndpointPolicy.from_env)
     settings: ExportSettings = field(default_factory=export_settings)
+    quotas: Quotas = field(default_factory=quotas)
 
 
 def _not_found(slug: str) -> NotFound:
@@ -77,6 +78,9 @@ def create_report(ctx: ReportsContext, namespace: str, definition: Report, now_m
     """Store a report and create its schedule. The response is the only place its signing secret shows.
     (meterline.domain.reports.report_definition validates a request body into `definition`.)"""
     _check(ctx, namespace, definition)
+    if len(ctx.reports.list(namespace)) >= ctx.quotas.reports:
+        raise QuotaExceeded(f"namespace {namespace} has {ctx.quotas.reports} reports, as many as it may have "
+                            "(METERLINE_MAX_REPORTS); delete one first", [FieldError("slug", "one report too many")])
     now = format_ms(now_ms)
     report_id = new_ulid()
     report = definition.model_copy(update={"id": report_id, "created_at": now, "updated_at": now})
@@ -171,6 +175,12 @@ def request_run(ctx: ReportsContext, namespace: str, slug: str, request: RunRequ
     start, end = request.from_ms, request.to_ms
     report = _stored(ctx, namespace, slug).report
     assert report.id is not None
+    hour = floor_to(now_ms, HOUR_MS)
+    if not ctx.reports.take_manual_run(namespace, hour, ctx.quotas.manual_runs_per_hour):
+        wait_s = (hour + HOUR_MS - now_ms) // 1000 + 1
+        raise TooManyRequests(f"namespace {namespace} requested {ctx.quotas.manual_runs_per_hour} manual runs this "
+                              f"hour, as many as it may (METERLINE_MAX_MANUAL_RUNS_PER_HOUR); try again in {wait_s} s",
+                              retry_after_s=wait_s)
     run = Run(id=new_ulid(), report_id=report.id, window_start_ms=start, window_end_ms=end,
               trigger=Trigger.MANUAL, phase=RunPhase.PENDING, requested_ms=now_ms)
     ctx.reports.create_run(namespace, run)

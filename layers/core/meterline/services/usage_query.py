@@ -32,9 +32,10 @@ from meterline.domain.query_plan import Plan, UsageQuery, plan
 from meterline.domain.slots import QUARTER, Horizons, Resolution
 from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, invalid
-from meterline.domain.windows import WindowSize, resolve_time_zone
+from meterline.domain.windows import TooManyWindows, WindowSize, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
 from meterline.services.meters import get_meter
+from meterline.settings import QueryLimits
 from meterline.storage.dynamo import concurrently
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore, raw_partition
@@ -116,17 +117,18 @@ class UsageQueryParameters(QueryParameters):
 
 
 def query_usage(meters: MetersStore, store: UsageStore, namespace: str, id_or_slug: str,
-                parameters: UsageQueryParameters, now_ms: int, default_range_ms: int
+                parameters: UsageQueryParameters, now_ms: int, default_range_ms: int, limits: QueryLimits
                 ) -> tuple[Meter, UsageQuery, list[dict[str, Any]]]:
     """GET/POST /api/v1/meters/{idOrSlug}/query: the meter, the query as understood, and its rows."""
     meter = get_meter(meters, namespace, id_or_slug)
     query = parameters.query(meter, now_ms, default_range_ms)
-    return meter, query, UsageReader(store).query(namespace, meter, query, now_ms)
+    return meter, query, UsageReader(store, limits).query(namespace, meter, query, now_ms)
 
 
 class UsageReader:
-    def __init__(self, store: UsageStore) -> None:
+    def __init__(self, store: UsageStore, limits: QueryLimits | None = None) -> None:
         self.store = store
+        self.limits = limits
         self._now = 0
 
     def query(self, namespace: str, meter: Meter, query: UsageQuery, now_ms: int | None = None
@@ -134,9 +136,19 @@ class UsageReader:
         self._now = int(time.time() * 1000) if now_ms is None else now_ms
         state = self.store.get_compaction_state()
         counter_set = counter_set_id(meter)
+        # Whatever the plan, each UTC month of the range is at least one read: refuse absurd ranges before
+        # planning them.
+        months = (query.to_ms - query.from_ms) // (28 * DAY_MS) + 1
+        self._check_budget(months * (len(query.subjects) if query.subjects else 1))
         pending = self._pending_quarters(namespace, counter_set, state)
-        the_plan = plan(query, state, pending)
+        try:
+            the_plan = plan(query, state, pending)
+        except TooManyWindows as exc:
+            raise InvalidInput(str(exc), [FieldError("windowSize", str(exc))]) from None
         self._check_retention(query, the_plan)
+        slot_reads = self._slot_reads(the_plan.slots, query.subjects)
+        raw_reads = self._raw_reads(namespace, counter_set, the_plan.raw_ranges, query.subjects)
+        self._check_budget(len(slot_reads) + len(raw_reads))
         aggregation = meter.aggregation
         group_keys = list(meter.group_by)
         selected = [k for k in query.group_by if k != SUBJECT]
@@ -165,8 +177,12 @@ class UsageReader:
             key = (window, subject if by_subject else None, groups)
             accumulated[key] = merge(aggregation, accumulated.get(key), state)
 
-        self._read_slots(namespace, counter_set, the_plan.slots, query.subjects, add)
-        self._read_raw(namespace, counter_set, aggregation, the_plan.raw_ranges, query.subjects, add)
+        self._read_slots(namespace, counter_set, slot_reads, add)
+        self._read_raw(aggregation, raw_reads, the_plan.raw_ranges, query.subjects, add)
+        if self.limits is not None and len(accumulated) > self.limits.max_rows:
+            reason = (f"would answer more than {self.limits.max_rows} rows (METERLINE_QUERY_MAX_ROWS); group by "
+                      "fewer keys, filter with subject or filterGroupBy, or use a larger windowSize")
+            raise InvalidInput(f"the query {reason}", [FieldError("groupBy", reason), FieldError("windowSize", reason)])
 
         rows = []
         for (window, subject, groups), state in sorted(accumulated.items(), key=lambda kv: (
@@ -202,21 +218,36 @@ class UsageReader:
                       "boundaries")
             raise InvalidInput(f"{field} {reason}", [FieldError(field, reason)])
 
-    def _read_slots(self, namespace: str, counter_set: str, wanted: dict[tuple[Resolution, int], list[int]],
-                    subjects: Sequence[str] | None, add: Any) -> None:
-        """The slots of every (level, period) wanted, read concurrently and added in a fixed order (so
-        floating-point sums come out the same whatever order the reads finish in)."""
-        reads: list[tuple[Resolution, int, str | None, int | None, int | None]] = []
-        indexes: list[dict[int, int]] = []
+    def _check_budget(self, reads: int) -> None:
+        if self.limits is None or reads <= self.limits.read_budget:
+            return
+        reason = (f"needs {reads} reads, more than the {self.limits.read_budget} one query may make "
+                  "(METERLINE_QUERY_READ_BUDGET): narrow from/to, ask for fewer subjects, or use window and "
+                  "range edges on UTC hour or day boundaries")
+        raise InvalidInput(f"the query {reason}", [FieldError("from", reason)])
+
+    @staticmethod
+    def _slot_reads(wanted: dict[tuple[Resolution, int], list[int]], subjects: Sequence[str] | None
+                    ) -> list[tuple[Resolution, int, str | None, dict[int, int]]]:
+        """One read per (level, period) and subject (or all subjects): level, period, subject, and the
+        wanted slots by index (their start)."""
+        reads = []
         for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][1])):
             by_index = {level.index(start): start for start in starts}
-            first, last = min(by_index), max(by_index)
             for subject in [None] if subjects is None else subjects:
-                reads.append((level, period, subject, first if subject else None, last if subject else None))
-                indexes.append(by_index)
-        results = concurrently(lambda read: list(self.store.read_slots(namespace, read[0], read[1], [counter_set],
-                                                                       read[2], read[3], read[4])), reads)
-        for by_index, slots in zip(indexes, results, strict=True):
+                reads.append((level, period, subject, by_index))
+        return reads
+
+    def _read_slots(self, namespace: str, counter_set: str,
+                    reads: list[tuple[Resolution, int, str | None, dict[int, int]]], add: Any) -> None:
+        """The slots of every read, made concurrently and added in a fixed order (so floating-point sums
+        come out the same whatever order the reads finish in)."""
+        def read(one: tuple[Resolution, int, str | None, dict[int, int]]) -> list[Any]:
+            level, period, subject, by_index = one
+            first, last = (min(by_index), max(by_index)) if subject else (None, None)
+            return list(self.store.read_slots(namespace, level, period, [counter_set], subject, first, last))
+
+        for (_, _, _, by_index), slots in zip(reads, concurrently(read, reads), strict=True):
             for subject, by_slot in slots:
                 for index, states in by_slot.items():
                     start = by_index.get(index)
@@ -225,13 +256,10 @@ class UsageReader:
                     for encoded_groups, state in orjson.loads(states[counter_set]).items():
                         add(start, subject, encoded_groups, state)
 
-    def _read_raw(self, namespace: str, counter_set: str, aggregation: Aggregation,
-                  ranges: list[tuple[int, int]], subjects: Sequence[str] | None, add: Any) -> None:
-        """Raw rows of the given time ranges, de-duplicated by event identity and cut to the millisecond:
-        per quarter, one Query per subject bucket over the minutes wanted (read concurrently, added in
-        quarter and bucket order)."""
+    def _raw_reads(self, namespace: str, counter_set: str, ranges: list[tuple[int, int]],
+                   subjects: Sequence[str] | None) -> list[tuple[str, int, int]]:
+        """Per quarter, one Query per subject bucket over the minutes wanted: (partition, first, last minute)."""
         buckets = sorted({subject_bucket(s) for s in subjects} if subjects is not None else range(SUBJECT_BUCKETS))
-        wanted_subjects = set(subjects) if subjects is not None else None
         horizon = self._now + QUARTER_MS  # nothing is stored for later times (ingestion refuses them)
         minutes_by_quarter: dict[int, list[int]] = {}
         for start, end in ranges:
@@ -242,8 +270,14 @@ class UsageReader:
                 lo, hi = max(first, quarter), min(last, quarter + QUARTER_MS - MINUTE_MS)
                 known = minutes_by_quarter.get(quarter)
                 minutes_by_quarter[quarter] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
-        reads = [(raw_partition(namespace, counter_set, quarter, bucket), first, last)
-                 for quarter, (first, last) in sorted(minutes_by_quarter.items()) for bucket in buckets]
+        return [(raw_partition(namespace, counter_set, quarter, bucket), first, last)
+                for quarter, (first, last) in sorted(minutes_by_quarter.items()) for bucket in buckets]
+
+    def _read_raw(self, aggregation: Aggregation, reads: list[tuple[str, int, int]], ranges: list[tuple[int, int]],
+                  subjects: Sequence[str] | None, add: Any) -> None:
+        """Raw rows of the given time ranges, de-duplicated by event identity and cut to the millisecond
+        (read concurrently, added in quarter and bucket order)."""
+        wanted_subjects = set(subjects) if subjects is not None else None
         seen: set[tuple[str, str]] = set()
         for rows in concurrently(lambda read: list(self.store.iter_raw(*read)), reads):
             for raw in rows:

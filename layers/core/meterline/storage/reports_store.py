@@ -160,6 +160,26 @@ class ReportsStore(TableAdapter):
             "ConsistentRead": True,
         })]
 
+    def take_manual_run(self, namespace: str, hour_ms: int, limit: int) -> bool:
+        """Count one manual run in the namespace's UTC hour; False (nothing counted) when `limit` runs
+        were counted already. The counter item expires after a day."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"{namespace}#runquota"}, "sk": {"S": str(hour_ms)}},
+                UpdateExpression="ADD runs :one SET expiresAt = :expires",
+                ConditionExpression="attribute_not_exists(runs) OR runs < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)},
+                                           ":expires": {"N": str(hour_ms // 1000 + DAY_S)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def all_reports(self) -> builtins.list[tuple[str, StoredReport]]:
         """Every report of every namespace (a Scan: the catalog is small; used when schedules are rebuilt)."""
         items = self.scan_items({"ConsistentRead": True, "FilterExpression": "begins_with(sk, :slug)",

@@ -24,7 +24,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions.routes import AUTHORIZER, HTTP_FUNCTIONS, HttpFunction
+from functions.routes import AUTHORIZER, HTTP_FUNCTIONS, INGEST, HttpFunction
 from infra.config import MeterlineProps
 from infra.lambdas import MeterlineFunction, SharedLayers, removal_policy
 from meterline.settings import AuthMode
@@ -93,6 +93,7 @@ class Api(Construct):
             spec.name: MeterlineFunction(
                 self, function_construct_id(spec.name),
                 name=spec.name, description=spec.description, props=props, layers=layers, tables=tables,
+                reserved_concurrency=props.ingest_reserved_concurrency if spec.name == INGEST.name else None,
             )
             for spec in catalog
         }
@@ -142,12 +143,32 @@ class Api(Construct):
                     authorizer=self.authorizer,
                 )
 
+        _throttle_management_routes(self.stage, catalog, props)
+
     @property
     def url(self) -> str:
         """The API's base URL (the execute-api endpoint of the `$default` stage)."""
         url = self.stage.url
         assert url is not None
         return url
+
+
+def management_routes(catalog: tuple[HttpFunction, ...]) -> list[str]:
+    """Route keys that change meters and reports or request runs: every write but ingestion and queries."""
+    return [f"{method} {path}" for spec in catalog for method, path in spec.routes
+            if method != "GET" and (method, path) != INGEST.routes[0] and not path.endswith("/query")]
+
+
+def _throttle_management_routes(stage: apigwv2.HttpStage, catalog: tuple[HttpFunction, ...],
+                                props: MeterlineProps) -> None:
+    # The L2 stage sets only the default route's throttle; per-route settings go on the CfnStage.
+    cfn_stage = stage.node.default_child
+    assert isinstance(cfn_stage, apigwv2.CfnStage)
+    cfn_stage.add_property_override("RouteSettings", {
+        key: {"ThrottlingRateLimit": props.management_throttle_rate_limit,
+              "ThrottlingBurstLimit": props.management_throttle_burst_limit}
+        for key in management_routes(catalog)
+    })
 
 
 def function_construct_id(name: str) -> str:

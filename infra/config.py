@@ -42,6 +42,11 @@ CONTEXT_KEYS: dict[str, str] = {
     "streamRetryAttempts": "stream_retry_attempts",
     "apiThrottleRateLimit": "api_throttle_rate_limit",
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
+    "managementThrottleRateLimit": "management_throttle_rate_limit",
+    "managementThrottleBurstLimit": "management_throttle_burst_limit",
+    "ingestReservedConcurrency": "ingest_reserved_concurrency",
+    "processorReservedConcurrency": "processor_reserved_concurrency",
+    "queueMaxConcurrency": "queue_max_concurrency",
     "corsAllowOrigins": "cors_allow_origins",
     "auth": "auth",
     "allowUnauthenticated": "allow_unauthenticated",
@@ -92,6 +97,15 @@ class MeterlineProps:
     # 1,000 events.
     api_throttle_rate_limit: int = 500
     api_throttle_burst_limit: int = 1000
+    # Routes that change meters and reports (and request runs) get a lower per-route throttle.
+    management_throttle_rate_limit: int = 20
+    management_throttle_burst_limit: int = 40
+    # Reserved concurrency of the ingest and processor functions (None: they share the account's pool; a
+    # reservation both guarantees and caps them, and needs the account's unreserved minimum of 100 left).
+    ingest_reserved_concurrency: int | None = None
+    processor_reserved_concurrency: int | None = None
+    # The most concurrent invocations each SQS source (export requests, webhook deliveries) may drive.
+    queue_max_concurrency: int = 5
     # CORS: origins allowed to call the API from a browser; empty turns CORS off.
     cors_allow_origins: tuple[str, ...] = ("*",)
     # Who vouches for callers (meterline.settings.AuthMode): "api-key" (the default: Meterline's own
@@ -149,6 +163,16 @@ class MeterlineProps:
             errors.append("streamBatchSize must be between 1 and 10000")
         if not 0 <= self.stream_batching_window_seconds <= 300:
             errors.append("streamBatchingWindowSeconds must be between 0 and 300")
+        if not 1 <= self.management_throttle_rate_limit <= self.api_throttle_rate_limit:
+            errors.append("managementThrottleRateLimit must be between 1 and apiThrottleRateLimit")
+        if not 1 <= self.management_throttle_burst_limit <= self.api_throttle_burst_limit:
+            errors.append("managementThrottleBurstLimit must be between 1 and apiThrottleBurstLimit")
+        for key, value in (("ingestReservedConcurrency", self.ingest_reserved_concurrency),
+                           ("processorReservedConcurrency", self.processor_reserved_concurrency)):
+            if value is not None and not 1 <= value <= 1000:
+                errors.append(f"{key} must be between 1 and 1000")
+        if not 2 <= self.queue_max_concurrency <= 1000:
+            errors.append("queueMaxConcurrency must be between 2 and 1000 (SQS event sources' range)")
         if not 0 <= self.stream_retry_attempts <= 10_000:
             errors.append("streamRetryAttempts must be between 0 and 10000 (retries are always bounded)")
         if self.api_throttle_rate_limit < 1 or self.api_throttle_burst_limit < 1:

@@ -146,12 +146,14 @@ class Exports(Construct):
         self.allow_scheduler_to_invoke(self.exporter.function)
         self.exporter.function.add_event_source(sources.SqsEventSource(
             self.export_queue, batch_size=EXPORTER_BATCH_SIZE, report_batch_item_failures=True,
+            max_concurrency=props.queue_max_concurrency,
         ))
         self.delivery_queue.grant_send_messages(self.exporter.role)
         self.export_queue.grant_send_messages(self.exporter.role)  # a manual run waiting for a backfill
 
         self.sender.function.add_event_source(sources.SqsEventSource(
             self.delivery_queue, batch_size=SENDER_BATCH_SIZE, report_batch_item_failures=True,
+            max_concurrency=props.queue_max_concurrency,
         ))
         self._grant_signing_key(self.sender.role, "kms:Decrypt")
         self.delivery_queue.grant_send_messages(self.sender.role)  # retries, delayed

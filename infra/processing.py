@@ -55,7 +55,7 @@ class StreamProcessing(Construct):
             self, "Processor",
             name=PROCESSOR_NAME,
             description="Consumes the events stream: event index and windowed counters",
-            props=props, layers=layers, tables=tables,
+            props=props, layers=layers, tables=tables, reserved_concurrency=props.processor_reserved_concurrency,
         )
         self.event_source = sources.DynamoEventSource(
             tables[source],

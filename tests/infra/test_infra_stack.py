@@ -274,6 +274,23 @@ def test_every_route_has_the_api_key_authorizer_by_default(dev: Synthesized) -> 
     assert table_actions(statements) == {arn(ids["Catalog"]): {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
 
 
+def test_management_routes_are_throttled_harder_and_queue_sources_are_capped(dev: Synthesized) -> None:
+    from infra.api import management_routes
+
+    (stage,) = dev.resources("AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]["RouteSettings"]
+    assert set(settings) == set(management_routes(HTTP_FUNCTIONS))
+    assert {"POST /api/v1/meters", "DELETE /api/v1/reports/{slug}", "POST /api/v1/reports/{slug}/runs"} <= set(settings)
+    assert not {"POST /api/v1/events", "POST /api/v1/meters/{idOrSlug}/query", "GET /api/v1/meters"} & set(settings)
+    assert all(s == {"ThrottlingRateLimit": 20, "ThrottlingBurstLimit": 40} for s in settings.values())
+    sqs_sources = [m for m in dev.resources("AWS::Lambda::EventSourceMapping").values()
+                   if "Queue" in str(m["Properties"]["EventSourceArn"])]
+    assert len(sqs_sources) == 2
+    assert all(m["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 5} for m in sqs_sources)
+    ingest = dev.data["Resources"][_ids(dev)["ingest"]]["Properties"]
+    assert "ReservedConcurrentExecutions" not in ingest  # the account's pool unless configured
+
+
 def test_http_api_stage_throttles_logs_access_and_allows_cors(dev: Synthesized) -> None:
     access_logs = _ids(dev)["access_logs"]
     dev.template.has_resource_properties("AWS::ApiGatewayV2::Stage", {

@@ -24,6 +24,9 @@ CONTEXT = {
     "auth": "lambda",
     "authorizerFunctionArn": AUTHORIZER_ARN,
     "streamBatchSize": "250",
+    "ingestReservedConcurrency": "50",
+    "processorReservedConcurrency": "4",
+    "queueMaxConcurrency": "10",
     "streamBatchingWindowSeconds": "1",
     "streamRetryAttempts": "3",
     "corsAllowOrigins": "https://app.example.com, https://admin.example.com",
@@ -77,6 +80,15 @@ def test_context_reaches_functions_and_stream_mapping(prod: Synthesized) -> None
         assert env["METERLINE_EXPORT_SETTLE_SECONDS"] == "120"
     (key,) = prod.resources("AWS::KMS::Key").values()
     assert key["DeletionPolicy"] == "Retain"  # the signing secrets of retained reports stay readable
+
+
+def test_concurrency_settings_reach_the_functions_and_queue_sources(prod: Synthesized) -> None:
+    ingest = prod.data["Resources"][prod.logical_id("Api/Ingest/Function")]["Properties"]
+    processor = prod.data["Resources"][prod.logical_id("Processing/Processor/Function")]["Properties"]
+    assert (ingest["ReservedConcurrentExecutions"], processor["ReservedConcurrentExecutions"]) == (50, 4)
+    sqs_sources = [m for m in prod.resources("AWS::Lambda::EventSourceMapping").values()
+                   if "ScalingConfig" in m["Properties"]]
+    assert [m["Properties"]["ScalingConfig"] for m in sqs_sources] == [{"MaximumConcurrency": 10}] * 2
 
 
 def test_the_authorizer_seam_guards_every_route(prod: Synthesized) -> None:
@@ -133,6 +145,9 @@ def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
         ({"auth": "jwt", "jwt_issuer": "https://issuer.example.com"}, "jwtIssuer and jwtAudience"),
         ({"jwt_issuer": "https://issuer.example.com"}, "with auth=jwt only"),
         ({"stage": "prod", "auth": "none"}, "without authentication"),
+        ({"management_throttle_rate_limit": 501}, "managementThrottleRateLimit"),
+        ({"ingest_reserved_concurrency": 0}, "ingestReservedConcurrency"),
+        ({"queue_max_concurrency": 1}, "queueMaxConcurrency"),
         ({"stage": "staging", "auth": "none"}, "allowUnauthenticated"),
         ({"export_settle_seconds": 0}, "exportSettleSeconds"),
         ({"webhook_max_attempts": 0}, "webhookMaxAttempts"),

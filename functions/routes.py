@@ -33,6 +33,8 @@ API = HttpFunction(
         ("DELETE", "/api/v1/meters/{idOrSlug}"),
         ("GET", "/api/v1/meters/{idOrSlug}/query"),
         ("POST", "/api/v1/meters/{idOrSlug}/query"),
+        ("POST", "/api/v1/portal/tokens"),
+        ("GET", "/api/v1/portal/meters/{meterSlug}/query"),
     ),
     description="Lists events and manages meters and answers usage queries",
 )

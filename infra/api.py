@@ -22,11 +22,13 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from functions.routes import AUTHORIZER, HTTP_FUNCTIONS, INGEST, HttpFunction
+from functions.routes import API, AUTHORIZER, HTTP_FUNCTIONS, INGEST, HttpFunction
 from infra.config import MeterlineProps
 from infra.lambdas import MeterlineFunction, SharedLayers, removal_policy
+from meterline.aws.portal_secret import SECRET_ENV as PORTAL_SECRET_ENV
 from meterline.settings import AuthMode
 from meterline.storage.tables import TableSpec
 
@@ -97,6 +99,18 @@ class Api(Construct):
             )
             for spec in catalog
         }
+
+        # Portal tokens (HS256 JWTs) are signed with this; the api function issues and checks them.
+        self.portal_secret = secretsmanager.Secret(
+            self, "PortalTokenSecret",
+            description="Meterline: signs portal tokens (HS256); rotating it invalidates every outstanding token",
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64,
+                                                                          exclude_punctuation=True),
+            removal_policy=removal_policy(props),
+        )
+        api_function = self.functions[API.name]
+        self.portal_secret.grant_read(api_function.role)
+        api_function.function.add_environment(PORTAL_SECRET_ENV, self.portal_secret.secret_arn)
 
         self.http_api = apigwv2.HttpApi(
             self, "HttpApi",

@@ -141,6 +141,7 @@ class Exports(Construct):
             conditions={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
         ))
         self._grant_signing_key(reports.role, "kms:Encrypt")
+        self._grant_signing_key(reports.role, "kms:Decrypt")  # a PUT that keeps redacted endpoint headers
         self.export_queue.grant_send_messages(reports.role)
 
         self.allow_scheduler_to_invoke(self.exporter.function)

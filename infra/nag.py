@@ -34,6 +34,11 @@ UNAUTHENTICATED = (
     "request is served in the default namespace; every other stage refuses to synthesize without an "
     "authorizer (infra/config.py)."
 )
+PORTAL_SECRET_ROTATION = (
+    "The portal token secret is an HMAC key: rotating it invalidates every outstanding portal token at "
+    "once, so it is rotated by an operator (docs/infrastructure.md), not on a schedule. Tokens live at "
+    "most 30 days."
+)
 STREAM_FAILURE_QUEUE = (
     "This queue is the on-failure destination of the stream event source mapping: it is itself the "
     "dead-letter queue of the stream processor (retained 14 days, alarmed on depth), so a DLQ of its "
@@ -70,6 +75,7 @@ def acknowledge(meterline: Meterline) -> None:
     if meterline.props.auth_mode is AuthMode.NONE:
         _ack(meterline.api.http_api, "AwsSolutions-APIG4", UNAUTHENTICATED)
     _ack(meterline.processing.failure_queue, "AwsSolutions-SQS3", STREAM_FAILURE_QUEUE)
+    _ack(meterline.api.portal_secret, "AwsSolutions-SMG4", PORTAL_SECRET_ROTATION)
     _ack(meterline.api.functions[REPORTS.name].role,
          report_schedules_finding(meterline.exports.schedule_group.schedule_group_name), REPORT_SCHEDULES)
 

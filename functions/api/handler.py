@@ -9,15 +9,16 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from meterline.bootstrap import events_store, meters_store, usage_store
+from meterline.bootstrap import events_store, meters_store, portal_secret, usage_store
 from meterline.domain.meters import meter_definition
+from meterline.domain.portal import PortalTokenRequest
 from meterline.domain.timeutil import DAY_MS, now_ms
-from meterline.http.requests import json_object, query_model
-from meterline.http.resolver import build_resolver, namespace_of
+from meterline.http.requests import body_model, json_object, query_model
+from meterline.http.resolver import build_resolver, caller, namespace_of
 from meterline.http.responses import json_response
 from meterline.http.usage import usage_query_params, usage_response
 from meterline.observability import http_handler
-from meterline.services import meters
+from meterline.services import meters, portal
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
 from meterline.services.usage_query import query_usage
@@ -77,5 +78,20 @@ def query_meter(id_or_slug: str) -> Response:
 
 
 @http_handler
+@app.post("/api/v1/portal/tokens")
+def create_portal_token() -> Response:
+    now = now_ms()
+    request = body_model(app.current_event, PortalTokenRequest, "a portal token request", context={"now_ms": now})
+    return json_response(portal.create_token(meters_store(), portal_secret().value(), _namespace(), request, now))
+
+
+@app.get("/api/v1/portal/meters/<meter_slug>/query")
+def query_portal_meter(meter_slug: str) -> Response:
+    _, query, rows = portal.query(meters_store(), usage_store(), caller(app), meter_slug,
+                                  usage_query_params(app.current_event), now_ms(),
+                                  settings().retention_days * DAY_MS, query_limits())
+    return usage_response(query, rows, app.current_event.headers.get("accept"))
+
+
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -62,3 +62,23 @@ def durable_kms_key(key_arn: str, saved: Path | None) -> str:
     key.key_material = base64.b64decode(state["material"])
     backend.keys[key.id] = key
     return key.arn
+
+
+def portal_secret(saved: Path | None) -> str:
+    """The portal token signing secret, in moto's Secrets Manager: the one kept in `saved` (mode 0600,
+    in the data directory; made on first start) so tokens stay valid across restarts, or a new one per
+    start in memory. Returns the secret's ARN."""
+    import secrets
+
+    import boto3
+
+    if saved is not None and saved.exists():
+        value = saved.read_text().strip()
+    else:
+        value = secrets.token_urlsafe(48)
+        if saved is not None:
+            saved.write_text(value)
+            os.chmod(saved, 0o600)
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    arn: str = client.create_secret(Name="meterline-local-portal-token-secret", SecretString=value)["ARN"]
+    return arn

@@ -286,6 +286,10 @@ class LocalStack:
         self.exports = create_export_resources(self.config, env["SCHEDULE_GROUP_NAME"],
                                                self.data.path / "signing-key.json" if self.data else None)
         self._set_environment(self.exports.environment)
+        from meterline_local.moto_services import portal_secret
+
+        self._set_environment({"PORTAL_SECRET_ARN": portal_secret(self.data.path / "portal-secret" if self.data
+                                                                  else None)})
         self._restore_schedules()
 
         routes = []

@@ -123,3 +123,26 @@ def test_openmeter_python_sdk_with_an_api_key(secured: tuple[str, Path]) -> None
     with pytest.raises(HttpResponseError) as refused:
         Client(endpoint=base, token="om_" + "n" * 43).meters.list()
     assert refused.value.status_code == 401
+
+
+def test_portal_tokens(secured: tuple[str, Path]) -> None:
+    base, data_dir = secured
+    admin, ingest_key = new_key(data_dir, "portal-ns", "admin"), new_key(data_dir, "portal-ns", "ingest")
+    meter = {"slug": "portal_calls", "eventType": "portal-call", "aggregation": "COUNT"}
+    assert call(base, "POST", "/api/v1/meters", admin, meter)[0] == 201
+    events = [{"specversion": "1.0", "type": "portal-call", "id": f"p-{i}", "source": "e2e", "subject": subject,
+               "time": "2026-01-15T08:00:00Z"} for i, subject in enumerate(["alice", "alice", "bob"])]
+    assert call(base, "POST", "/api/v1/events", ingest_key, events)[0] == 204
+    status, content_type, made = call(base, "POST", "/api/v1/portal/tokens", admin,
+                                      {"subject": "alice", "allowedMeterSlugs": ["portal_calls"]})
+    assert (status, content_type) == (200, JSON) and made["subject"] == "alice"
+    assert call(base, "POST", "/api/v1/portal/tokens", ingest_key, {"subject": "alice"})[0] == 403
+
+    def alice_usage() -> Any:
+        status, _, result = call(base, "GET", "/api/v1/portal/meters/portal_calls/query", made["token"],
+                                 query=f"from={DAY['from']}&to={DAY['to']}&subject=bob")
+        return result["data"] if status == 200 and result["data"] else None
+
+    assert [(r["subject"], r["value"]) for r in wait_for(alice_usage, 60, "alice's usage")] == [("alice", 2)]
+    assert call(base, "GET", "/api/v1/meters", made["token"])[0] == 401
+    assert call(base, "GET", "/api/v1/portal/meters/portal_calls/query", admin)[0] == 401

@@ -97,14 +97,15 @@ def test_the_reports_function_manages_only_its_groups_schedules_and_passes_only_
     (pass_role,) = statements_with(statements, "iam:PassRole")
     assert pass_role["Resource"] == [{"Fn::GetAtt": [i["scheduler_role"], "Arn"]}]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
-    (encrypt,) = statements_with(statements, "kms:Encrypt")
-    assert encrypt["Action"] == ["kms:Encrypt"]
-    assert encrypt["Resource"] == [{"Fn::GetAtt": [i["signing_key"], "Arn"]}]
-    assert encrypt["Condition"] == ENCRYPTION_CONTEXT_CONDITION
+    # Decrypt: a PUT that keeps redacted endpoint headers (CDK merges the two grants into one statement)
+    (key_use,) = statements_with(statements, "kms:Encrypt")
+    assert sorted(key_use["Action"]) == ["kms:Decrypt", "kms:Encrypt"]
+    assert key_use["Resource"] == [{"Fn::GetAtt": [i["signing_key"], "Arn"]}]
+    assert key_use["Condition"] == ENCRYPTION_CONTEXT_CONDITION
     assert grants(statements, "sqs:") == {arn(i["export_queue"]): SEND}
     actions = {a for s in statements for a in s["Action"]}
     assert {a for a in actions if not a.startswith(("dynamodb:", "scheduler:", "sqs:"))} == (
-        LOG_ACTIONS | {"iam:PassRole", "kms:Encrypt"}
+        LOG_ACTIONS | {"iam:PassRole", "kms:Encrypt", "kms:Decrypt"}
     )
     assert table_actions(statements) == {
         arn(i["catalog"]): READ | {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},

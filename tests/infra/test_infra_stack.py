@@ -274,6 +274,16 @@ def test_every_route_has_the_api_key_authorizer_by_default(dev: Synthesized) -> 
     assert table_actions(statements) == {arn(ids["Catalog"]): {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
 
 
+def test_the_api_function_alone_reads_the_portal_token_secret(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    (secret_id,) = dev.resources("AWS::SecretsManager::Secret")
+    readers = [name for name in TABLE_ACCESS if any(
+        "secretsmanager:GetSecretValue" in s["Action"] for s in role_statements(dev, ids[name]))]
+    assert readers == ["api"]
+    env = dev.data["Resources"][ids["api"]]["Properties"]["Environment"]["Variables"]
+    assert env["PORTAL_SECRET_ARN"] == {"Ref": secret_id}
+
+
 def test_management_routes_are_throttled_harder_and_queue_sources_are_capped(dev: Synthesized) -> None:
     from infra.api import management_routes
 

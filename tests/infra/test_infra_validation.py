@@ -18,6 +18,7 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::*]",
     "AwsSolutions-L1",
     "AwsSolutions-SQS3",
+    "AwsSolutions-SMG4",
 }
 
 

@@ -126,9 +126,13 @@ def runs(slug: str = "hourly_tokens") -> list[dict[str, Any]]:
 def test_scheduled_export_posts_one_signed_webhook_per_subject(exports_aws: Any, ctx: Any, receiver: Receiver
                                                                ) -> None:
     ingest_and_count(usage_events())
-    report = create_report(ctx, receiver, T0 + 5 * 60_000)
+    report = create_report(ctx, receiver, T0 + 5 * 60_000,
+                           endpoint={"url": receiver.url, "headers": {"X-Receiver-Token": "t0ken"}})
+    assert report["endpoint"]["headers"] == {"X-Receiver-Token": "<redacted>"}
     assert fire(report, T0 + HOUR + 60_000) != []
     assert drain(exports_aws) == 3
+    # the header's value, kept encrypted, reaches the receiver
+    assert {d["headers"].get("x-receiver-token") for d in receiver.received} == {"t0ken"}
 
     payloads = receiver.by_subject()
     assert set(payloads) == {"customer-1", "customer-2", "customer-3"}

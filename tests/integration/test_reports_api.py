@@ -55,16 +55,18 @@ def test_create_returns_the_secret_once_and_schedules_the_report() -> None:
     secret = created.pop("signingSecret")
     assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
     assert created["slug"] == "daily_tokens" and len(created["id"]) == 26
-    assert created["filter"] == REPORT["filter"] and created["endpoint"] == REPORT["endpoint"]
+    assert created["filter"] == REPORT["filter"]
+    assert created["endpoint"] == {"url": REPORT["endpoint"]["url"], "headers": {"Authorization": "<redacted>"}}
     assert created["query"] == {"groupBy": ["model"], "windowTimeZone": "UTC"}
 
     fetched = call(reports, "GET", "/api/v1/reports/daily_tokens").json()
     assert "signingSecret" not in fetched and fetched == created
     assert call(reports, "GET", "/api/v1/reports").json() == [created]
 
-    # stored encrypted: the secret appears nowhere in the table
+    # stored encrypted: neither the secret nor the receiver's credentials appear in the table
     items = scan_all(boto3.client("dynamodb", region_name="us-east-1"), CATALOG)
-    assert secret.encode() not in orjson.dumps([{k: str(v) for k, v in item.items()} for item in items])
+    stored = orjson.dumps([{k: str(v) for k, v in item.items()} for item in items])
+    assert secret.encode() not in stored and b"Bearer abc" not in stored
 
     [schedule] = schedules()
     assert schedule["Name"] == "default.daily_tokens"
@@ -214,3 +216,36 @@ def test_runs_of_unknown_report_and_bad_limit() -> None:
     for limit in ("0", "101", "ten"):
         reply = call(reports, "GET", "/api/v1/reports/daily_tokens/runs", query={"limit": limit})
         assert reply.status == 400 and _errors(reply) == ["limit"]
+
+
+def test_endpoint_headers_are_kept_encrypted_and_a_put_may_send_them_back_redacted() -> None:
+    from meterline import bootstrap
+    from meterline.services.reports import endpoint_headers
+
+    assert create().status == 201
+    ctx = bootstrap.reports_context()
+
+    def stored_headers() -> dict[str, str]:
+        stored = ctx.reports.get("default", "daily_tokens")
+        assert stored is not None
+        return endpoint_headers(ctx.secrets, "default", stored)
+
+    assert stored_headers() == {"Authorization": "Bearer abc"}
+    shown = call(reports, "GET", "/api/v1/reports/daily_tokens").json()
+    shown["endpoint"]["headers"]["X-Team"] = "metering"
+    body = {k: v for k, v in shown.items() if k not in ("id", "createdAt", "updatedAt")}
+    reply = call(reports, "PUT", "/api/v1/reports/daily_tokens", body=body, content_type=JSON)
+    assert reply.status == 200, reply.body
+    assert reply.json()["endpoint"]["headers"] == {"Authorization": "<redacted>", "X-Team": "<redacted>"}
+    assert stored_headers() == {"Authorization": "Bearer abc", "X-Team": "metering"}  # kept, and added
+
+    body["endpoint"]["headers"] = {"Authorization": "Bearer new"}
+    assert call(reports, "PUT", "/api/v1/reports/daily_tokens", body=body, content_type=JSON).status == 200
+    assert stored_headers() == {"Authorization": "Bearer new"}
+    body["endpoint"]["headers"] = {"X-Unknown": "<redacted>"}
+    refused = call(reports, "PUT", "/api/v1/reports/daily_tokens", body=body, content_type=JSON)
+    assert refused.status == 400 and refused.json()["errors"][0]["field"] == "endpoint.headers.X-Unknown"
+    assert stored_headers() == {"Authorization": "Bearer new"}
+    body["endpoint"]["headers"] = {}
+    assert call(reports, "PUT", "/api/v1/reports/daily_tokens", body=body, content_type=JSON).status == 200
+    assert stored_headers() == {}

@@ -12,6 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from meterline.aws.portal_secret import PortalSecret
     from meterline.services.backfill import BackfillWorker
     from meterline.services.compaction import Compactor
     from meterline.services.exports import Exporter, WebhookSender
@@ -50,6 +51,13 @@ def keys_store() -> KeysStore:
     from meterline.storage.keys_store import KeysStore
 
     return KeysStore()
+
+
+@cache
+def portal_secret() -> PortalSecret:
+    from meterline.aws.portal_secret import PortalSecret
+
+    return PortalSecret()
 
 
 @cache
@@ -107,8 +115,8 @@ def webhook_sender() -> WebhookSender:
                          endpoint_policy=EndpointPolicy.from_env())
 
 
-FACTORIES = (events_store, usage_store, meters_store, keys_store, reports_store, compactor, backfill_worker,
-             reports_context, exporter, webhook_sender)
+FACTORIES = (events_store, usage_store, meters_store, keys_store, portal_secret, reports_store, compactor,
+             backfill_worker, reports_context, exporter, webhook_sender)
 
 
 def reset() -> None:

@@ -12,6 +12,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meterline.domain.portal import PortalToken
 
 KEY_PREFIX = "om_"
 _KEY = re.compile(r"^om_[A-Za-z0-9_-]{43,128}$")
@@ -28,14 +32,21 @@ class Scope(StrEnum):
     INGEST = "ingest"
     READ = "read"
     ADMIN = "admin"
+    PORTAL = "portal"  # a portal token: its subject's usage, on the portal route only
 
 
 # The one write an ingest key may make.
 INGEST_ROUTE = ("POST", "/api/v1/events")
+# The only routes portal tokens are good for, and only they.
+PORTAL_PREFIX = "/api/v1/portal/meters/"
 
 
 def allows(scope: Scope, method: str, route: str) -> bool:
     """Whether `scope` covers a request of `method` to the route template `route`."""
+    if route.startswith(PORTAL_PREFIX):
+        return scope is Scope.PORTAL and method in ("GET", "HEAD")
+    if scope is Scope.PORTAL:
+        return False
     if scope is Scope.ADMIN:
         return True
     if scope is Scope.READ:
@@ -98,3 +109,4 @@ class Caller:
     namespace: str
     scope: Scope
     key_id: str | None = None  # None: auth is off, or another authorizer vouched for the caller
+    portal: PortalToken | None = None  # with Scope.PORTAL: the token's subject and meters

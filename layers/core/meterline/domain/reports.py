@@ -159,9 +159,16 @@ class ReportQuery(_Strict):
         return keys
 
 
+# What GET shows, and a PUT may send back, in place of a header's value (receivers' credentials).
+REDACTED = "<redacted>"
+
+
 class Endpoint(_Strict):
     url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
     headers: dict[str, str] = Field(default_factory=dict)
+
+    def redacted(self) -> Endpoint:
+        return self.model_copy(update={"headers": dict.fromkeys(self.headers, REDACTED)})
 
     @field_validator("headers")
     @classmethod
@@ -208,7 +215,10 @@ class Report(_Strict):
     updated_at: str | None = Field(default=None, alias="updatedAt")
 
     def to_api(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """As the API shows it (and as it is stored): endpoint header values redacted (they are kept
+        encrypted beside the report, meterline.services.reports)."""
+        return self.model_copy(update={"endpoint": self.endpoint.redacted()}).model_dump(
+            by_alias=True, exclude_none=True, mode="json")
 
     @property
     def created_ms(self) -> int:

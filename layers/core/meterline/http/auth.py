@@ -13,12 +13,28 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from meterline.domain.access import Caller, Scope, allows
+from meterline.domain.access import PORTAL_PREFIX, Caller, Scope, allows, bearer_token
+from meterline.domain.timeutil import now_ms
 from meterline.errors import Forbidden, Unauthenticated
 from meterline.observability import logger
 from meterline.settings import AuthMode, is_namespace, settings
 
 KEY_REQUIRED = "send an API key: Authorization: Bearer om_..."
+
+
+def portal_caller(event: dict[str, Any], now_ms: int) -> Caller:
+    """The caller of a portal route: whoever holds a valid portal token, whatever the auth mode (the
+    route serves nothing else, and the token names its namespace and subject)."""
+    from meterline.bootstrap import portal_secret
+    from meterline.domain import portal
+
+    headers = event.get("headers") or {}
+    token = bearer_token(headers.get("authorization"))
+    found = portal.verify(token, portal_secret().value(), now_ms) if token else None
+    if found is None or not is_namespace(found.namespace):
+        raise Unauthenticated("send a valid, unexpired portal token: Authorization: Bearer <token from "
+                              "POST /api/v1/portal/tokens>")
+    return Caller(found.namespace, Scope.PORTAL, portal=found)
 
 
 def caller_of(event: dict[str, Any]) -> Caller:
@@ -57,7 +73,10 @@ def authorize(app: APIGatewayHttpResolver, next_middleware: Callable[[APIGateway
               ) -> Response:
     """Resolver middleware: every route runs only for a caller whose scope covers it."""
     event = app.current_event
-    caller = caller_of(event.raw_event)
+    if event.path.startswith(PORTAL_PREFIX):
+        caller = portal_caller(event.raw_event, now_ms())
+    else:
+        caller = caller_of(event.raw_event)
     if not allows(caller.scope, event.http_method, event.path):
         raise Forbidden(f"the caller's {caller.scope.value} scope does not cover {event.http_method} {event.path}"
                         + (": it may only send events" if caller.scope is Scope.INGEST else

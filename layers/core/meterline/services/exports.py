@@ -33,6 +33,7 @@ from meterline.domain.reports import (
     webhook_payload,
 )
 from meterline.services.meters import new_ulid
+from meterline.services.reports import endpoint_headers
 from meterline.services.usage_query import UsageReader
 from meterline.settings import ExportSettings
 from meterline.storage.meters_store import MetersStore
@@ -191,7 +192,8 @@ class WebhookSender:
             return "failed"
         attempt = post_webhook(
             stored.report.endpoint.url, orjson.dumps(message.payload), webhook_id=message.webhook_id,
-            secret=self._secrets_for(message.namespace, stored, now_ms), headers=stored.report.endpoint.headers,
+            secret=self._secrets_for(message.namespace, stored, now_ms),
+            headers=endpoint_headers(self.secrets, message.namespace, stored),
             policy=self.endpoint_policy, timeout_s=self.retry.timeout_seconds,
         )
         if attempt.ok:

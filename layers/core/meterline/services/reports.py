@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BeforeValidator, Field, model_validator
 
 from meterline.aws.queues import ExportQueues
@@ -18,10 +19,10 @@ from meterline.aws.schedules import ReportSchedules
 from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import ExportRequest, Run, RunPhase, Trigger
 from meterline.domain.meters import Meter
-from meterline.domain.reports import Report, check_against_meter, report_definition
+from meterline.domain.reports import REDACTED, Report, check_against_meter, report_definition
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, bounded_integer, invalid
-from meterline.errors import Conflict, FieldError, NotFound, QuotaExceeded, TooManyRequests
+from meterline.errors import Conflict, FieldError, InvalidInput, NotFound, QuotaExceeded, TooManyRequests
 from meterline.services.meters import new_ulid
 from meterline.settings import ExportSettings, Quotas, export_settings, quotas
 from meterline.storage.meters_store import MetersStore
@@ -85,7 +86,8 @@ def create_report(ctx: ReportsContext, namespace: str, definition: Report, now_m
     report_id = new_ulid()
     report = definition.model_copy(update={"id": report_id, "created_at": now, "updated_at": now})
     secret = new_signing_secret()
-    if not ctx.reports.create(namespace, report, ctx.secrets.encrypt(namespace, report_id, secret)):
+    headers = _encrypted_headers(ctx, namespace, report_id, report.endpoint.headers)
+    if not ctx.reports.create(namespace, report, ctx.secrets.encrypt(namespace, report_id, secret), headers):
         raise Conflict(f"a report with slug {report.slug!r} already exists",
                        [FieldError("slug", "is already taken by another report")])
     try:
@@ -113,10 +115,34 @@ def update_report(ctx: ReportsContext, namespace: str, slug: str, body: Mapping[
         _check(ctx, namespace, definition)
         report = definition.model_copy(update={"id": stored.report.id, "created_at": stored.report.created_at,
                                                "updated_at": format_ms(now_ms)})
-        if ctx.reports.replace(namespace, stored, report):
+        wanted = definition.endpoint.headers
+        if REDACTED in wanted.values():  # sent back as GET showed it: keep those values
+            current = endpoint_headers(ctx.secrets, namespace, stored)
+            unknown = [name for name, value in wanted.items() if value == REDACTED and name not in current]
+            if unknown:
+                raise InvalidInput(f"header {unknown[0]!r} has no stored value to keep",
+                                   [FieldError(f"endpoint.headers.{name}", "has no stored value to keep; send it")
+                                    for name in unknown])
+            wanted = {name: current[name] if value == REDACTED else value for name, value in wanted.items()}
+        headers = _encrypted_headers(ctx, namespace, stored.id, wanted)
+        if ctx.reports.replace(namespace, stored, report, headers=headers):
             ctx.schedules.put(namespace, report, now_ms, ctx.settings.settle_ms, new=False)
             return report
     raise Conflict(f"report {slug!r} kept changing while it was being updated; retry")
+
+
+def _encrypted_headers(ctx: ReportsContext, namespace: str, report_id: str, headers: Mapping[str, str]
+                       ) -> bytes | None:
+    return ctx.secrets.encrypt(namespace, report_id, orjson.dumps(dict(headers)).decode()) if headers else None
+
+
+def endpoint_headers(secrets: SigningSecrets, namespace: str, stored: StoredReport) -> dict[str, str]:
+    """The endpoint's headers in the clear (to send webhooks with); a report stored before headers were
+    encrypted keeps them in its definition."""
+    if stored.headers is None:
+        return {name: value for name, value in stored.report.endpoint.headers.items() if value != REDACTED}
+    decrypted: dict[str, str] = orjson.loads(secrets.decrypt(namespace, stored.id, stored.headers))
+    return decrypted
 
 
 def delete_report(ctx: ReportsContext, namespace: str, slug: str) -> None:

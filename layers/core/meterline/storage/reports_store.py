@@ -60,6 +60,9 @@ class StoredReport:
     # The secret before the last rotation and until when deliveries are also signed with it.
     previous_secret: bytes | None = None
     previous_until_ms: int = 0
+    # The endpoint's headers (JSON), encrypted like the secret; None: none, or a report stored before
+    # headers were encrypted (its report JSON then holds them).
+    headers: bytes | None = None
 
     @property
     def id(self) -> str:
@@ -71,7 +74,7 @@ class StoredReport:
 def _stored_report(item: dict[str, Any]) -> StoredReport:
     return StoredReport(Report.model_validate(orjson.loads(item["report"]["S"])), int(item["version"]["N"]),
                         item["secret"]["B"], item.get("previousSecret", {}).get("B"),
-                        int(item.get("previousSecretUntil", {}).get("N", 0)))
+                        int(item.get("previousSecretUntil", {}).get("N", 0)), item.get("headers", {}).get("B"))
 
 
 def _n(item: dict[str, Any], name: str) -> int | None:
@@ -126,7 +129,7 @@ class ReportsStore(TableAdapter):
     # --- reports ---------------------------------------------------------------------------------------
 
     def _report_item(self, namespace: str, report: Report, version: int, secret: bytes,
-                     previous: tuple[bytes | None, int] = (None, 0)) -> dict[str, Any]:
+                     previous: tuple[bytes | None, int] = (None, 0), headers: bytes | None = None) -> dict[str, Any]:
         assert report.id is not None, "a stored report needs an id"
         item = {
             **report_key(namespace, report.slug),
@@ -137,12 +140,15 @@ class ReportsStore(TableAdapter):
         }
         if previous[0] is not None:
             item["previousSecret"], item["previousSecretUntil"] = {"B": previous[0]}, {"N": str(previous[1])}
+        if headers is not None:
+            item["headers"] = {"B": headers}
         return item
 
-    def create(self, namespace: str, report: Report, secret: bytes) -> bool:
+    def create(self, namespace: str, report: Report, secret: bytes, headers: bytes | None = None) -> bool:
         """False (nothing written) if the namespace already has a report with this slug."""
         try:
-            self.client.put_item(TableName=self.table, Item=self._report_item(namespace, report, 1, secret),
+            self.client.put_item(TableName=self.table, Item=self._report_item(namespace, report, 1, secret,
+                                                                                headers=headers),
                                  ConditionExpression="attribute_not_exists(pk)")
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
@@ -188,12 +194,15 @@ class ReportsStore(TableAdapter):
                 for item in items if item["pk"]["S"].endswith("#report")]
 
     def replace(self, namespace: str, stored: StoredReport, report: Report, secret: bytes | None = None,
-                previous_until_ms: int = 0) -> bool:
+                previous_until_ms: int = 0, headers: bytes | None | bool = True) -> bool:
         """Replace the version the caller read; False if it changed (or was deleted) since. A new `secret`
-        keeps the one it replaces as the previous secret until `previous_until_ms`."""
+        keeps the one it replaces as the previous secret until `previous_until_ms`. `headers`: new
+        encrypted headers, None for none, True (the default) to keep the stored ones."""
         previous = ((stored.secret, previous_until_ms) if secret is not None
                     else (stored.previous_secret, stored.previous_until_ms))
-        item = self._report_item(namespace, report, stored.version + 1, secret or stored.secret, previous)
+        kept = stored.headers if headers is True else headers
+        item = self._report_item(namespace, report, stored.version + 1, secret or stored.secret, previous,
+                                 kept if isinstance(kept, bytes) else None)
         try:
             self.client.put_item(TableName=self.table, Item=item,
                                  ConditionExpression="version = :v AND id = :id",

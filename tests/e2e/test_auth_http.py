@@ -146,3 +146,17 @@ def test_portal_tokens(secured: tuple[str, Path]) -> None:
     assert [(r["subject"], r["value"]) for r in wait_for(alice_usage, 60, "alice's usage")] == [("alice", 2)]
     assert call(base, "GET", "/api/v1/meters", made["token"])[0] == 401
     assert call(base, "GET", "/api/v1/portal/meters/portal_calls/query", admin)[0] == 401
+
+
+def test_an_exposed_open_stack_warns_and_refuses_loopback_webhooks() -> None:
+    stack = DevProcess("--in-memory", "--host", "0.0.0.0").wait_started()
+    try:
+        assert any("without authentication" in line and "--auth" in line for line in stack.lines)
+        assert any("open: no authentication" in line for line in stack.lines)
+        report = {"slug": "loop", "meterIdOrSlug": "tokens_total",
+                  "schedule": {"interval": "1h", "startAt": "2024-01-01T00:00:00Z"},
+                  "endpoint": {"url": "http://127.0.0.1:9/usage"}}
+        status, _, problem = call(stack.url, "POST", "/api/v1/reports", None, report)
+        assert status == 400 and "endpoint.url" in [e["field"] for e in problem["errors"]]
+    finally:
+        assert stack.stop() == 0

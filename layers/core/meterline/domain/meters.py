@@ -358,6 +358,18 @@ def member_steps(path: str) -> list[str | int] | None:
 
 def _compile(path: str) -> Getter:
     steps = member_steps(path)
+    if steps is not None and all(isinstance(step, str) for step in steps):
+        names = [str(step) for step in steps]
+
+        def members(data: dict[str, Any]) -> tuple[bool, Any]:  # the common case, on every event
+            node: Any = data
+            for name in names:
+                if not isinstance(node, dict) or name not in node:
+                    return False, None
+                node = node[name]
+            return True, node
+
+        return members
     if steps is not None:
         def simple(data: dict[str, Any]) -> tuple[bool, Any]:
             node: Any = data

@@ -104,3 +104,26 @@ def local_stack() -> Iterator[str]:
         yield stack.url
     finally:
         assert stack.stop() == 0, "meterline dev did not shut down cleanly"
+
+
+def keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`meterline keys ... --data-dir DATA_DIR`, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "meterline_local.cli", "keys", *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def new_key(data_dir: Path, namespace: str, scope: str) -> str:
+    made = keys(data_dir, "create", "--namespace", namespace, "--scope", scope)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`meterline dev --auth` on a data directory of its own (one per test module); keys via `new_key`."""
+    data_dir = tmp_path_factory.mktemp("auth") / "data"
+    stack = DevProcess("--auth", "--data-dir", str(data_dir)).wait_started()
+    try:
+        yield stack.url, data_dir
+    finally:
+        assert stack.stop() == 0

@@ -8,38 +8,16 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.e2e.conftest import DevProcess, wait_for
+from tests.e2e.conftest import DevProcess, keys, new_key, wait_for
 
 JSON = "application/json"
 DAY = {"from": "2026-01-15T00:00:00Z", "to": "2026-01-16T00:00:00Z"}
-
-
-def keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "meterline_local.cli", "keys", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=120)
-
-
-def new_key(data_dir: Path, namespace: str, scope: str) -> str:
-    made = keys(data_dir, "create", "--namespace", namespace, "--scope", scope)
-    assert made.returncode == 0, made.stderr
-    return made.stdout.splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    data_dir = tmp_path_factory.mktemp("auth") / "data"
-    stack = DevProcess("--auth", "--data-dir", str(data_dir)).wait_started()
-    try:
-        yield stack.url, data_dir
-    finally:
-        assert stack.stop() == 0
 
 
 def call(base: str, method: str, path: str, key: str | None = None, body: Any = None,

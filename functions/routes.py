@@ -52,7 +52,17 @@ REPORTS = HttpFunction(
     ),
     description="Manages usage export reports, their schedules and signing secrets, and their runs",
 )
-HTTP_FUNCTIONS = (INGEST, API, REPORTS)
+ENTITLEMENTS = HttpFunction(
+    name="entitlements",
+    routes=(
+        ("GET", "/api/v1/features"),
+        ("POST", "/api/v1/features"),
+        ("GET", "/api/v1/features/{featureId}"),
+        ("DELETE", "/api/v1/features/{featureId}"),
+    ),
+    description="Manages features (and, next, entitlements and grants)",
+)
+HTTP_FUNCTIONS = (INGEST, API, REPORTS, ENTITLEMENTS)
 
 # The API-key authorizer of every route (auth=api-key): who an `Authorization: Bearer om_...` key is.
 AUTHORIZER = HttpFunction(

@@ -50,6 +50,10 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
                   "dynamodb:Query"),
         "Catalog": _READ,  # the meters to count
     },
+    "entitlements": {
+        # features: an item and its active-key guard, written together (TransactWriteItems, authorized per item)
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
+    },
     "reports": {
         # reports (with their encrypted signing secrets) and manual runs; meters to check reports against
         "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),

@@ -38,6 +38,9 @@ def test_openmeter_js_sdk_works(local_stack: str) -> None:
     assert out["events"] == sorted(f"{out['subject']}-{i}" for i in (1, 2, 3))  # the duplicate is stored once
     assert out["notFound"] == {"statusCode": 404, "type": "urn:meterline:problem:not-found"}
     assert out["invalid"] == {"statusCode": 400, "type": "urn:meterline:problem:invalid-events"}
+    assert out["feature"] == {"key": f"js-feature-{out['feature']['key'].rsplit('-', 1)[1]}",
+                              "meterSlug": "tokens_total", "byKey": True}
+    assert out["feature"]["key"] in out["featureKeys"] and out["archived"] == {"statusCode": 404}
 
 
 def test_openmeter_js_sdk_with_an_api_key(secured: tuple[str, Path]) -> None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from meterline.services.exports import Exporter, WebhookSender
     from meterline.services.reports import ReportsContext
     from meterline.storage.events_store import EventsStore
+    from meterline.storage.features_store import FeaturesStore
     from meterline.storage.keys_store import KeysStore
     from meterline.storage.meters_store import MetersStore
     from meterline.storage.reports_store import ReportsStore
@@ -44,6 +45,13 @@ def meters_store() -> MetersStore:
     from meterline.storage.meters_store import MetersStore
 
     return MetersStore()
+
+
+@cache
+def features_store() -> FeaturesStore:
+    from meterline.storage.features_store import FeaturesStore
+
+    return FeaturesStore()
 
 
 @cache
@@ -115,8 +123,8 @@ def webhook_sender() -> WebhookSender:
                          endpoint_policy=EndpointPolicy.from_env())
 
 
-FACTORIES = (events_store, usage_store, meters_store, keys_store, portal_secret, reports_store, compactor,
-             backfill_worker, reports_context, exporter, webhook_sender)
+FACTORIES = (events_store, usage_store, meters_store, features_store, keys_store, portal_secret, reports_store,
+             compactor, backfill_worker, reports_context, exporter, webhook_sender)
 
 
 def reset() -> None:

@@ -58,8 +58,11 @@ class NotFound(MeterlineError):
 
 @dataclass
 class Conflict(MeterlineError):
+    """A clash with what exists (HTTP 409); `conflicting_id` names it (`extensions.conflictingEntityId`)."""
+
     kind: str = "conflict"
     title: str = "Conflict"
+    conflicting_id: str | None = None
 
 
 @dataclass

@@ -35,6 +35,16 @@ try {
 } catch (error) {
   out.invalid = { statusCode: error.statusCode, type: error.problem?.type }
 }
+const featureKey = `js-feature-${process.pid}`
+const feature = await openmeter.features.create({ key: featureKey, name: 'JS tokens', meterSlug: 'tokens_total' })
+out.feature = { key: feature.key, meterSlug: feature.meterSlug, byKey: (await openmeter.features.get(featureKey)).id === feature.id }
+out.featureKeys = (await openmeter.features.list()).map((f) => f.key)
+await openmeter.features.delete(feature.id)
+try {
+  await openmeter.features.get(featureKey)
+} catch (error) {
+  out.archived = { statusCode: error.statusCode }
+}
 if (token) {
   const portal = await openmeter.portal.createToken({ subject, allowedMeterSlugs: ['tokens_total'] })
   out.portal = { subject: portal.subject, allowedMeterSlugs: portal.allowedMeterSlugs, hasToken: !!portal.token }

@@ -44,16 +44,21 @@ def status_of(error: MeterlineError) -> int:
 
 
 def problem_body(status: int, kind: str, title: str, detail: str,
-                 errors: list[FieldError] | None = None, instance: str | None = None) -> dict[str, Any]:
+                 errors: list[FieldError] | None = None, instance: str | None = None,
+                 extensions: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + kind, "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
     if errors:
         body["errors"] = [e.as_dict() for e in errors]
+    if extensions:
+        body["extensions"] = extensions
     return body
 
 
 def problem_for(error: MeterlineError, instance: str | None = None) -> tuple[int, bytes]:
     status = status_of(error)
-    body = problem_body(status, error.kind, error.title, error.detail, error.errors, instance)
+    extensions = ({"conflictingEntityId": error.conflicting_id}
+                  if isinstance(error, Conflict) and error.conflicting_id else None)
+    body = problem_body(status, error.kind, error.title, error.detail, error.errors, instance, extensions)
     return status, orjson.dumps(body)

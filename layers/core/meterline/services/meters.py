@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from meterline.domain.meters import BackfillState, BackfillStatus, Meter, new_meter, updated_meter
+from meterline.domain.paging import SortOrder
 from meterline.domain.timeutil import format_ms
 from meterline.domain.validation import QueryBool, QueryParameters, bounded_integer
 from meterline.errors import Conflict, FieldError, NotFound, QuotaExceeded
@@ -34,12 +35,6 @@ def new_ulid() -> str:
     return str(ULID())
 
 
-def _order(value: Any) -> str:
-    if not isinstance(value, str) or value.upper() not in ("ASC", "DESC"):
-        raise PydanticCustomError("order", "must be ASC or DESC")
-    return value.upper()
-
-
 def _order_by(value: Any) -> str:
     if value not in ORDER_BY:
         raise PydanticCustomError("order_by", "must be one of {names}", {"names": ", ".join(ORDER_BY)})
@@ -53,7 +48,7 @@ class ListMetersQuery(QueryParameters):
     page: Annotated[int, BeforeValidator(bounded_integer(1, 1_000_000))] = 1
     page_size: Annotated[int | None, BeforeValidator(bounded_integer(1, MAX_PAGE_SIZE))] = Field(
         None, alias="pageSize")
-    order: Annotated[str, BeforeValidator(_order)] = "ASC"
+    order: SortOrder = "ASC"
     order_by: Annotated[str, BeforeValidator(_order_by)] = Field("key", alias="orderBy")
     include_deleted: QueryBool = Field(False, alias="includeDeleted")
 

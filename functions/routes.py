@@ -59,8 +59,12 @@ ENTITLEMENTS = HttpFunction(
         ("POST", "/api/v1/features"),
         ("GET", "/api/v1/features/{featureId}"),
         ("DELETE", "/api/v1/features/{featureId}"),
+        ("GET", "/api/v1/subjects"),
+        ("POST", "/api/v1/subjects"),
+        ("GET", "/api/v1/subjects/{subjectIdOrKey}"),
+        ("DELETE", "/api/v1/subjects/{subjectIdOrKey}"),
     ),
-    description="Manages features (and, next, entitlements and grants)",
+    description="Manages features and subjects (and, next, entitlements and grants)",
 )
 HTTP_FUNCTIONS = (INGEST, API, REPORTS, ENTITLEMENTS)
 

@@ -41,6 +41,7 @@ def test_openmeter_js_sdk_works(local_stack: str) -> None:
     assert out["feature"] == {"key": f"js-feature-{out['feature']['key'].rsplit('-', 1)[1]}",
                               "meterSlug": "tokens_total", "byKey": True}
     assert out["feature"]["key"] in out["featureKeys"] and out["archived"] == {"statusCode": 404}
+    assert out["subjects"] == {"upserted": "JS customer", "listed": True, "byKey": True}
 
 
 def test_openmeter_js_sdk_with_an_api_key(secured: tuple[str, Path]) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from meterline.storage.keys_store import KeysStore
     from meterline.storage.meters_store import MetersStore
     from meterline.storage.reports_store import ReportsStore
+    from meterline.storage.subjects_store import SubjectsStore
     from meterline.storage.usage_store import UsageStore
 
 
@@ -52,6 +53,13 @@ def features_store() -> FeaturesStore:
     from meterline.storage.features_store import FeaturesStore
 
     return FeaturesStore()
+
+
+@cache
+def subjects_store() -> SubjectsStore:
+    from meterline.storage.subjects_store import SubjectsStore
+
+    return SubjectsStore()
 
 
 @cache
@@ -123,8 +131,8 @@ def webhook_sender() -> WebhookSender:
                          endpoint_policy=EndpointPolicy.from_env())
 
 
-FACTORIES = (events_store, usage_store, meters_store, features_store, keys_store, portal_secret, reports_store,
-             compactor, backfill_worker, reports_context, exporter, webhook_sender)
+FACTORIES = (events_store, usage_store, meters_store, features_store, subjects_store, keys_store, portal_secret,
+             reports_store, compactor, backfill_worker, reports_context, exporter, webhook_sender)
 
 
 def reset() -> None:

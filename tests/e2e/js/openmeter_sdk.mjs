@@ -45,6 +45,13 @@ try {
 } catch (error) {
   out.archived = { statusCode: error.statusCode }
 }
+const [upserted] = await openmeter.subjects.upsert([{ key: subject, displayName: 'JS customer' }])
+out.subjects = {
+  upserted: upserted.displayName,
+  listed: (await openmeter.subjects.list()).some((s) => s.key === subject),
+  byKey: (await openmeter.subjects.get(subject)).id === upserted.id,
+}
+await openmeter.subjects.delete(subject)
 if (token) {
   const portal = await openmeter.portal.createToken({ subject, allowedMeterSlugs: ['tokens_total'] })
   out.portal = { subject: portal.subject, allowedMeterSlugs: portal.allowedMeterSlugs, hasToken: !!portal.token }

@@ -93,6 +93,15 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+def _subject_key(value: str) -> str:
+    if len(value.encode()) > MAX_ATTRIBUTE_BYTES:
+        raise ValueError(f"must be at most {MAX_ATTRIBUTE_BYTES} bytes long (as an event's subject)")
+    return value
+
+
+# A subject's key wherever one is named (subjects, portal tokens): what an event's `subject` may be.
+SubjectKey = Annotated[str, Field(min_length=1), AfterValidator(_subject_key)]
+
 _BATCH_ADAPTER = TypeAdapter(list[CloudEvent])
 
 

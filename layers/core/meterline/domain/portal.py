@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from meterline.domain.events import SubjectKey
 from meterline.domain.meters import is_slug
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters
@@ -22,23 +23,15 @@ ISSUER = "openmeter"
 ALGORITHM = "HS256"
 DEFAULT_LIFETIME_MS = HOUR_MS
 MAX_LIFETIME_MS = 30 * DAY_MS
-MAX_SUBJECT_BYTES = 256
 
 
 class PortalTokenRequest(QueryParameters):
     """The body of POST /api/v1/portal/tokens. `expiresAt` must lie in the next 30 days (the
     validation context's `now_ms`); it defaults to an hour from now."""
 
-    subject: str = Field(min_length=1)
+    subject: SubjectKey
     allowed_meter_slugs: list[str] | None = Field(None, alias="allowedMeterSlugs", min_length=1)
     expires_at_ms: EpochMs | None = Field(None, alias="expiresAt")
-
-    @field_validator("subject")
-    @classmethod
-    def _subject(cls, value: str) -> str:
-        if len(value.encode()) > MAX_SUBJECT_BYTES:
-            raise ValueError(f"must be at most {MAX_SUBJECT_BYTES} bytes long")
-        return value
 
     @field_validator("allowed_meter_slugs")
     @classmethod

@@ -55,11 +55,16 @@ def load_json(body: bytes, max_bytes: int) -> Any:
                            title="Malformed JSON") from None
 
 
+def json_body(event: BaseProxyEvent) -> Any:
+    """Any JSON body: 415 unless application/json, 413 beyond 64 KiB, 400 if malformed."""
+    media_type(event.headers.get("content-type"))
+    return load_json(body_bytes(event), MAX_OBJECT_BYTES)
+
+
 def json_object(event: BaseProxyEvent, what: str) -> dict[str, Any]:
     """The JSON object of a request body: 415 unless application/json, 413 beyond 64 KiB, 400 otherwise.
     `what` names the expected object in the error ("a meter", "a report", ...)."""
-    media_type(event.headers.get("content-type"))
-    payload = load_json(body_bytes(event), MAX_OBJECT_BYTES)
+    payload = json_body(event)
     if not isinstance(payload, dict):
         raise InvalidInput(f"the body must be a JSON object ({what})",
                            [FieldError(what.split()[-1], "must be a JSON object")])

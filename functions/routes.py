@@ -33,6 +33,7 @@ API = HttpFunction(
         ("DELETE", "/api/v1/meters/{idOrSlug}"),
         ("GET", "/api/v1/meters/{idOrSlug}/query"),
         ("POST", "/api/v1/meters/{idOrSlug}/query"),
+        ("GET", "/api/v1/meters/{idOrSlug}/subjects"),
         ("POST", "/api/v1/portal/tokens"),
         ("GET", "/api/v1/portal/meters/{meterSlug}/query"),
     ),

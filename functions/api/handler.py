@@ -21,6 +21,7 @@ from meterline.observability import http_handler
 from meterline.services import meters, portal
 from meterline.services.events_listing import ListEventsQuery, list_events
 from meterline.services.meter_source import meter_catalog
+from meterline.services.usage_query import meter_subjects as meter_subjects_of
 from meterline.services.usage_query import query_usage
 from meterline.settings import query_limits, quotas, settings
 
@@ -78,6 +79,12 @@ def query_meter(id_or_slug: str) -> Response:
 
 
 @http_handler
+@app.get("/api/v1/meters/<id_or_slug>/subjects")
+def meter_subjects(id_or_slug: str) -> Response:
+    return json_response(meter_subjects_of(meters_store(), usage_store(), _namespace(), id_or_slug, now_ms(),
+                                           settings().retention_days * DAY_MS, query_limits()))
+
+
 @app.post("/api/v1/portal/tokens")
 def create_portal_token() -> Response:
     now = now_ms()

@@ -135,3 +135,24 @@ def test_meter_created_with_the_sdk_backfills_history(local_stack: str) -> None:
         time.sleep(0.5)
     result = wait_for(local_stack, kind, 1, **DAY)
     assert [row["value"] for row in result["data"]] == [60]
+
+
+def test_a_meters_subjects_are_those_with_usage(local_stack: str) -> None:
+    from tests.e2e.conftest import wait_for as wait_until
+
+    kind = f"subjects-{uuid.uuid4().hex[:8]}"
+    slug = kind.replace("-", "_")
+    meter = {"slug": slug, "eventType": kind, "aggregation": "COUNT"}
+    status, _, body = request(f"{local_stack}/api/v1/meters", "POST", json.dumps(meter).encode(), "application/json")
+    assert status == 201, body
+    ingest(local_stack, [{"specversion": "1.0", "type": kind, "id": f"{kind}-{i}", "source": "e2e", "subject": subject,
+                          "time": "2026-01-10T10:00:00Z"} for i, subject in enumerate(["zoe", "adam", "zoe"])])
+
+    def subjects() -> list[str] | None:
+        status, _, body = request(f"{local_stack}/api/v1/meters/{slug}/subjects")
+        listed = json.loads(body) if status == 200 else None
+        return listed if listed == ["adam", "zoe"] else None
+
+    assert wait_until(subjects, 60, "the meter's subjects") == ["adam", "zoe"]
+    status, _, body = request(f"{local_stack}/api/v1/meters/no_such_meter/subjects")
+    assert status == 404

@@ -157,7 +157,7 @@ class QueryLimits:
     most `read_budget` DynamoDB Queries and `max_rows` rows; an events listing at most
     `listing_budget` index rows scanned. (Exports read one closed window and are not limited.)"""
 
-    read_budget: int = 5000
+    read_budget: int = 20_000
     max_rows: int = 10_000
     listing_budget: int = 200_000
 

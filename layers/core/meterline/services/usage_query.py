@@ -125,6 +125,15 @@ def query_usage(meters: MetersStore, store: UsageStore, namespace: str, id_or_sl
     return meter, query, UsageReader(store, limits).query(namespace, meter, query, now_ms)
 
 
+def meter_subjects(meters: MetersStore, store: UsageStore, namespace: str, id_or_slug: str, now_ms: int,
+                   retention_ms: int, limits: QueryLimits) -> list[str]:
+    """GET /api/v1/meters/{idOrSlug}/subjects: the subjects with usage of the meter over the retention,
+    read through the same exact query path as /query (one window, grouped by subject)."""
+    by_subject = UsageQueryParameters.model_validate({"groupBy": [SUBJECT]})
+    _, _, rows = query_usage(meters, store, namespace, id_or_slug, by_subject, now_ms, retention_ms, limits)
+    return sorted({row["subject"] for row in rows})
+
+
 class UsageReader:
     def __init__(self, store: UsageStore, limits: QueryLimits | None = None) -> None:
         self.store = store

@@ -196,6 +196,15 @@ class DataDirectory:
             self._lock = None
 
 
+def engine_client(endpoint_url: str, service: str = "dynamodb", **config: Any) -> Any:
+    """A client of the DynamoDB Local engine at `endpoint_url` (a stack's own, or another process's)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(service, endpoint_url=endpoint_url, region_name=REGION,
+                                          config=Config(**config) if config else None, **CREDENTIALS)
+
+
 class DynamoDBLocal:
     """One DynamoDB Local child process: `start()` returns once it answers, `stop()` ends it."""
 
@@ -215,11 +224,7 @@ class DynamoDBLocal:
         return f"http://{self.host}:{self.port}"
 
     def client(self, service: str = "dynamodb", **config: Any) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session().client(service, endpoint_url=self.endpoint_url, region_name=REGION,
-                                              config=Config(**config) if config else None, **CREDENTIALS)
+        return engine_client(self.endpoint_url, service, **config)
 
     def command(self) -> list[str]:
         assert self.files is not None and self.port is not None

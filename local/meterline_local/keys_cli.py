@@ -118,13 +118,12 @@ def _stack_catalog(stack: str) -> tuple[Any, str]:
 
 @contextmanager
 def _local_catalog(path: Path) -> Iterator[tuple[Any, str]]:
-    import boto3
-
-    from meterline_local.engine import DataDirectory, DynamoDBLocal
-    from meterline_local.stack import REGION, LocalConfig, ensure_tables, prepare_environment
+    from meterline.storage.tables import CATALOG_TABLE
+    from meterline_local.engine import DataDirectory, DynamoDBLocal, engine_client
+    from meterline_local.stack import LocalConfig, ensure_tables, prepare_environment, table_name
 
     config = LocalConfig(data_dir=path)
-    table = f"{config.table_prefix}-catalog"
+    table = table_name(config, CATALOG_TABLE)
     data = DataDirectory(path)
     try:
         data.acquire()
@@ -133,8 +132,7 @@ def _local_catalog(path: Path) -> Iterator[tuple[Any, str]]:
         if endpoint is None:
             raise KeysCommandError(f"{path} is in use, but its stack's engine is not known yet: wait until "
                                    "meterline dev has started") from None
-        yield boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="local",
-                           aws_secret_access_key="local"), table
+        yield engine_client(endpoint), table
         return
     engine = DynamoDBLocal(data.database)
     try:

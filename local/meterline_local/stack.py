@@ -18,11 +18,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterline.settings import LOCAL_STREAM_BATCH_SIZE
 from meterline_local.engine import DataDirectory, DynamoDBLocal, EngineError, port_is_free
 from meterline_local.lambda_runtime import LocalFunction
+
+if TYPE_CHECKING:
+    from meterline.storage.tables import TableSpec
 
 log = logging.getLogger("dev")
 
@@ -74,6 +77,11 @@ class LocalConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
+def table_name(config: LocalConfig, spec: TableSpec) -> str:
+    """The local name of a table (a meterline.storage.tables spec)."""
+    return f"{config.table_prefix}-{spec.logical_name.lower()}"
+
+
 def prepare_environment(config: LocalConfig, dynamodb_url: str) -> dict[str, str]:
     """Environment the handlers read, as the CDK stack sets it for each Lambda. The AWS SDK's own
     service endpoint variables send DynamoDB and its stream to DynamoDB Local; the handlers' code does
@@ -87,7 +95,7 @@ def prepare_environment(config: LocalConfig, dynamodb_url: str) -> dict[str, str
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
         "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": dynamodb_url,
-        **{spec.env_var: f"{config.table_prefix}-{spec.logical_name.lower()}" for spec in ALL_TABLES},
+        **{spec.env_var: table_name(config, spec) for spec in ALL_TABLES},
         "METERLINE_DEFAULT_NAMESPACE": config.namespace,
         "METERLINE_AUTH": "api-key" if config.auth else "none",
         "METERLINE_RETENTION_DAYS": str(config.retention_days),

@@ -55,9 +55,9 @@ class Settings:
         namespace = os.environ.get("METERLINE_DEFAULT_NAMESPACE", "default")
         if not is_namespace(namespace):
             raise RuntimeError(f"METERLINE_DEFAULT_NAMESPACE={namespace!r} must match {NAMESPACE_RULE}")
-        retention = number_setting("METERLINE_RETENTION_DAYS", int, 400, "at least 1", lambda v: v >= 1)
-        minute = number_setting("METERLINE_MINUTE_RETENTION_DAYS", int, None, "at least 1", lambda v: v >= 1)
-        quarter = number_setting("METERLINE_QUARTER_RETENTION_DAYS", int, None, "at least 1", lambda v: v >= 1)
+        retention = _count("METERLINE_RETENTION_DAYS", 400)
+        minute = _count("METERLINE_MINUTE_RETENTION_DAYS", None)
+        quarter = _count("METERLINE_QUARTER_RETENTION_DAYS", None)
         problems = retention_problems(retention, minute, quarter, RETENTION_ENV)
         if problems:
             raise RuntimeError("; ".join(problems))
@@ -151,6 +151,11 @@ def _positive(name: str, default: float) -> float:
     return value
 
 
+def _count(name: str, default: int | None) -> Any:
+    """A whole number of at least 1 (days, reads, rows, meters, ...)."""
+    return number_setting(name, int, default, "at least 1", lambda v: v >= 1)
+
+
 @dataclass(frozen=True)
 class QueryLimits:
     """What one HTTP request may cost, so that bad input is a 400 and never a timeout: a usage query at
@@ -163,13 +168,9 @@ class QueryLimits:
 
     @classmethod
     def from_env(cls) -> QueryLimits:
-        def limit(name: str, default: int) -> int:
-            value: int = number_setting(name, int, default, "at least 1", lambda v: v >= 1)
-            return value
-
-        return cls(read_budget=limit("METERLINE_QUERY_READ_BUDGET", cls.read_budget),
-                   max_rows=limit("METERLINE_QUERY_MAX_ROWS", cls.max_rows),
-                   listing_budget=limit("METERLINE_LISTING_BUDGET", cls.listing_budget))
+        return cls(read_budget=_count("METERLINE_QUERY_READ_BUDGET", cls.read_budget),
+                   max_rows=_count("METERLINE_QUERY_MAX_ROWS", cls.max_rows),
+                   listing_budget=_count("METERLINE_LISTING_BUDGET", cls.listing_budget))
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,9 @@ class Quotas:
 
     @classmethod
     def from_env(cls) -> Quotas:
-        def quota(name: str, default: int) -> int:
-            value: int = number_setting(name, int, default, "at least 1", lambda v: v >= 1)
-            return value
-
-        return cls(meters=quota("METERLINE_MAX_METERS", cls.meters),
-                   reports=quota("METERLINE_MAX_REPORTS", cls.reports),
-                   manual_runs_per_hour=quota("METERLINE_MAX_MANUAL_RUNS_PER_HOUR", cls.manual_runs_per_hour))
+        return cls(meters=_count("METERLINE_MAX_METERS", cls.meters),
+                   reports=_count("METERLINE_MAX_REPORTS", cls.reports),
+                   manual_runs_per_hour=_count("METERLINE_MAX_MANUAL_RUNS_PER_HOUR", cls.manual_runs_per_hour))
 
 
 @cache

@@ -12,11 +12,10 @@ import orjson
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import BaseModel
 
-from meterline.domain.events import ACCEPTED_CONTENT_TYPES, MAX_BODY_BYTES, CloudEvent, validate_events
+from meterline.domain.events import ACCEPTED_CONTENT_TYPES, JSON, MAX_BODY_BYTES, CloudEvent, validate_events
 from meterline.domain.validation import validated
 from meterline.errors import FieldError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-JSON = "application/json"
 # Meters, reports, run requests and query bodies are small.
 MAX_OBJECT_BYTES = 64 * 1024
 
@@ -88,7 +87,12 @@ def parse_events(body: bytes, content_type: str | None, received_ms: int,
 def query_model(event: BaseProxyEvent, model: type[Model], *, context: Mapping[str, Any] | None = None) -> Model:
     """The query string validated as `model`: each parameter given once (repeated ones are the model's
     business, see `multi_query`)."""
-    params = event.query_string_parameters or {}
+    return query_params_model(event.query_string_parameters or {}, model, context=context)
+
+
+def query_params_model(params: Mapping[str, Any], model: type[Model], *,
+                       context: Mapping[str, Any] | None = None) -> Model:
+    """Query parameters (however collected) validated as `model`; unknown ones named in the 400."""
     return validated(model, params, what="the query", root="query", unknown="is not a supported query parameter",
                      context=context)
 

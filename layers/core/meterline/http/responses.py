@@ -8,10 +8,9 @@ from typing import Any
 import orjson
 from aws_lambda_powertools.event_handler import Response
 
+from meterline.domain.events import JSON
 from meterline.errors import FieldError
 from meterline.http.problems import PROBLEM_JSON, problem_body
-
-JSON = "application/json"
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

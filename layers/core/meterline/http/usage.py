@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from meterline.domain.query_plan import UsageQuery
 from meterline.domain.timeutil import format_ms
-from meterline.domain.validation import invalid, validated
+from meterline.domain.validation import invalid
 from meterline.errors import FieldError
-from meterline.http.requests import body_model, multi_query
+from meterline.http.requests import body_model, multi_query, query_params_model
 from meterline.http.responses import json_response
 from meterline.services.usage_query import SUBJECT, UsageQueryParameters
 
@@ -55,8 +55,7 @@ def usage_query_params(event: BaseProxyEvent) -> UsageQueryParameters:
             params[name] = value
     if errors:
         raise invalid(errors)
-    return validated(UsageQueryParameters, params, what="the query", root="query",
-                     unknown="is not a supported query parameter")
+    return query_params_model(params, UsageQueryParameters)
 
 
 def usage_response(query: UsageQuery, rows: list[dict[str, Any]], accept: str | None) -> Response:

@@ -9,6 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from meterline.domain.meters import is_ulid
 from meterline.domain.subjects import SubjectInput, subject_record
+from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
 from meterline.domain.validation import field_errors, invalid
 from meterline.errors import FieldError, InvalidInput, NotFound
 from meterline.services.meters import new_ulid
@@ -41,8 +42,6 @@ def parse_subjects(body: Any) -> list[SubjectInput]:
 def upsert_subjects(store: SubjectsStore, namespace: str, given: list[SubjectInput], now_ms: int
                     ) -> list[dict[str, Any]]:
     """Create or replace each subject by key; an existing subject keeps its id and createdAt."""
-    from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
-
     records = []
     for subject in given:
         existing = store.get(namespace, subject.key)

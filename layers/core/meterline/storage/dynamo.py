@@ -109,6 +109,11 @@ class TableAdapter:
         """Every item a Query returns, page after page (this table unless `request` names another)."""
         return self._pages(self.client.query, request)
 
+    def partition_items(self, partition: str, consistent: bool = True) -> Iterator[dict[str, Any]]:
+        """Every item of one partition (`pk`), in sort-key order."""
+        return self.query_items({"KeyConditionExpression": "pk = :pk", "ConsistentRead": consistent,
+                                 "ExpressionAttributeValues": {":pk": {"S": partition}}})
+
     def scan_items(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item a Scan returns, page after page (this table unless `request` names another)."""
         return self._pages(self.client.scan, request)

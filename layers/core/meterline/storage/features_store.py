@@ -60,10 +60,7 @@ class FeaturesStore(TableAdapter):
         return _feature(item) if item else None
 
     def list(self, namespace: str) -> builtins.list[Feature]:
-        return [_feature(item) for item in self.query_items({
-            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"{namespace}#feature"}}, "ConsistentRead": True,
-        })]
+        return [_feature(item) for item in self.partition_items(f"{namespace}#feature")]
 
     def archive(self, namespace: str, feature: Feature, archived: Feature) -> bool:
         """Replace the active `feature` by its `archived` form and free its key; False if it changed."""

@@ -8,6 +8,7 @@ partitions never meet a namespace's own.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from meterline.domain.access import LAST_USED_RESOLUTION_MS, ApiKey, Scope
@@ -63,39 +64,28 @@ class KeysStore(TableAdapter):
         return _api_key(item) if item else None
 
     def list(self, namespace: str) -> list[ApiKey]:
-        ids = [item["sk"]["S"] for item in self.query_items({
-            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"{namespace}#apikey"}},
-        })]
+        ids = [item["sk"]["S"] for item in self.partition_items(f"{namespace}#apikey")]
         return [key for key in concurrently(self.get, ids) if key is not None]
 
     def revoke(self, key_id: str, now_ms: int) -> bool:
         """Mark a key revoked; False if there is no such key or it was revoked already."""
-        from botocore.exceptions import ClientError
-
         try:
             self.client.update_item(
                 TableName=self.table, Key=_key(key_id), UpdateExpression="SET revokedAt = :now",
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(revokedAt)",
                 ExpressionAttributeValues={":now": {"N": str(now_ms)}},
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
         return True
 
     def touch(self, key_id: str, now_ms: int) -> None:
         """Record a use, unless one was recorded within the last minute (at most one write a minute)."""
-        from botocore.exceptions import ClientError
-
-        try:
+        # A failed condition means a use within the minute is recorded already.
+        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
             self.client.update_item(
                 TableName=self.table, Key=_key(key_id), UpdateExpression="SET lastUsedAt = :now",
                 ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(lastUsedAt) OR lastUsedAt < :due)",
                 ExpressionAttributeValues={":now": {"N": str(now_ms)},
                                            ":due": {"N": str(now_ms - LAST_USED_RESOLUTION_MS)}},
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise

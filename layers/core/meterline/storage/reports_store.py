@@ -169,8 +169,6 @@ class ReportsStore(TableAdapter):
     def take_manual_run(self, namespace: str, hour_ms: int, limit: int) -> bool:
         """Count one manual run in the namespace's UTC hour; False (nothing counted) when `limit` runs
         were counted already. The counter item expires after a day."""
-        from botocore.exceptions import ClientError
-
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -180,10 +178,8 @@ class ReportsStore(TableAdapter):
                 ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)},
                                            ":expires": {"N": str(hour_ms // 1000 + DAY_S)}},
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
         return True
 
     def all_reports(self) -> builtins.list[tuple[str, StoredReport]]:

@@ -28,10 +28,7 @@ class SubjectsStore(TableAdapter):
                         for record in records])
 
     def list(self, namespace: str) -> builtins.list[dict[str, Any]]:
-        return [orjson.loads(item["subject"]["S"]) for item in self.query_items({
-            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"{namespace}#subject"}}, "ConsistentRead": True,
-        })]
+        return [orjson.loads(item["subject"]["S"]) for item in self.partition_items(f"{namespace}#subject")]
 
     def delete(self, namespace: str, key: str) -> bool:
         try:

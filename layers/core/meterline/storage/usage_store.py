@@ -328,7 +328,7 @@ class UsageStore(TableAdapter):
             "expiresAt": {"N": str(now_ms // 1000 + 31 * DAY_S)}})
 
     def read_work(self, level: Resolution, period_ms: int) -> list[str]:
-        return [item["sk"]["S"] for item in self._query_all(f"work#{level.key}#{period_ms}", True)]
+        return [item["sk"]["S"] for item in self.partition_items(f"work#{level.key}#{period_ms}", True)]
 
     def get_compaction_state(self) -> Horizons | None:
         """The compactor's horizons; None before its first run."""
@@ -348,13 +348,6 @@ class UsageStore(TableAdapter):
             ExpressionAttributeValues={f":v{i}": {"N": str(value)} for i, value in enumerate(values)},
         )
 
-    def _query_all(self, partition: str, consistent: bool) -> Iterator[dict[str, Any]]:
-        return self.query_items({
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": partition}},
-            "ConsistentRead": consistent,
-        })
 
 
 

@@ -51,8 +51,10 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Catalog": _READ,  # the meters to count
     },
     "entitlements": {
-        # features: an item and its active-key guard, written together (TransactWriteItems, authorized per item)
-        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
+        # features and entitlements: an item and its active-key guard, written together; grants; resets,
+        # voids and balance snapshots update items (TransactWriteItems is authorized per item)
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"),
+        "Usage": _READ,  # a metered entitlement's usage, through the usage query
     },
     "reports": {
         # reports (with their encrypted signing secrets) and manual runs; meters to check reports against

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from meterline.aws.portal_secret import PortalSecret
     from meterline.services.backfill import BackfillWorker
     from meterline.services.compaction import Compactor
+    from meterline.services.entitlements import EntitlementsContext
     from meterline.services.exports import Exporter, WebhookSender
     from meterline.services.reports import ReportsContext
     from meterline.storage.events_store import EventsStore
@@ -60,6 +61,16 @@ def subjects_store() -> SubjectsStore:
     from meterline.storage.subjects_store import SubjectsStore
 
     return SubjectsStore()
+
+
+@cache
+def entitlements_context() -> EntitlementsContext:
+    from meterline.services.entitlements import EntitlementsContext
+    from meterline.settings import entitlement_snapshot_grace_ms, query_limits
+    from meterline.storage.entitlements_store import EntitlementsStore
+
+    return EntitlementsContext(EntitlementsStore(), features_store(), meters_store(), subjects_store(), usage_store(),
+                               query_limits(), entitlement_snapshot_grace_ms())
 
 
 @cache
@@ -131,8 +142,9 @@ def webhook_sender() -> WebhookSender:
                          endpoint_policy=EndpointPolicy.from_env())
 
 
-FACTORIES = (events_store, usage_store, meters_store, features_store, subjects_store, keys_store, portal_secret,
-             reports_store, compactor, backfill_worker, reports_context, exporter, webhook_sender)
+FACTORIES = (events_store, usage_store, meters_store, features_store, subjects_store, entitlements_context,
+             keys_store, portal_secret, reports_store, compactor, backfill_worker, reports_context, exporter,
+             webhook_sender)
 
 
 def reset() -> None:

@@ -188,6 +188,14 @@ class Quotas:
                    manual_runs_per_hour=_count("METERLINE_MAX_MANUAL_RUNS_PER_HOUR", cls.manual_runs_per_hour))
 
 
+def entitlement_snapshot_grace_ms() -> int:
+    """How old a period reset must be before a value keeps the burn-down state there as a snapshot.
+    Usage that arrives later than this for a time before the snapshot no longer changes the balances
+    after it (OpenMeter keeps one day too)."""
+    hours: int = _count("METERLINE_ENTITLEMENT_SNAPSHOT_GRACE_HOURS", 24)
+    return hours * 3_600_000
+
+
 @cache
 def quotas() -> Quotas:
     return Quotas.from_env()

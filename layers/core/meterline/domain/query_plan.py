@@ -22,11 +22,13 @@ class UsageQuery:
     subjects: list[str] | None = None
     group_by: list[str] = field(default_factory=list)
     filter_group_by: dict[str, list[str]] = field(default_factory=dict)
+    # Explicit contiguous windows [start, end) from from_ms to to_ms, instead of window_size's (the
+    # phases of an entitlement's burn-down).
+    windows: list[tuple[int, int]] | None = None
 
     @property
     def zone(self) -> ZoneInfo:
         return resolve_time_zone(self.time_zone)
-
 
 
 
@@ -35,7 +37,6 @@ class Plan:
     windows: list[tuple[int, int]]
     slots: dict[tuple[Resolution, int], list[int]] = field(default_factory=lambda: defaultdict(list))  # -> starts
     raw_ranges: list[tuple[int, int]] = field(default_factory=list)
-
 
 
 
@@ -48,7 +49,9 @@ def plan(query: UsageQuery, horizons: Horizons | None, pending: frozenset[int] =
     quarter_horizon = horizons.quarter if horizons else 0
     hour_horizon = min(horizons.hour, quarter_horizon) if horizons else 0
     day_horizon = min(horizons.day, hour_horizon) if horizons else 0
-    if query.window_size is None:
+    if query.windows is not None:
+        windows = list(query.windows)
+    elif query.window_size is None:
         windows = [(query.from_ms, query.to_ms)]
     else:
         windows = plan_windows(query.from_ms, query.to_ms, query.window_size, query.zone, max_windows=max_windows)

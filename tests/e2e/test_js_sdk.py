@@ -15,6 +15,7 @@ from tests.e2e.conftest import new_key
 from tests.e2e.test_auth_http import call
 
 SCRIPT = Path(__file__).parent / "js" / "openmeter_sdk.mjs"
+SEED_004 = Path(__file__).parent / "js" / "seed_004.mjs"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,3 +56,27 @@ def test_openmeter_js_sdk_with_an_api_key(secured: tuple[str, Path]) -> None:
     assert out["meters"] == ["tokens_total"]
     assert sum(row["value"] for row in out["query"]["data"]) == 142
     assert out["portal"] == {"subject": out["subject"], "allowedMeterSlugs": ["tokens_total"], "hasToken": True}
+
+
+def test_seed_004_walkthrough(local_stack: str) -> None:
+    """Seed 004's guide verbatim (feature, monthly entitlement of 1M GPT-4 tokens, value), then usage,
+    exhaustion, a grant paying back the overage, history, and a reset."""
+    done = subprocess.run(["node", str(SEED_004), local_stack], capture_output=True, text=True, timeout=180,
+                          cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    out = orjson.loads(done.stdout.splitlines()[-1])
+    assert out["feature"] == {"key": "gpt_4_tokens", "meterSlug": "tokens_total",
+                              "meterGroupByFilters": {"model": "gpt-4"}}
+    assert out["entitlement"]["type"] == "metered" and out["entitlement"]["featureId"] is True
+    assert out["entitlement"]["usagePeriod"] == "MONTH" and out["entitlement"]["issueAfterReset"] == 1_000_000
+    assert 28 <= out["entitlement"]["periodDays"] <= 31
+    assert out["initial"] == {"hasAccess": True, "balance": 1_000_000, "usage": 0, "overage": 0}
+    assert out["afterUsage"] == {"hasAccess": True, "balance": 400_000, "usage": 600_000, "overage": 0}
+    assert out["exhausted"] == {"hasAccess": False, "balance": 0, "usage": 1_100_000, "overage": 100_000}
+    assert out["grant"] == {"amount": 250_000, "priority": 1, "entitlementId": True}
+    assert out["afterGrant"] == {"hasAccess": True, "balance": 150_000, "usage": 1_100_000, "overage": 0}
+    assert out["grants"] == [250_000, 1_000_000] and out["allGrants"] == 2
+    assert out["listed"] == ["gpt_4_tokens"] and out["history"] == 1_100_000
+    assert out["beforeReset"] == {"hasAccess": False, "balance": 0, "usage": 1_500, "overage": 500}
+    assert out["afterReset"] == {"hasAccess": True, "balance": 1_000, "usage": 0, "overage": 0}
+    assert out["conflict"] == {"statusCode": 409, "conflictingEntityId": True}

@@ -42,7 +42,8 @@ test-infra: $(STAMP)
 test-e2e: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m pytest -n 2 tests/e2e
 
-BENCHMARKS := bench/ingest_cpu.py bench/cold_import.py bench/processor_cpu.py bench/storage_cost.py
+BENCHMARKS := bench/ingest_cpu.py bench/cold_import.py bench/processor_cpu.py bench/storage_cost.py \
+              bench/entitlement_value.py
 
 bench: $(STAMP)
 	@for script in $(BENCHMARKS); do $(BIN)/python $$script || exit 1; done

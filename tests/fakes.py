@@ -3,8 +3,8 @@
 - `InMemoryDynamoDB`: PutItem and BatchWriteItem only, as cheap as possible, for CPU benchmarks that
   exclude storage time.
 - `CostModelDynamoDB`: the calls Meterline makes (PutItem, BatchWriteItem, UpdateItem, GetItem,
-  BatchGetItem, Query) with DynamoDB's semantics for them and its on-demand billing rules, for the
-  storage-cost benchmarks.
+  BatchGetItem, Query, TransactWriteItems) with DynamoDB's semantics for them and its on-demand billing
+  rules, for the storage-cost benchmarks.
 """
 
 from __future__ import annotations
@@ -22,8 +22,78 @@ class ConditionalCheckFailed(Exception):
     pass
 
 
+class TransactionCanceled(Exception):
+    pass
+
+
 class _Exceptions:
     ConditionalCheckFailedException = ConditionalCheckFailed
+    TransactionCanceledException = TransactionCanceled
+
+
+_CONDITION_TOKEN = re.compile(r"\s*(attribute_not_exists|attribute_exists|AND|OR|\(|\)|<>|<=|>=|=|<|>|[#:]?\w+)")
+
+
+def condition_holds(expression: str, item: dict[str, Any] | None, values: dict[str, Any] | None,
+                    names: dict[str, str] | None = None) -> bool:
+    """A condition expression of attribute_exists/attribute_not_exists, comparisons (=, <>, <, <=, >, >=
+    of S or N values), AND, OR and parentheses, on `item` (None: no item)."""
+    tokens = _CONDITION_TOKEN.findall(expression)
+    if "".join(tokens) != re.sub(r"\s+", "", expression):
+        raise NotImplementedError(f"condition {expression!r}")
+    position = 0
+    current = item or {}
+
+    def attribute(name: str) -> dict[str, Any] | None:
+        if name.startswith("#"):
+            name = (names or {})[name]
+        return current.get(name)
+
+    def value_of(token: str) -> Any:
+        typed = (values or {})[token] if token.startswith(":") else attribute(token)
+        if typed is None:
+            return None
+        kind, raw = next(iter(typed.items()))
+        return float(raw) if kind == "N" else raw
+
+    def take() -> str:
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def factor() -> bool:
+        token = take()
+        if token == "(":
+            result = disjunction()
+            assert take() == ")"
+            return result
+        if token in ("attribute_exists", "attribute_not_exists"):
+            assert take() == "("
+            present = attribute(take()) is not None
+            assert take() == ")"
+            return present if token == "attribute_exists" else not present
+        operator, right = take(), value_of(take())
+        left = value_of(token)
+        if left is None or right is None:
+            return operator == "<>" and left != right
+        return {"=": left == right, "<>": left != right, "<": left < right, "<=": left <= right,
+                ">": left > right, ">=": left >= right}[operator]
+
+    def conjunction() -> bool:
+        result = factor()
+        while position < len(tokens) and tokens[position] == "AND":
+            take()
+            result = factor() and result
+        return result
+
+    def disjunction() -> bool:
+        result = conjunction()
+        while position < len(tokens) and tokens[position] == "OR":
+            take()
+            result = conjunction() or result
+        return result
+
+    return disjunction()
 
 
 class InMemoryDynamoDB:
@@ -106,6 +176,7 @@ def read_units(size: int, consistent: bool) -> float:
 
 _KEY_EQ = re.compile(r"^(\w+) = (:\w+)$")
 _KEY_BETWEEN = re.compile(r"^(\w+) = (:\w+) AND (\w+) BETWEEN (:\w+) AND (:\w+)$")
+_KEY_AFTER = re.compile(r"^(\w+) = (:\w+) AND (\w+) > (:\w+)$")
 _KEY_BEGINS = re.compile(r"^(\w+) = (:\w+) AND begins_with\((\w+), (:\w+)\)$")
 _SET_CLAUSE = re.compile(r"^([#\w]+) = (:\w+)$")
 _UPDATE = re.compile(r"^(?:SET (.+?))?\s*(?:REMOVE (.+))?$")
@@ -225,7 +296,7 @@ class CostModelDynamoDB:
     def update_item(self, TableName: str, Key: dict[str, Any], UpdateExpression: str,
                     ExpressionAttributeNames: dict[str, str] | None = None,
                     ExpressionAttributeValues: dict[str, Any] | None = None, ReturnValues: str = "NONE",
-                    **rest: Any) -> dict[str, Any]:
+                    ConditionExpression: str | None = None, **rest: Any) -> dict[str, Any]:
         if rest:
             raise NotImplementedError(f"update_item parameters {sorted(rest)}")
         match = _UPDATE.match(UpdateExpression)
@@ -245,6 +316,10 @@ class CostModelDynamoDB:
             before = self._get(TableName, pk, sk)
             after = {name: value for name, value in {**(before or Key), **assignments}.items() if name not in removed}
             self._book("UpdateItem", TableName, pk, "WRU", write_units(before, after))
+            if ConditionExpression and not condition_holds(ConditionExpression, before, ExpressionAttributeValues,
+                                                           ExpressionAttributeNames):
+                self.failed_conditions[(self.phase, self.category(TableName, pk))] += 1
+                raise ConditionalCheckFailed()
             self._store(TableName, pk, sk, after)
         if ReturnValues == "NONE":
             return {}
@@ -257,6 +332,47 @@ class CostModelDynamoDB:
         if ReturnValues == "UPDATED_OLD":
             return {"Attributes": {name: before[name] for name in assignments if before and name in before}}
         raise NotImplementedError(f"ReturnValues {ReturnValues}")
+
+    def transact_write_items(self, TransactItems: list[dict[str, Any]], **rest: Any) -> dict[str, Any]:
+        """Put, Update (SET only) and Delete, each with an optional condition; all or nothing, billed at
+        two write units per unit as DynamoDB bills transactions."""
+        if rest:
+            raise NotImplementedError(f"transact_write_items parameters {sorted(rest)}")
+        with self._lock:
+            planned = []
+            for request in TransactItems:
+                (kind, op), = request.items()
+                table = op["TableName"]
+                key = self._item_key(table, op["Item"]) if kind == "Put" else self._key(table, op["Key"])
+                before = self._get(table, *key)
+                if kind == "Put":
+                    after: dict[str, Any] | None = op["Item"]
+                elif kind == "Delete":
+                    after = None
+                elif kind == "Update":
+                    after = dict(before or op["Key"])
+                    for clause in op["UpdateExpression"].removeprefix("SET ").split(","):
+                        set_match = _SET_CLAUSE.match(clause.strip())
+                        if not set_match:
+                            raise NotImplementedError(f"update clause {clause!r}")
+                        after[set_match.group(1)] = op["ExpressionAttributeValues"][set_match.group(2)]
+                else:
+                    raise NotImplementedError(f"transaction operation {kind}")
+                self._book("TransactWriteItems", table, key[0], "WRU", 2 * write_units(before, after))
+                condition = op.get("ConditionExpression")
+                if condition and not condition_holds(condition, before, op.get("ExpressionAttributeValues"),
+                                                     op.get("ExpressionAttributeNames")):
+                    self.failed_conditions[(self.phase, self.category(table, key[0]))] += 1
+                    raise TransactionCanceled()
+                planned.append((table, key, after))
+            for table, (pk, sk), after in planned:
+                if after is None:
+                    self.tables[table].get(pk, {}).pop(sk, None)
+                    if sk in self._sort_keys.get((table, pk), []):
+                        self._sort_keys[(table, pk)].remove(sk)
+                else:
+                    self._store(table, pk, sk, after)
+        return {}
 
     # --- reads ---
 
@@ -304,13 +420,16 @@ class CostModelDynamoDB:
             raise NotImplementedError(f"query parameters {sorted(rest)}")
         pk_name, sk_name = self.key_schemas[TableName]
         values = ExpressionAttributeValues
-        lo = hi = prefix = None
+        lo = hi = prefix = after = None
         if match := _KEY_EQ.match(KeyConditionExpression):
             names = (match.group(1),)
             pk = values[match.group(2)]["S"]
         elif match := _KEY_BETWEEN.match(KeyConditionExpression):
             names = (match.group(1), match.group(3))
             pk, lo, hi = (values[match.group(i)]["S"] for i in (2, 4, 5))
+        elif match := _KEY_AFTER.match(KeyConditionExpression):
+            names = (match.group(1), match.group(3))
+            pk, after = values[match.group(2)]["S"], values[match.group(4)]["S"]
         elif match := _KEY_BEGINS.match(KeyConditionExpression):
             names = (match.group(1), match.group(3))
             pk, prefix = values[match.group(2)]["S"], values[match.group(4)]["S"]
@@ -322,6 +441,8 @@ class CostModelDynamoDB:
             keys = self._sort_keys.get((TableName, pk), [])
             if lo is not None:
                 keys = keys[bisect.bisect_left(keys, lo):bisect.bisect_right(keys, hi)]
+            elif after is not None:
+                keys = keys[bisect.bisect_right(keys, after):]
             elif prefix is not None:
                 keys = keys[bisect.bisect_left(keys, prefix):]
                 end = 0

@@ -20,3 +20,17 @@ def test_benchmark_runs_and_prints_its_figure(script: str, figure: str) -> None:
                             timeout=120, env=env, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.fullmatch(rf"{figure} \d+\.\d\n", result.stdout), result.stdout
+
+
+def test_entitlement_value_reads_stay_flat() -> None:
+    """bench/entitlement_value.py checks each value against a recount; its read units are deterministic
+    (the cost model), so their targets are checked here: at most 20 read units per check, and no more
+    after 24 past periods than for a new entitlement."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "entitlement_value.py")], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = {name: float(value) for name, value in (line.split() for line in result.stdout.splitlines())}
+    assert figures["entitlement_value_rru"] <= 20
+    assert figures["entitlement_value_rru_after_24_periods"] <= figures["entitlement_value_rru"]
+    assert figures["entitlement_value_rru_first_after_24_periods"] > figures["entitlement_value_rru"]

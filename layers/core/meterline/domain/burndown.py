@@ -6,11 +6,12 @@ through the usage query path in one query. Balances are Decimal.
 Time is cut into phases at every point where something changes: a usage-period reset (programmatic
 boundaries of the anchor cadence, and manual resets), and a grant starting, ending (expiry, void) or
 recurring. At each point, in this order:
-1. a reset clamps each active grant to [minRollover, maxRollover], then either burns the carried
-   overage from the new balances (preserveOverage) or forgets it, and restarts the period's usage;
+1. a reset clamps each grant that held a balance to [minRollover, maxRollover], keeps the carried
+   overage (preserveOverage) or forgets it, and restarts the period's usage;
 2. a grant that recurs gets its amount back;
 3. a grant that is no longer active loses its remainder;
-4. a grant that starts gets its amount.
+4. a grant that starts gets its amount;
+5. at a reset, the kept overage burns from these balances.
 Each phase's usage, plus any overage carried so far, then burns through the active grants in order:
 lowest priority number first, then earliest expiry, then the earliest created.
 
@@ -217,6 +218,8 @@ def burn_down(periods: UsagePeriods, grants: Sequence[GrantTerms], start: Balanc
             elif g.effective_at == phase_start or phase_start in g.recurrences(phase_start - 1, phase_start):
                 state.balances[g.id] = g.amount
         active = [g for g in order if g.active(phase_start)]
+        if phase_start in resets and state.overage:
+            _burn(state, active, state.overage)  # kept overage, from the balances the new period starts with
         at_start = {g.id: state.balances.get(g.id, ZERO) for g in active}
         if phase_start in observed:
             balance_at[phase_start] = sum(at_start.values(), ZERO)
@@ -257,10 +260,13 @@ def _burn(state: Balances, active: Sequence[GrantTerms], amount: Decimal) -> dic
 
 
 def _reset(state: Balances, order: Sequence[GrantTerms], at_ms: int, preserve_overage: bool) -> None:
-    active = [g for g in order if g.active(at_ms)]
-    for g in active:
-        held = state.balances.get(g.id, ZERO)
-        state.balances[g.id] = min(g.max_rollover, max(g.min_rollover, held))
-    carried = state.overage if preserve_overage else ZERO
-    _burn(state, active, carried)
+    """Roll over the grants that held a balance before the reset. Kept overage stays carried until grants
+    starting or recurring at this instant got their amount (burning it before would lose what it took
+    from them)."""
+    for g in order:
+        if g.active(at_ms) and g.effective_at < at_ms:
+            held = state.balances.get(g.id, ZERO)
+            state.balances[g.id] = min(g.max_rollover, max(g.min_rollover, held))
+    if not preserve_overage:
+        state.overage = ZERO
     state.usage = ZERO

@@ -638,9 +638,8 @@ def _reference(periods: UsagePeriods, grants: Sequence[GrantTerms], to_ms: int,
     in (priority, expiry, creation, id) order.
 
     Where A.7 leaves the order within one instant open, the reference never loses preserved overage: a grant
-    that starts at a reset held nothing before it, so it is neither clamped nor burnt by the reset (it pays
-    what is left right after, with that hour's usage); a grant that recurs at a reset gets its amount back
-    before the carried overage burns."""
+    that starts at a reset held nothing before it, so it is not clamped; the kept overage is paid at the
+    reset, after grants starting or recurring then got their amount, by every grant active from then on."""
     t0 = periods.measure_usage_from
     zero = Decimal(0)
     resets = _reference_resets(periods, t0, to_ms)
@@ -678,13 +677,15 @@ def _reference(periods: UsagePeriods, grants: Sequence[GrantTerms], to_ms: int,
             if active(g, at) and at in recurs[g.id]:
                 held[g.id] = g.amount
         if reset:
-            overage = burn(overage, held_before) if resets[at] else zero
+            overage = overage if resets[at] else zero
             usage = zero
         for g in grants:
             if not active(g, at):
                 held[g.id] = zero
             elif g.effective_at == at:
                 held[g.id] = g.amount
+        if reset:  # kept overage is paid at the reset itself, by every grant active from then on
+            overage = burn(overage, [g for g in order if active(g, at)])
         balances_at[at] = {g.id: held[g.id] for g in grants if active(g, at)}
         until = times[i + 1] if i + 1 < len(times) else to_ms
         used = sum((a for when, a in events if at <= when < until), zero)

@@ -182,14 +182,14 @@ def start_of(periods: UsagePeriods, grants: Sequence[GrantTerms]) -> Balances:
 
 
 def burn_down(periods: UsagePeriods, grants: Sequence[GrantTerms], start: Balances, to_ms: int,
-              usage_of: UsageOf, observe: Sequence[int] = ()) -> BurnDown:
+              usage_of: UsageOf, observe: Sequence[int] = (), cut: Sequence[int] = ()) -> BurnDown:
     """Run from `start` through `to_ms`. `observe`: times whose balance to report (they split phases but
-    not history segments)."""
+    not history segments); `cut`: times that also start a segment (a history's `from`)."""
     # a checkpoint's own reset is still to apply (as a manual reset, if one was made at that time since)
     resets = periods.reset_points(start.at - 1 if start.reset_due else start.at, to_ms)
     if start.reset_due:
         resets.setdefault(start.at, periods.preserve_overage_at_reset)
-    changes = {start.at, *resets}
+    changes = {start.at, *resets, *(t for t in cut if start.at < t <= to_ms)}
     for g in grants:
         changes.update(t for t in (g.effective_at, g.ends_at) if start.at < t <= to_ms)
         changes.update(g.recurrences(start.at, to_ms))

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from meterline.domain.burndown import GrantTerms, ManualReset, Recurrence, UsagePeriods
@@ -35,6 +35,10 @@ DEFAULT_GRANT_EXPIRATION = (Interval.YEAR, 100)
 DEFAULT_GRANT_METADATA = {"issueAfterReset": "true"}
 METERED_ONLY = ("measureUsageFrom", "issueAfterReset", "issueAfterResetPriority", "isSoftLimit",
                 "preserveOverageAtReset", "isUnlimited")
+# The times a burn-down may run from or to: it steps whole usage periods (up to a year) past them, and
+# calendar arithmetic fails outside the years 1..9999 (a 500, or an entitlement no listing can show).
+EARLIEST_MS = to_epoch_ms(parse_rfc3339("1970-01-01T00:00:00Z"))
+LATEST_MS = to_epoch_ms(parse_rfc3339("9000-01-01T00:00:00Z"))
 
 
 def number(value: Decimal) -> int | float:
@@ -78,14 +82,26 @@ UsageInterval = Annotated[Interval, BeforeValidator(_interval(USAGE_INTERVALS))]
 Strict = Annotated[bool, BeforeValidator(_boolean)]
 
 
+def _in_range(value: int) -> int:
+    if not EARLIEST_MS <= value < LATEST_MS:
+        raise PydanticCustomError("date_time_range", "must be from 1970-01-01T00:00:00Z to before 9000-01-01T00:00:00Z")
+    return value
+
+
+# An RFC 3339 date-time a burn-down may run from or to, as epoch ms.
+Moment = Annotated[EpochMs, AfterValidator(_in_range)]
+
+
 def _measure_from(value: Any) -> str | int:
     if value in (MEASURE_NOW, MEASURE_CURRENT_PERIOD_START):
         return str(value)
     if isinstance(value, str):
         try:
-            return to_epoch_ms(parse_rfc3339(value))
+            moment = to_epoch_ms(parse_rfc3339(value))
         except ValueError:
             pass
+        else:
+            return _in_range(moment)
     raise PydanticCustomError("measure_usage_from", "must be NOW, CURRENT_PERIOD_START or an RFC 3339 date-time")
 
 

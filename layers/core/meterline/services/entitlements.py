@@ -27,6 +27,7 @@ from meterline.domain.entitlements import (
     EntitlementInput,
     Grant,
     GrantInput,
+    Moment,
     ResetInput,
     StoredReset,
     new_grant,
@@ -116,7 +117,7 @@ class SubjectEntitlementsQuery(QueryParameters):
 
 
 class ValueQuery(QueryParameters):
-    time_ms: EpochMs | None = Field(None, alias="time")
+    time_ms: Moment | None = Field(None, alias="time")
 
 
 class VoidQuery(QueryParameters):
@@ -126,8 +127,8 @@ class VoidQuery(QueryParameters):
 class HistoryQuery(QueryParameters):
     window_size: Annotated[str, BeforeValidator(_choice(("MINUTE", "HOUR", "DAY"), "window_size"))] = Field(
         alias="windowSize")
-    from_ms: EpochMs | None = Field(None, alias="from")
-    to_ms: EpochMs | None = Field(None, alias="to")
+    from_ms: Moment | None = Field(None, alias="from")
+    to_ms: Moment | None = Field(None, alias="to")
     window_time_zone: str = Field("UTC", alias="windowTimeZone")
 
 
@@ -429,7 +430,7 @@ def _usage_of(ctx: EntitlementsContext, namespace: str, entitlement: Entitlement
 
 
 def burn_down_to(ctx: EntitlementsContext, namespace: str, entitlement: Entitlement, snapshot: Balances | None,
-                 to_ms: int, now_ms: int, observe: Iterable[int] = ()) -> BurnDown:
+                 to_ms: int, now_ms: int, observe: Iterable[int] = (), cut: Iterable[int] = ()) -> BurnDown:
     """The metered entitlement's burn-down through `to_ms`, from its snapshot when that is not later;
     keeps a newer snapshot when it passes a reset older than the grace."""
     assert entitlement.measure_usage_from is not None
@@ -439,7 +440,7 @@ def burn_down_to(ctx: EntitlementsContext, namespace: str, entitlement: Entitlem
                                                       snapshot.at if usable and snapshot else None)]
     start = snapshot if usable and snapshot else start_of(periods, grants)
     result = burn_down(periods, grants, start, max(to_ms, start.at), _usage_of(ctx, namespace, entitlement, now_ms),
-                       list(observe))
+                       list(observe), list(cut))
     settled = [c for c in result.checkpoints
                if c.at <= now_ms - ctx.snapshot_grace_ms and (snapshot is None or c.at > snapshot.at)]
     if settled:
@@ -525,19 +526,20 @@ def history(ctx: EntitlementsContext, namespace: str, subject: str, entitlement_
     except TooManyWindows as exc:
         raise InvalidInput(str(exc), [FieldError("windowSize", str(exc))]) from None
     usable = snapshot if snapshot is not None and snapshot.at <= start else None
-    result = burn_down_to(ctx, namespace, entitlement, usable, end, now_ms, [w for w, _ in windows])
+    # `from` cuts a segment, so the burn-down history starts exactly there
+    result = burn_down_to(ctx, namespace, entitlement, usable, end, now_ms, [w for w, _ in windows], [start])
     windowed = []
     for window_start, window_end in windows:
         used = sum((amount for (a, b), amount in result.usage.items() if window_start <= a and b <= window_end), ZERO)
         windowed.append({"period": {"from": format_ms(window_start), "to": format_ms(window_end)},
                          "usage": number(used), "balanceAtStart": number(result.balance_at.get(window_start, ZERO))})
     segments = [{
-        "period": {"from": format_ms(max(s.from_ms, start)), "to": format_ms(s.to_ms)},
+        "period": {"from": format_ms(s.from_ms), "to": format_ms(s.to_ms)},
         "usage": number(s.usage), "overage": number(s.overage),
         "balanceAtStart": number(s.balance_at_start), "grantBalancesAtStart": _shown(s.grant_balances_at_start),
         "balanceAtEnd": number(s.balance_at_end), "grantBalancesAtEnd": _shown(s.grant_balances_at_end),
         "grantUsages": [{"grantId": g, "usage": number(u)} for g, u in s.grant_usages.items()],
-    } for s in result.segments if s.to_ms > start]
+    } for s in result.segments if s.from_ms >= start]
     return {"windowedHistory": windowed, "burndownHistory": segments}
 
 

@@ -182,10 +182,10 @@ def _resolve(ctx: EntitlementsContext, namespace: str, subject: str, id_or_featu
     if found is not None and (at_ms is None or found[0].active_at(at_ms)):
         return found
     if at_ms is not None:
-        then = [e for e in ctx.store.list(namespace)
-                if e.subject_key == subject and e.feature_key == id_or_feature and e.active_at(at_ms)]
+        then = [pair for pair in ctx.store.of_subject(namespace, subject)
+                if pair[0].feature_key == id_or_feature and pair[0].active_at(at_ms)]
         if then:
-            return ctx.store.get(namespace, then[-1].id)
+            return then[-1]
     return found
 
 
@@ -284,9 +284,8 @@ def override_entitlement(ctx: EntitlementsContext, namespace: str, subject: str,
 
 def list_subject_entitlements(ctx: EntitlementsContext, namespace: str, subject: str,
                               query: SubjectEntitlementsQuery, now_ms: int) -> list[dict[str, Any]]:
-    found = [e for e in ctx.store.list(namespace)
-             if e.subject_key == subject and (query.include_deleted or e.deleted_at is None)]
-    return [e.to_api(now_ms) for e in sorted(found, key=_ORDER["createdAt"])]
+    return [e.to_api(now_ms) for e, _ in ctx.store.of_subject(namespace, subject)
+            if query.include_deleted or e.deleted_at is None]
 
 
 def get_subject_entitlement(ctx: EntitlementsContext, namespace: str, subject: str, entitlement_id: str,
@@ -488,11 +487,9 @@ def customer_value(ctx: EntitlementsContext, namespace: str, customer: str, feat
 def customer_access(ctx: EntitlementsContext, namespace: str, customer: str, now_ms: int) -> dict[str, Any]:
     at = ceil_minute(now_ms)
     values = {}
-    for entitlement in ctx.store.list(namespace):
-        if entitlement.subject_key == customer and entitlement.active_at(at):
-            found = ctx.store.get(namespace, entitlement.id)
-            if found is not None:
-                values[entitlement.feature_key] = _value(ctx, namespace, found, at, now_ms)
+    for found in ctx.store.of_subject(namespace, customer):
+        if found[0].active_at(at):
+            values[found[0].feature_key] = _value(ctx, namespace, found, at, now_ms)
     return {"entitlements": values}
 
 

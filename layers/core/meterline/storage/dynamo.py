@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from meterline.aws.clients import aws_client
@@ -20,6 +20,7 @@ _executor: ThreadPoolExecutor | None = None
 
 # BatchWriteItem takes at most 25 puts; what DynamoDB leaves unprocessed is sent again, after a backoff.
 BATCH_WRITE_ITEMS = 25
+BATCH_GET_KEYS = 100
 BATCH_WRITE_ATTEMPTS = 8
 
 # Calls one request may have in flight at once (event puts, a query's reads); the DynamoDB client's
@@ -104,6 +105,17 @@ class TableAdapter:
             else:
                 raise RuntimeError(f"DynamoDB left writes to {self.table} unprocessed {BATCH_WRITE_ATTEMPTS} times")
         return calls
+
+    def get_items(self, keys: Sequence[dict[str, Any]], consistent: bool = False) -> Iterator[dict[str, Any]]:
+        """The items of `keys` that exist, 100 keys per BatchGetItem, asking again for what DynamoDB
+        leaves unprocessed."""
+        for start in range(0, len(keys), BATCH_GET_KEYS):
+            request: dict[str, Any] = {self.table: {"Keys": list(keys[start:start + BATCH_GET_KEYS]),
+                                                    "ConsistentRead": consistent}}
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                yield from response.get("Responses", {}).get(self.table, [])
+                request = response.get("UnprocessedKeys") or {}
 
     def query_items(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item a Query returns, page after page (this table unless `request` names another)."""

@@ -3,6 +3,8 @@
 Layout:
 - pk "{ns}#entitlement", sk "id#{id}": the entitlement (JSON), and its balance snapshot (`balanceSnapshot`,
   `snapshotAt`): the burn-down state just before a past period's reset, so a value starts there;
+- pk "{ns}#subjectentitlement#{subjectKey}", sk "id#{id}": one per entitlement of the subject, so a
+  subject's entitlements are one Query and one BatchGetItem, however many subjects the namespace has;
 - pk "{ns}#entitlementkey", sk "{featureKey}#{subjectKey}": the id of the subject's active entitlement
   of the feature. Written in the transaction that creates the entitlement, conditioned on being absent,
   so a subject never holds two active entitlements of one feature, even under concurrent creates;
@@ -29,6 +31,10 @@ from meterline.storage.tables import CATALOG_TABLE
 
 def _entitlement_key(namespace: str, entitlement_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"{namespace}#entitlement"}, "sk": {"S": f"id#{entitlement_id}"}}
+
+
+def _subject_partition(namespace: str, subject_key: str) -> str:
+    return f"{namespace}#subjectentitlement#{subject_key}"
 
 
 def _active_key(namespace: str, feature_key: str, subject_key: str) -> dict[str, Any]:
@@ -65,6 +71,11 @@ def snapshot_of(text: str) -> Balances:
                     Decimal(raw["usage"]), raw["resetDue"])
 
 
+def _with_snapshot(item: dict[str, Any]) -> tuple[Entitlement, Balances | None]:
+    snapshot = snapshot_of(item["balanceSnapshot"]["S"]) if "balanceSnapshot" in item else None
+    return Entitlement.model_validate_json(item["entitlement"]["S"]), snapshot
+
+
 class EntitlementsStore(TableAdapter):
     spec = CATALOG_TABLE
 
@@ -78,6 +89,9 @@ class EntitlementsStore(TableAdapter):
             {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
                      "Item": {**_entitlement_key(namespace, entitlement.id), "entitlement": _json(entitlement),
                               "updatedAt": {"N": str(entitlement.updated_at)}}}},
+            {"Put": {"TableName": self.table,
+                     "Item": {"pk": {"S": _subject_partition(namespace, entitlement.subject_key)},
+                              "sk": {"S": f"id#{entitlement.id}"}}}},
         ]
         for grant in grants:
             writes += self._grant_puts(namespace, grant)
@@ -151,14 +165,19 @@ class EntitlementsStore(TableAdapter):
         """An entitlement and its snapshot."""
         item = self.client.get_item(TableName=self.table, Key=_entitlement_key(namespace, entitlement_id),
                                     ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        snapshot = snapshot_of(item["balanceSnapshot"]["S"]) if "balanceSnapshot" in item else None
-        return Entitlement.model_validate_json(item["entitlement"]["S"]), snapshot
+        return None if item is None else _with_snapshot(item)
 
     def list(self, namespace: str) -> builtins.list[Entitlement]:
         return [Entitlement.model_validate_json(item["entitlement"]["S"])
                 for item in self.partition_items(f"{namespace}#entitlement")]
+
+    def of_subject(self, namespace: str, subject_key: str) -> builtins.list[tuple[Entitlement, Balances | None]]:
+        """The subject's entitlements (ended ones included) with their snapshots, oldest first."""
+        ids = [item["sk"]["S"].removeprefix("id#")
+               for item in self.partition_items(_subject_partition(namespace, subject_key))]
+        found = [_with_snapshot(item) for item in self.get_items([_entitlement_key(namespace, i) for i in ids],
+                                                                  consistent=True)]
+        return sorted(found, key=lambda pair: (pair[0].created_at, pair[0].id))
 
     def put_snapshot(self, namespace: str, entitlement_id: str, state: Balances) -> None:
         """Keep `state` as the entitlement's snapshot unless a later one is kept already."""

@@ -103,16 +103,10 @@ class EventsStore(TableAdapter):
     def get_many(self, namespace: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], StoredEvent]:
         """Fetch events by (source, id); missing ones (e.g. expired) are absent from the result."""
         found: dict[tuple[str, str], StoredEvent] = {}
-        pending = [{"pk": {"S": event_key(namespace, source, event_id)}} for source, event_id in dict.fromkeys(keys)]
-        while pending:
-            chunk, pending = pending[:100], pending[100:]
-            request: dict[str, Any] = {self.table: {"Keys": chunk}}
-            while request:
-                response = self.client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table, []):
-                    event = stored_event_from_item(item)
-                    found[(event.source, event.id)] = event
-                request = response.get("UnprocessedKeys") or {}
+        wanted = [{"pk": {"S": event_key(namespace, source, event_id)}} for source, event_id in dict.fromkeys(keys)]
+        for item in self.get_items(wanted):
+            event = stored_event_from_item(item)
+            found[(event.source, event.id)] = event
         return found
 
     def scan_type(self, namespace: str, event_type: str, cursor: dict[str, Any] | None, limit: int = 1000

@@ -76,8 +76,8 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         # reads raw rows and manifests, overwrites quarter and day slots and its state; backfills write
         # raw rows and manifests (BatchWriteItem)
         "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"),
-        # reads meters; records backfill progress and resume points
-        "Catalog": (*_READ, "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"),
+        # reads the markers of due backfills and their meters; records backfill progress and resume points
+        "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },
 }
 

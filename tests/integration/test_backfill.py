@@ -16,7 +16,7 @@ from meterline.services.compaction import Compactor
 from meterline.services.meter_source import meter_catalog
 from meterline.settings import CompactionTiming
 from meterline.storage.events_store import EventsStore
-from meterline.storage.meters_store import MetersStore
+from meterline.storage.meters_store import PENDING_BACKFILLS, MetersStore
 from meterline.storage.usage_store import UsageStore
 from tests.conftest import cloud_event, lambda_context, stream_records
 from tests.integration.http import call
@@ -101,3 +101,28 @@ def test_new_meter_counts_history_once_even_overlapping_live_processing(aws, mon
     result = query("frames_total", **{"from": "2024-03-01T00:00:00Z", "to": "2024-03-02T00:00:00Z"})
     assert [row["value"] for row in result["data"]] == [expected]
     assert orjson.loads(orjson.dumps(result))["data"][0]["subject"] is None
+
+
+def test_the_worker_reads_only_due_backfills_never_the_whole_catalog(aws, monkeypatch) -> None:
+    """A marker per due backfill: the worker finds work with one Query (no Scan of the catalog, which
+    also holds reports, runs and deliveries), drops the marker when the backfill completes, and drops
+    markers of meters that are gone or no longer due."""
+    def no_scan(*_: object, **__: object) -> None:
+        raise AssertionError("the backfill worker scanned the catalog")
+
+    monkeypatch.setattr(MetersStore, "scan_items", no_scan)
+    store = MetersStore()
+    markers = lambda: {item["sk"]["S"] for item in store.partition_items(PENDING_BACKFILLS)}  # noqa: E731
+    worker().run(to_epoch_ms(parse_rfc3339("2030-01-01T00:00:00Z")))  # the seeded meters' backfills
+    assert markers() == set()
+    for slug in ("frames_a", "frames_b"):
+        reply = call(api, "POST", "/api/v1/meters", content_type="application/json", body={
+            "slug": slug, "eventType": "render", "aggregation": "SUM", "valueProperty": "$.frames"})
+        assert reply.status == 201
+    assert markers() == {"default#frames_a", "default#frames_b"}
+    assert call(api, "DELETE", "/api/v1/meters/frames_b").status == 204
+    assert markers() == {"default#frames_a"}
+    store._mark_pending("default", "frames_gone")  # a marker left by a create that failed after it
+    created = to_epoch_ms(parse_rfc3339(call(api, "GET", "/api/v1/meters/frames_a").json()["createdAt"]))
+    report = worker().run(created + 7_000)
+    assert report.completed == ["default/frames_a"] and markers() == set()

@@ -17,7 +17,7 @@ from meterline import bootstrap
 from meterline.domain.meters import ULID_PATTERN
 from meterline.services import meter_source
 from meterline.services.meters import seed_meters, update_meter
-from meterline.storage.meters_store import MetersStore
+from meterline.storage.meters_store import PENDING_BACKFILLS, MetersStore
 from meterline_local.http_gateway import build_v2_event
 from tests.conftest import lambda_context, scan_all
 from tests.integration.http import Reply, call
@@ -52,7 +52,12 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def items(aws: Any) -> dict[str, dict[str, Any]]:
-    return {item["sk"]["S"]: item for item in scan_all(aws, CATALOG)}
+    """The catalog's meter items (not the markers of due backfills), by sort key."""
+    return {item["sk"]["S"]: item for item in scan_all(aws, CATALOG) if item["pk"]["S"] != PENDING_BACKFILLS}
+
+
+def pending_markers(aws: Any) -> set[str]:
+    return {item["sk"]["S"] for item in scan_all(aws, CATALOG) if item["pk"]["S"] == PENDING_BACKFILLS}
 
 
 def assert_problem(reply: Reply, status: int, *fields: str) -> dict[str, Any]:
@@ -84,6 +89,7 @@ def test_create_returns_201_with_the_stored_meter(aws) -> None:
         "backfill": {"status": "pending"},  # a new meter sees history once its backfill completes
     }
     [item] = items(aws).values()
+    assert pending_markers(aws) == {"default#tokens_total"}  # the backfill worker finds it there
     assert item["pk"]["S"] == "default#meter" and item["sk"]["S"] == "slug#tokens_total"
     assert item["id"]["S"] == meter["id"] and item["slug"]["S"] == "tokens_total" and item["version"]["N"] == "1"
     assert orjson.loads(item["meter"]["S"]) == meter
@@ -155,7 +161,8 @@ def test_meters_are_per_namespace(aws, monkeypatch: pytest.MonkeyPatch) -> None:
     mine = in_namespace("default", "POST", "/api/v1/meters", TOKENS).json()  # the same slug is no conflict
     assert mine["id"] != theirs.json()["id"]
     assert [m["id"] for m in in_namespace("tenant_b", "GET", "/api/v1/meters").json()] == [theirs.json()["id"]]
-    assert {item["pk"]["S"] for item in scan_all(aws, CATALOG)} == {"default#meter", "tenant_b#meter"}
+    assert {item["pk"]["S"] for item in scan_all(aws, CATALOG)} == {"default#meter", "tenant_b#meter",
+                                                                     PENDING_BACKFILLS}
 
 
 # --- bad input: 400/409/413/415, nothing written -----------------------------------------------------------

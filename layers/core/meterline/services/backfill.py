@@ -48,7 +48,7 @@ class BackfillWorker:
 
     def run(self, now_ms: int, max_pages: int = 50) -> BackfillReport:
         report = BackfillReport()
-        for namespace, stored in self.meters.all_meters():
+        for namespace, stored in self.meters.pending_backfills():
             meter = stored.meter
             backfill = meter.backfill
             if backfill is None or backfill.status not in (BackfillState.PENDING, BackfillState.RUNNING):

@@ -4,6 +4,11 @@ Layout: pk = "{namespace}#meter", sk = "slug#{slug}"; the item holds the meter a
 API's shape), its `id` and `slug`, and a `version` that every replace increments and is conditioned
 on (optimistic concurrency). A namespace's meters share one partition, so listing them is one Query;
 there are few per namespace, which is also why a lookup by id lists them rather than keeping an index.
+
+Meters whose backfill is due also have a marker at pk = "backfill#pending", sk = "{namespace}#{slug}",
+written before the meter (so a meter never waits without one; a marker whose meter is not due is
+dropped by the worker), and deleted when the backfill completes or the meter goes. The backfill worker
+reads that one small partition every minute instead of scanning the catalog.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from typing import Any
 
 import orjson
 
-from meterline.domain.meters import BackfillStatus, Meter, is_slug, is_ulid
+from meterline.domain.meters import BackfillState, BackfillStatus, Meter, is_slug, is_ulid
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import CATALOG_TABLE
 
 _BACKFILL_ATTEMPTS = 10
+PENDING_BACKFILLS = "backfill#pending"
+DUE = (BackfillState.PENDING, BackfillState.RUNNING)
 
 
 def meters_partition(namespace: str) -> str:
@@ -34,6 +41,14 @@ def meter_key(namespace: str, slug: str) -> dict[str, Any]:
 class StoredMeter:
     meter: Meter
     version: int
+
+
+def _pending_key(namespace: str, slug: str) -> dict[str, Any]:
+    return {"pk": {"S": PENDING_BACKFILLS}, "sk": {"S": f"{namespace}#{slug}"}}
+
+
+def _due(meter: Meter) -> bool:
+    return meter.backfill is not None and meter.backfill.status in DUE
 
 
 def _stored_meter(item: dict[str, Any]) -> StoredMeter:
@@ -59,6 +74,8 @@ class MetersStore(TableAdapter):
 
     def create(self, namespace: str, meter: Meter) -> bool:
         """Store a new meter; False (and nothing written) if the namespace already has its slug."""
+        if _due(meter):
+            self._mark_pending(namespace, meter.slug)
         try:
             self.client.put_item(TableName=self.table, Item=self._item(namespace, meter, 1),
                                  ConditionExpression="attribute_not_exists(pk)")
@@ -95,6 +112,8 @@ class MetersStore(TableAdapter):
     def replace(self, namespace: str, meter: Meter, expected_version: int) -> bool:
         """Write a changed meter if the stored one is still the same meter (id) at `expected_version`;
         False (and nothing written) if it was changed, deleted or re-created meanwhile."""
+        if _due(meter):
+            self._mark_pending(namespace, meter.slug)
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -119,6 +138,7 @@ class MetersStore(TableAdapter):
                                                                       if values else {}))
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
+        self.drop_pending(namespace, slug)
         return True
 
     def set_backfill(self, namespace: str, slug: str, status: Mapping[str, Any] | BackfillStatus, *,
@@ -140,17 +160,32 @@ class MetersStore(TableAdapter):
                 return None
             meter = stored.meter.model_copy(update={"backfill": backfill})
             if self.replace(namespace, meter, stored.version):
+                if not _due(meter):
+                    self.drop_pending(namespace, slug)
                 return meter
         raise RuntimeError(f"meter {slug}: the backfill status kept changing concurrently")
 
     # --- backfills ---------------------------------------------------------------------------------
     # A backfill's resume point lives beside the meters: pk "backfill", sk "{ns}#{counter set}".
 
-    def all_meters(self) -> builtins.list[tuple[str, StoredMeter]]:
-        """Every stored meter of every namespace (the catalog is small; the backfill worker scans it)."""
-        return [(item["pk"]["S"][: -len("#meter")], _stored_meter(item))
-                for item in self.scan_items({"ConsistentRead": True})
-                if item["pk"]["S"].endswith("#meter") and "meter" in item]
+    def _mark_pending(self, namespace: str, slug: str) -> None:
+        self.client.put_item(TableName=self.table, Item=_pending_key(namespace, slug))
+
+    def drop_pending(self, namespace: str, slug: str) -> None:
+        self.client.delete_item(TableName=self.table, Key=_pending_key(namespace, slug))
+
+    def pending_backfills(self) -> builtins.list[tuple[str, StoredMeter]]:
+        """The meters of every namespace whose backfill is due (one Query of the markers, one read per
+        marker); markers of meters that are gone or not due are dropped."""
+        due = []
+        for item in self.partition_items(PENDING_BACKFILLS):
+            namespace, slug = item["sk"]["S"].rsplit("#", 1)
+            stored = self.get(namespace, slug)
+            if stored is not None and _due(stored.meter):
+                due.append((namespace, stored))
+            else:
+                self.drop_pending(namespace, slug)
+        return due
 
     def backfill_cursor(self, namespace: str, counter_set: str) -> tuple[dict[str, Any] | None, int]:
         """(scan position, pages done) of a backfill in progress; (None, 0) if it has not started."""

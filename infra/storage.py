@@ -36,7 +36,7 @@ class Storage(Construct):
         types = {a["AttributeName"]: _ATTRIBUTE_TYPES[a["AttributeType"]] for a in spec.attribute_definitions()}
         keys = {k["KeyType"]: dynamodb.Attribute(name=k["AttributeName"], type=types[k["AttributeName"]])
                 for k in spec.key_schema()}
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self, spec.logical_name,
             partition_key=keys["HASH"],
             sort_key=keys.get("RANGE"),
@@ -49,6 +49,14 @@ class Storage(Construct):
             stream=dynamodb.StreamViewType[spec.stream_view_type] if spec.stream_view_type else None,
             time_to_live_attribute=spec.ttl_attribute,
         )
+        for index in spec.indexes:
+            table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=dynamodb.Attribute(name=index.partition_key, type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name=index.sort_key, type=dynamodb.AttributeType.NUMBER),
+                projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+            )
+        return table
 
     def table(self, spec: TableSpec) -> dynamodb.Table:
         return self.tables[spec]

@@ -96,6 +96,13 @@ def scan_all(client: Any, table: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def scan_events(client: Any, table: str) -> list[dict[str, Any]]:
+    """The event items of the events table (not the manifests of its time index)."""
+    from meterline.storage.events_store import is_manifest
+
+    return [item for item in scan_all(client, table) if not is_manifest(item)]
+
+
 def stream_records(table: str) -> list[dict[str, Any]]:
     """Every record on the table's stream so far, in the shape Lambda delivers."""
     import boto3

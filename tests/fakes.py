@@ -193,8 +193,12 @@ class CostModelDynamoDB:
 
     def __init__(self, key_schemas: dict[str, tuple[str, str | None]],
                  category: Callable[[str, str], str] = lambda table, pk: table,
-                 stream_table: str | None = None) -> None:
+                 stream_table: str | None = None,
+                 indexes: dict[str, tuple[tuple[str, str], ...]] | None = None) -> None:
         self.key_schemas = key_schemas
+        # per table, the (partition key, sort key) attributes of its KEYS_ONLY global secondary indexes:
+        # an item that has them is also written to the index, billed in the item's category
+        self.indexes = indexes or {}
         self.category = category
         self.stream_table = stream_table
         self.stream: list[dict[str, Any]] = []
@@ -234,6 +238,14 @@ class CostModelDynamoDB:
         with self._lock:
             self._store(table, *self._item_key(table, item), item)
 
+    def _book_indexes(self, table: str, item: dict[str, Any]) -> None:
+        for partition_key, sort_key in self.indexes.get(table, ()):
+            if partition_key in item:
+                projected = {name: item[name] for name in (*self.key_schemas[table], partition_key, sort_key)
+                             if name and name in item}
+                self.units[(self.phase, self.category(table, self._item_key(table, item)[0]), "WRU")] += \
+                    write_units(None, projected)
+
     def _book(self, operation: str, table: str, pk: str, kind: str, units: float) -> None:
         category = self.category(table, pk)
         self.units[(self.phase, category, kind)] += units
@@ -270,6 +282,7 @@ class CostModelDynamoDB:
                 self.failed_conditions[(self.phase, self.category(TableName, pk))] += 1
                 raise ConditionalCheckFailed()
             self._store(TableName, pk, sk, Item)
+            self._book_indexes(TableName, Item)
             if TableName == self.stream_table:
                 self.stream.append(Item)
         return {}
@@ -289,6 +302,7 @@ class CostModelDynamoDB:
                 with self._lock:
                     self._book("BatchWriteItem", table, pk, "WRU", write_units(self._get(table, pk, sk), item))
                     self._store(table, pk, sk, item)
+                    self._book_indexes(table, item)
                     if table == self.stream_table:
                         self.stream.append(item)
         return {"UnprocessedItems": {}}

@@ -1,5 +1,5 @@
 """`meterline` command line: `meterline dev` runs the embedded local stack; `meterline keys` makes,
-lists and revokes API keys (local or deployed)."""
+lists and revokes API keys; `meterline recount` rebuilds counters of a time range (local or deployed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from meterline_local import keys_cli
+from meterline_local import keys_cli, recount_cli
 
 DEFAULT_DATA_DIR = Path(".meterline")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                           "--host exposes an unauthenticated stack; always off on AWS)")
     dev.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     keys_cli.add_parser(commands, DEFAULT_DATA_DIR)
+    recount_cli.add_parser(commands, DEFAULT_DATA_DIR)
     args = parser.parse_args(argv)
-    if args.command == "keys":
+    if args.command in ("keys", "recount"):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-        return keys_cli.run(args)
+        return keys_cli.run(args) if args.command == "keys" else recount_cli.run(args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

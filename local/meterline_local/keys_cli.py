@@ -1,9 +1,5 @@
-"""`meterline keys create|list|revoke`: API keys, made by whoever can write the catalog table.
-
-Against the local stack (`--data-dir`, default .meterline): if a `meterline dev` holds the directory the
-keys go through its engine, else the engine is started on the directory for the command. Against AWS
-(`--stack NAME`): the stack's CatalogTableName output, with the caller's AWS credentials.
-"""
+"""`meterline keys create|list|revoke`: API keys, made by whoever can write the catalog table (of a
+local data directory or a deployed stack: meterline_local.targets)."""
 
 from __future__ import annotations
 
@@ -15,10 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from meterline_local.engine import EngineError
-
-
-class KeysCommandError(Exception):
-    """A one-line reason the command cannot run."""
+from meterline_local.targets import CommandError, add_target, tables
 
 
 def add_parser(commands: Any, default_data_dir: Path) -> None:
@@ -26,10 +19,7 @@ def add_parser(commands: Any, default_data_dir: Path) -> None:
     actions = keys.add_subparsers(dest="action", required=True)
 
     def target(parser: argparse.ArgumentParser) -> None:
-        where = parser.add_mutually_exclusive_group()
-        where.add_argument("--data-dir", default=str(default_data_dir),
-                           help="the local stack's data directory (default: .meterline)")
-        where.add_argument("--stack", help="a deployed stack's name: its catalog table, your AWS credentials")
+        add_target(parser, default_data_dir, "catalog table")
 
     create = actions.add_parser("create", help="make a key; it is printed once, on the last line")
     create.add_argument("--namespace", required=True)
@@ -50,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with keys_store(args) as store:
             return _ACTIONS[args.action](keys, store, args)
-    except (KeysCommandError, EngineError, keys.KeyRequestError) as exc:
+    except (CommandError, EngineError, keys.KeyRequestError) as exc:
         print(f"meterline keys: {exc}", file=sys.stderr, flush=True)
         return 2
 
@@ -94,51 +84,5 @@ _ACTIONS: dict[str, Callable[[Any, Any, argparse.Namespace], int]] = {
 def keys_store(args: argparse.Namespace) -> Iterator[Any]:
     from meterline.storage.keys_store import KeysStore
 
-    if args.stack:
-        client, table = _stack_catalog(args.stack)
-        yield KeysStore(client=client, table=table)
-        return
-    with _local_catalog(Path(args.data_dir)) as (client, table):
-        yield KeysStore(client=client, table=table)
-
-
-def _stack_catalog(stack: str) -> tuple[Any, str]:
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
-    except (ClientError, BotoCoreError) as exc:
-        raise KeysCommandError(f"cannot read stack {stack}: {exc}") from None
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
-    if "CatalogTableName" not in outputs:
-        raise KeysCommandError(f"stack {stack} has no CatalogTableName output: is it a Meterline stack?")
-    return boto3.client("dynamodb"), outputs["CatalogTableName"]
-
-
-@contextmanager
-def _local_catalog(path: Path) -> Iterator[tuple[Any, str]]:
-    from meterline.storage.tables import CATALOG_TABLE
-    from meterline_local.engine import DataDirectory, DynamoDBLocal, engine_client
-    from meterline_local.stack import LocalConfig, ensure_tables, prepare_environment, table_name
-
-    config = LocalConfig(data_dir=path)
-    table = table_name(config, CATALOG_TABLE)
-    data = DataDirectory(path)
-    try:
-        data.acquire()
-    except EngineError:  # a meterline dev holds it: use its engine
-        endpoint = data.running_endpoint()
-        if endpoint is None:
-            raise KeysCommandError(f"{path} is in use, but its stack's engine is not known yet: wait until "
-                                   "meterline dev has started") from None
-        yield engine_client(endpoint), table
-        return
-    engine = DynamoDBLocal(data.database)
-    try:
-        engine.start()
-        ensure_tables(engine.client(), prepare_environment(config, engine.endpoint_url))
-        yield engine.client(), table
-    finally:
-        engine.stop()
-        data.release()
+    with tables(args) as (client, names):
+        yield KeysStore(client=client, table=names["Catalog"])

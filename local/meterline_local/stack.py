@@ -141,6 +141,11 @@ def ensure_tables(client: Any, env: dict[str, str]) -> tuple[str, set[str]]:
                     spec.stream_view_type and not description.get("LatestStreamArn")):
                 raise EngineError(f"table {name} in the data directory does not have the keys and stream this "
                                   "version of Meterline needs: move the data directory away or use another")
+            have = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+            for index in spec.indexes:  # data directories made before the index existed gain it
+                if index.name not in have:
+                    client.update_table(TableName=name, AttributeDefinitions=spec.attribute_definitions(),
+                                        GlobalSecondaryIndexUpdates=[{"Create": spec.index_request(index)}])
         else:
             description = client.create_table(**spec.create_table_request(name))["TableDescription"]
             created.add(spec.logical_name)

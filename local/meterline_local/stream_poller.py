@@ -36,6 +36,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from meterline.settings import LOCAL_STREAM_BATCH_SIZE
+from meterline.storage.events_store import is_manifest
 
 log = logging.getLogger("dev.stream")
 
@@ -299,13 +300,17 @@ class StreamPoller(threading.Thread):
             response = self._get_records(shard_id)
             if response is None:
                 continue
-            records = [lambda_record(r, self.stream_arn, self.region) for r in response.get("Records", [])]
-            total += len(records)
+            read = [lambda_record(r, self.stream_arn, self.region) for r in response.get("Records", [])]
+            total += len(read)
+            # as the deployed mapping's filter: the time index's manifests never reach the processor
+            records = [r for r in read if not is_manifest(r["dynamodb"].get("NewImage", {}))]
             delivered = self.deliver_records(
                 records, on_batch_done=lambda last, shard=shard_id: self.checkpoints.advance(
                     shard, last["dynamodb"]["SequenceNumber"]))
             if delivered < len(records):  # stopping: the rest is read again after a restart
                 break
+            if read:  # a page that ends in filtered records is done with too
+                self.checkpoints.advance(shard_id, read[-1]["dynamodb"]["SequenceNumber"])
             next_iterator = response.get("NextShardIterator")
             if next_iterator:
                 self._iterators[shard_id] = next_iterator

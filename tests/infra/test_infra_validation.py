@@ -99,3 +99,10 @@ def test_local_stack_and_cdk_create_tables_from_the_same_definitions(dev: Synthe
             assert cdk_stream == local_stream == spec.stream_view_type
             cdk_ttl = cdk_props.get("TimeToLiveSpecification", {}).get("AttributeName")
             assert cdk_ttl == spec.ttl_attribute
+            # the events table's time index (KEYS_ONLY), and no other index anywhere
+            indexes = {i["IndexName"]: (i["KeySchema"], i["Projection"])
+                       for i in cdk_props.get("GlobalSecondaryIndexes", [])}
+            assert indexes == {i["IndexName"]: (i["KeySchema"], i["Projection"])
+                               for i in local.get("GlobalSecondaryIndexes", [])}
+            assert indexes == {i.name: (spec.index_request(i)["KeySchema"], {"ProjectionType": "KEYS_ONLY"})
+                               for i in spec.indexes}

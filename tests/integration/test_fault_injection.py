@@ -29,15 +29,17 @@ from meterline.domain.query_plan import UsageQuery
 from meterline.domain.slots import Horizons
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
+from meterline.errors import NotFound
 from meterline.services.compaction import Compactor
 from meterline.services.meter_source import meter_catalog
+from meterline.services.recount import Recounter
 from meterline.services.usage_query import UsageReader
 from meterline.settings import compaction_timing
-from meterline.storage.events_store import stored_event_from_item
+from meterline.storage.events_store import EventsStore, stored_event_from_item
 from meterline.storage.usage_store import UsageStore
 from meterline_local.lambda_runtime import LocalFunction, LocalLambdaContext
 from meterline_local.stream_poller import FaultPlan, StreamPoller, StreamSettings
-from tests.conftest import scan_all
+from tests.conftest import scan_events
 from tests.integration.http import call
 from tests.integration.test_counting_recount import as_result, assert_same, recount
 
@@ -157,7 +159,7 @@ def queries(meter: Meter) -> list[UsageQuery]:
 
 
 def raw_events(client: Any) -> list[StoredEvent]:
-    return [stored_event_from_item(item) for item in scan_all(client, EVENTS)]
+    return [stored_event_from_item(item) for item in scan_events(client, EVENTS)]
 
 
 def assert_counts_equal_recount(client: Any, store: UsageStore, now_ms: int) -> None:
@@ -310,3 +312,58 @@ def test_refused_writes_and_redeliveries_on_dynamodb_local(aws, monkeypatch) -> 
 @ON_DYNAMODB_LOCAL
 def test_duplicated_and_concurrent_ingestion_on_dynamodb_local(aws, monkeypatch) -> None:
     test_duplicated_and_concurrent_ingestion(aws, monkeypatch)
+
+
+def test_batches_dropped_past_the_retry_limit_are_repaired_by_recount(aws, monkeypatch) -> None:
+    """A systemic fault outlasts the stream mapping's retries: two batches are given up (their rows and
+    index pages never written). The numbers are then short; a recount of the range from the events table
+    (read through the time index), and the compactor re-folding what it touched, makes every query equal
+    a recount of the raw events again; a second recount changes nothing."""
+    ingest_workload()
+    pipeline = Pipeline(monkeypatch, batch_size=4)
+    delivered = [0]
+    process = pipeline._invoke
+
+    def invoke(event: dict[str, Any]) -> Any:
+        delivered[0] += 1
+        if delivered[0] in (2, 3):  # given up: on AWS, a record past its maximum age goes to the on-failure queue
+            return {"batchItemFailures": []}
+        return process(event)
+
+    pipeline.poller.invoke = invoke
+    pipeline.deliver()
+    pipeline.catch_up()
+    events = raw_events(aws)
+    tokens = meters()["tokens_total"]
+    whole_range = queries(tokens)[0]
+    short = as_result(UsageReader(pipeline.store).query("default", tokens, whole_range, pipeline.clock))
+    assert short != recount(tokens, events, whole_range)  # the fault lost usage
+
+    recounter = Recounter(EventsStore(), pipeline.store, meter_catalog)
+    start, end = ms("2024-03-08T00:00:00Z"), ms("2024-03-10T00:00:00Z")
+    report = recounter.run("default", start, end, CAUGHT_UP)
+    assert report.complete and report.events == len(WORKLOAD) and report.hours == 48
+    pipeline.clock = CAUGHT_UP + HOUR
+    assert pipeline.compactor.run_until_caught_up(pipeline.clock).caught_up
+    assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)
+    assert_api_equals_recount(aws)
+    listed = call(api, "GET", "/api/v1/events", query={"from": "2024-03-08T00:00:00Z", "to": "2024-03-10T00:00:00Z"})
+    assert sorted(e["event"]["id"] for e in listed.json()) == sorted(e["id"] for e in WORKLOAD)
+
+    again = recounter.run("default", start, end, CAUGHT_UP + HOUR, meter_slug="tokens_total")
+    assert again.complete and again.events == sum(1 for e in WORKLOAD if e["type"] == "prompt")
+    assert pipeline.compactor.run_until_caught_up(CAUGHT_UP + 2 * HOUR).caught_up
+    assert_counts_equal_recount(aws, pipeline.store, CAUGHT_UP + 2 * HOUR)
+
+
+def test_recount_stops_at_its_deadline_and_resumes(aws, monkeypatch) -> None:
+    ingest_workload()
+    recounter = Recounter(EventsStore(), UsageStore(), meter_catalog)
+    calls = iter(range(100))
+    first = recounter.run("default", ms("2024-03-08T00:00:00Z"), ms("2024-03-10T00:00:00Z"), CAUGHT_UP,
+                          out_of_time=lambda: next(calls) >= 30)
+    assert not first.complete and first.next_ms == ms("2024-03-09T06:00:00Z") and first.hours == 30
+    rest = recounter.run("default", first.next_ms, ms("2024-03-10T00:00:00Z"), CAUGHT_UP)
+    assert rest.complete and first.events + rest.events == len(WORKLOAD)
+    with pytest.raises(NotFound):
+        recounter.run("default", first.next_ms, ms("2024-03-10T00:00:00Z"), CAUGHT_UP, meter_slug="no_such_meter")

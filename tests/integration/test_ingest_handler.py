@@ -10,8 +10,9 @@ import pytest
 
 from functions.ingest import handler as ingest
 from meterline import bootstrap
-from meterline.storage.events_store import EventsStore, event_key
-from tests.conftest import cloud_event, scan_all, stream_records
+from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
+from meterline.storage.events_store import EventsStore, event_key, is_manifest
+from tests.conftest import cloud_event, scan_all, scan_events, stream_records
 from tests.integration.http import call
 
 EVENTS = os.environ["EVENTS_TABLE"]
@@ -24,7 +25,7 @@ def post(body: object, content_type: str = "application/cloudevents-batch+json",
 def test_single_event_is_stored_with_its_attributes(aws) -> None:
     reply = post(cloud_event(1), "application/cloudevents+json")
     assert reply.status == 204 and reply.body == b""
-    [item] = scan_all(aws, EVENTS)
+    [item] = scan_events(aws, EVENTS)
     assert item["pk"]["S"] == event_key("default", "chat-app", "evt-1")
     assert item["subject"]["S"] == "customer-1"
     assert item["time"]["N"] == "1704067200001"
@@ -36,22 +37,23 @@ def test_single_event_is_stored_with_its_attributes(aws) -> None:
 def test_batch_is_stored_and_duplicates_change_nothing(aws) -> None:
     batch = [cloud_event(i, subject=f"c-{i % 3}") for i in range(250)]
     assert post(batch).status == 204
-    first = {i["pk"]["S"]: i for i in scan_all(aws, EVENTS)}
+    first = {i["pk"]["S"]: i for i in scan_events(aws, EVENTS)}
     assert len(first) == 250
 
     # A retry with different content under the same (source, id) is a success that changes nothing.
     retry = [cloud_event(i, subject="someone-else", data={"tokens": 1}) for i in range(250)]
     assert post(retry + [cloud_event(999)]).status == 204
-    after = {i["pk"]["S"]: i for i in scan_all(aws, EVENTS)}
+    after = {i["pk"]["S"]: i for i in scan_events(aws, EVENTS)}
     assert len(after) == 251
     assert all(after[pk] == item for pk, item in first.items())
-    inserts = [r for r in stream_records(EVENTS) if r["eventName"] == "INSERT"]
+    inserts = [r for r in stream_records(EVENTS) if r["eventName"] == "INSERT"
+               and not is_manifest(r["dynamodb"]["NewImage"])]
     assert len(inserts) == 251
 
 
 def test_same_id_from_different_sources_are_different_events(aws) -> None:
     assert post([cloud_event(1, source="a#b", id="c"), cloud_event(1, source="a", id="b#c")]).status == 204
-    assert len(scan_all(aws, EVENTS)) == 2
+    assert len(scan_events(aws, EVENTS)) == 2
 
 
 def test_same_batch_from_8_threads_is_stored_exactly_once(aws) -> None:
@@ -75,8 +77,9 @@ def test_same_batch_from_8_threads_is_stored_exactly_once(aws) -> None:
         t.join()
     assert sum(r.stored for r in results) == 200
     assert sum(r.duplicates for r in results) == 7 * 200
-    assert len(scan_all(aws, EVENTS)) == 200
-    assert len([r for r in stream_records(EVENTS) if r["eventName"] == "INSERT"]) == 200
+    assert len(scan_events(aws, EVENTS)) == 200
+    assert len([r for r in stream_records(EVENTS) if r["eventName"] == "INSERT"
+                and not is_manifest(r["dynamodb"]["NewImage"])]) == 200
 
 
 @pytest.mark.parametrize(
@@ -129,7 +132,7 @@ def test_storage_failure_is_503_and_retry_is_safe(aws, monkeypatch) -> None:
     assert reply.status == 503 and reply.json()["type"] == "urn:meterline:problem:storage-unavailable"
     assert reply.headers["retry-after"] == "1"
     assert post(batch).status == 204
-    assert len(scan_all(aws, EVENTS)) == 50
+    assert len(scan_events(aws, EVENTS)) == 50
 
 
 def test_a_single_event_storage_failure_is_503_with_retry_after(aws, monkeypatch) -> None:
@@ -146,7 +149,7 @@ def test_a_single_event_storage_failure_is_503_with_retry_after(aws, monkeypatch
     assert reply.status == 503, reply.body
     assert reply.headers["retry-after"] == "1"
     assert reply.content_type == "application/problem+json"
-    assert scan_all(aws, EVENTS) == []
+    assert scan_events(aws, EVENTS) == []  # (the request's time-index manifest may be there: readers skip it)
 
 
 def test_data_nested_deeper_than_32_levels_is_400_and_stores_nothing(aws) -> None:
@@ -171,3 +174,21 @@ def test_data_nested_deeper_than_32_levels_is_400_and_stores_nothing(aws) -> Non
 def test_unknown_route_is_404_problem(aws) -> None:
     reply = call(ingest, "POST", "/api/v1/nothing", body={}, content_type="application/json")
     assert reply.status == 404 and reply.content_type == "application/problem+json"
+
+
+def test_every_stored_event_is_found_by_namespace_type_and_hour(aws) -> None:
+    """The time index: per request one manifest per UTC hour of event time; reading an hour gives exactly
+    the namespace's stored events of the types asked for in that hour, a duplicate once."""
+    events = [cloud_event(i, time=f"2024-01-01T0{i % 3}:{i:02d}:00Z") for i in range(30)]
+    events += [cloud_event("other", type="render", time="2024-01-01T00:30:00Z", data={"frames": 1})]
+    assert post(events).status == 204
+    assert post(events[:5]).status == 204  # a retry: its manifest names stored events again
+    store = bootstrap.events_store()
+    hour = to_epoch_ms(parse_rfc3339("2024-01-01T01:00:00Z"))
+    found = store.at_hour("default", {"prompt"}, hour)
+    assert [e.id for e in found] == [f"evt-{i}" for i in range(30) if i % 3 == 1]
+    assert [e.id for e in store.at_hour("default", {"render"}, hour - 3_600_000)] == ["evt-other"]
+    assert len(store.at_hour("default", {"render", "prompt"}, hour - 3_600_000)) == 11
+    assert store.at_hour("tenant-b", {"prompt"}, hour) == [] and store.at_hour("default", {"prompt"}, hour * 2) == []
+    manifests = [item for item in scan_all(aws, EVENTS) if is_manifest(item)]
+    assert len(manifests) == 3 + 3  # the 3 hours of the first request, then the retry's 3 hours

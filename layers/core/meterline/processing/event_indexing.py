@@ -9,14 +9,14 @@ from typing import Any
 
 from meterline.domain.event_index import build_pages
 from meterline.domain.events import StoredEvent
-from meterline.storage.events_store import stored_event_from_item
+from meterline.storage.events_store import is_manifest, stored_event_from_item
 from meterline.storage.usage_store import UsageStore
 
 
 def decode_insert(record: dict[str, Any]) -> StoredEvent | None:
     """The event a stream record inserted, or None for records that carry no new event
-    (REMOVE from TTL expiry, or a MODIFY, which Meterline never makes)."""
-    if record.get("eventName") != "INSERT":
+    (REMOVE from TTL expiry, a MODIFY, which Meterline never makes, or a time-index manifest)."""
+    if record.get("eventName") != "INSERT" or is_manifest(record["dynamodb"]["NewImage"]):
         return None
     return stored_event_from_item(record["dynamodb"]["NewImage"])
 

@@ -1,17 +1,21 @@
-"""The events table: conditional puts keyed on (namespace, source, id), and reads by key."""
+"""The events table: conditional puts keyed on (namespace, source, id), reads by key, and the manifests
+of the event time index (meterline.storage.tables.EVENT_TIME_INDEX)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from meterline.domain.events import CloudEvent, StoredEvent
-from meterline.domain.timeutil import DAY_S
+from meterline.domain.timeutil import DAY_S, HOUR_MS, floor_to
 from meterline.storage.dynamo import MAX_CONCURRENT_CALLS, TableAdapter, concurrently
-from meterline.storage.tables import EVENTS_TABLE
+from meterline.storage.tables import EVENT_TIME_INDEX, EVENTS_TABLE
 
 DEFAULT_RETENTION_DAYS = 400
 
@@ -19,6 +23,15 @@ DEFAULT_RETENTION_DAYS = 400
 def event_key(namespace: str, source: str, event_id: str) -> str:
     """The partition key. The length prefix keeps ("a#b", "c") and ("a", "b#c") apart."""
     return f"{namespace}#{len(source)}#{source}#{event_id}"
+
+
+def time_bucket(namespace: str, hour_ms: int) -> str:
+    """The time index's partition: a namespace's events in one UTC hour of event time."""
+    return f"{namespace}#{hour_ms}"
+
+
+def is_manifest(item: dict[str, Any]) -> bool:
+    return EVENT_TIME_INDEX.partition_key in item
 
 
 @dataclass(frozen=True)
@@ -77,12 +90,30 @@ class EventsStore(TableAdapter):
             item["dataschema"] = {"S": event.dataschema}
         return item
 
+    def manifests(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> list[dict[str, Any]]:
+        """The time index's manifests of one request: per UTC hour of event time, the keys of its events by
+        type (one small item per hour a request touches, whatever its types). The key ("{ns}#~m#{uuid}")
+        cannot be an event's: an event key's second part is a number."""
+        keys: dict[int, dict[str, list[list[str]]]] = defaultdict(lambda: defaultdict(list))
+        for event in events:
+            time_ms = ingested_ms if event.time is None else event.time
+            keys[floor_to(time_ms, HOUR_MS)][event.type].append([event.source, event.id])
+        return [{"pk": {"S": f"{namespace}#~m#{uuid.uuid4().hex}"},
+                 EVENT_TIME_INDEX.partition_key: {"S": time_bucket(namespace, hour)},
+                 EVENT_TIME_INDEX.sort_key: {"N": str(ingested_ms)},
+                 "keys": {"B": zlib.compress(orjson.dumps(by_type))},
+                 "expiresAt": {"N": str(ingested_ms // 1000 + self._retention_s)}}
+                for hour, by_type in keys.items()]
+
     def put_new(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> PutResult:
-        """Store every event whose key is new; a duplicate changes nothing. Returns only once every
-        write has been acknowledged; raises StorageUnavailable if any write failed."""
+        """Store every event whose key is new; a duplicate changes nothing. The request's time-index
+        manifests are written first, so every stored event is findable by time (a manifest may also
+        name a duplicate, or an event whose put then failed: readers skip what is not there). Returns
+        only once every write has been acknowledged; raises StorageUnavailable if any write failed."""
         items = [self.item(namespace, event, ingested_ms) for event in events]
         lanes = max(1, min(MAX_CONCURRENT_CALLS, len(items)))
         try:
+            self.put_batch(self.manifests(namespace, events, ingested_ms))
             results = concurrently(self._put_all, [items[lane::lanes] for lane in range(lanes)])
         except Exception as exc:
             raise StorageUnavailable(str(exc)) from exc
@@ -108,6 +139,29 @@ class EventsStore(TableAdapter):
             event = stored_event_from_item(item)
             found[(event.source, event.id)] = event
         return found
+
+    def keys_at(self, namespace: str, event_types: Collection[str] | None, hour_ms: int) -> list[tuple[str, str]]:
+        """The (source, id) of the namespace's events of `event_types` (None: every type) whose time is in
+        the UTC hour that starts at `hour_ms`: one Query of the time index, one BatchGetItem of manifests."""
+        manifests = [{"pk": item["pk"]} for item in self.query_items({
+            "IndexName": EVENT_TIME_INDEX.name, "KeyConditionExpression": "#b = :b",
+            "ExpressionAttributeNames": {"#b": EVENT_TIME_INDEX.partition_key},
+            "ExpressionAttributeValues": {":b": {"S": time_bucket(namespace, hour_ms)}}})]
+        keys: dict[tuple[str, str], None] = {}
+        for item in self.get_items(manifests):
+            for event_type, listed in orjson.loads(zlib.decompress(item["keys"]["B"])).items():
+                if event_types is None or event_type in event_types:
+                    keys.update(((source, event_id), None) for source, event_id in listed)
+        return list(keys)
+
+    def at_hour(self, namespace: str, event_types: Collection[str] | None, hour_ms: int) -> list[StoredEvent]:
+        """The namespace's stored events of `event_types` (None: every type) in the UTC hour that starts
+        at `hour_ms`."""
+        found = self.get_many(namespace, self.keys_at(namespace, event_types, hour_ms))
+        return sorted((event for event in found.values()
+                       if (event_types is None or event.type in event_types)
+                       and hour_ms <= event.time_ms < hour_ms + HOUR_MS),
+                      key=lambda event: (event.time_ms, event.source, event.id))
 
     def scan_type(self, namespace: str, event_type: str, cursor: dict[str, Any] | None, limit: int = 1000
                   ) -> tuple[list[StoredEvent], dict[str, Any] | None]:

@@ -8,6 +8,15 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index projecting keys only: a string partition key and a number sort key."""
+
+    name: str
+    partition_key: str
+    sort_key: str
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """Keys, stream and TTL of one table. `logical_name` names it in CDK and in env vars."""
 
@@ -17,6 +26,7 @@ class TableSpec:
     sort_key: str | None = None
     stream_view_type: str | None = None  # NEW_IMAGE, NEW_AND_OLD_IMAGES, ... or None
     ttl_attribute: str | None = None
+    indexes: tuple[IndexSpec, ...] = ()
 
     def key_schema(self) -> list[dict[str, str]]:
         schema = [{"AttributeName": self.partition_key, "KeyType": "HASH"}]
@@ -25,7 +35,18 @@ class TableSpec:
         return schema
 
     def attribute_definitions(self) -> list[dict[str, str]]:
-        return [{"AttributeName": key["AttributeName"], "AttributeType": "S"} for key in self.key_schema()]
+        definitions = [{"AttributeName": key["AttributeName"], "AttributeType": "S"} for key in self.key_schema()]
+        for index in self.indexes:
+            definitions += [{"AttributeName": index.partition_key, "AttributeType": "S"},
+                            {"AttributeName": index.sort_key, "AttributeType": "N"}]
+        return definitions
+
+    def index_request(self, index: IndexSpec) -> dict[str, Any]:
+        """One GlobalSecondaryIndexes entry of CreateTable (and of UpdateTable's Create)."""
+        return {"IndexName": index.name,
+                "KeySchema": [{"AttributeName": index.partition_key, "KeyType": "HASH"},
+                              {"AttributeName": index.sort_key, "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"}}
 
     def create_table_request(self, table_name: str) -> dict[str, Any]:
         """Arguments of DynamoDB CreateTable (on-demand), as the local stack and tests use them."""
@@ -35,19 +56,29 @@ class TableSpec:
             "AttributeDefinitions": self.attribute_definitions(),
             "BillingMode": "PAY_PER_REQUEST",
         }
+        if self.indexes:
+            request["GlobalSecondaryIndexes"] = [self.index_request(index) for index in self.indexes]
         if self.stream_view_type:
             request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": self.stream_view_type}
         return request
 
 
-# Raw events, keyed by the idempotency key (namespace, source, id). Its stream feeds the processor,
-# which needs only the new image: events are never updated, and expiry (REMOVE) is ignored.
+# Events by time: ingestion writes, per request, one manifest item per UTC hour of event time listing
+# the events' keys by type, and only manifests carry `bucket` ("{ns}#{hour ms}") and `received`, so this
+# sparse index holds one small entry per manifest, not per event. Recounts and backfills read a
+# namespace's events by hour through it, never by scanning the table.
+EVENT_TIME_INDEX = IndexSpec(name="EventTime", partition_key="bucket", sort_key="received")
+
+# Raw events, keyed by the idempotency key (namespace, source, id), and the manifests of the time
+# index. Its stream feeds the processor, which needs only the new image: events are never updated,
+# manifests are skipped, and expiry (REMOVE) is ignored.
 EVENTS_TABLE = TableSpec(
     logical_name="Events",
     env_var="EVENTS_TABLE",
     partition_key="pk",
     stream_view_type="NEW_IMAGE",
     ttl_attribute="expiresAt",
+    indexes=(EVENT_TIME_INDEX,),
 )
 
 # Everything derived from the events: the event index pages now, windowed counters later.

@@ -40,6 +40,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "streamBatchSize": "stream_batch_size",
     "streamBatchingWindowSeconds": "stream_batching_window_seconds",
     "streamRetryAttempts": "stream_retry_attempts",
+    "streamMaxRecordAgeSeconds": "stream_max_record_age_seconds",
     "apiThrottleRateLimit": "api_throttle_rate_limit",
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
     "managementThrottleRateLimit": "management_throttle_rate_limit",
@@ -92,7 +93,12 @@ class MeterlineProps:
     # Events-table stream -> processor.
     stream_batch_size: int = STREAM_BATCH_SIZE
     stream_batching_window_seconds: int = 5
-    stream_retry_attempts: int = 10
+    # A failing batch is retried (bisected) until its records are this old, then its position goes to
+    # the on-failure queue: 20 h, inside the stream's 24 h retention, so the records can still be read
+    # from the stream when the queue's message arrives (AWS allows 60 s to 7 days). `stream_retry_attempts`
+    # may add a cap on the number of retries; -1 (the default) retries until the age limit.
+    stream_max_record_age_seconds: int = 72_000
+    stream_retry_attempts: int = -1
     # HTTP API stage throttling (requests per second, and burst); each ingest request carries up to
     # 1,000 events.
     api_throttle_rate_limit: int = 500
@@ -173,8 +179,11 @@ class MeterlineProps:
                 errors.append(f"{key} must be between 1 and 1000")
         if not 2 <= self.queue_max_concurrency <= 1000:
             errors.append("queueMaxConcurrency must be between 2 and 1000 (SQS event sources' range)")
-        if not 0 <= self.stream_retry_attempts <= 10_000:
-            errors.append("streamRetryAttempts must be between 0 and 10000 (retries are always bounded)")
+        if not 60 <= self.stream_max_record_age_seconds <= 604_800:
+            errors.append("streamMaxRecordAgeSeconds must be between 60 and 604800 (7 days), as AWS allows")
+        if not -1 <= self.stream_retry_attempts <= 10_000:
+            errors.append("streamRetryAttempts must be -1 (retry until streamMaxRecordAgeSeconds) or between 0 "
+                          "and 10000")
         if self.api_throttle_rate_limit < 1 or self.api_throttle_burst_limit < 1:
             errors.append("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
         errors += self._auth_errors()

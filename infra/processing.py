@@ -2,16 +2,18 @@
 
 The mapping delivers batches in order per shard with one concurrent batch per shard
 (ParallelizationFactor 1), honours partial batch responses (ReportBatchItemFailures), bisects a batch
-whose invocation fails, retries a bounded number of times and then records the batch's position in an
-SQS on-failure queue (the stream keeps records 24 h; the events table stays the source of truth for a
-recount). These are the semantics the local stack's stream poller emulates.
+whose invocation fails and retries it until its records are `streamMaxRecordAgeSeconds` old (20 h by
+default; no retry count, so a fault that lasts hours blocks the shard, and raises the iterator-age alarm,
+instead of skipping batches); only then does it record the batch's position in an SQS on-failure queue,
+while the stream (24 h retention) still holds the records. The queue keeps messages 14 days and is
+retained in protected stages. The events table stays the source of truth for a recount.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -21,8 +23,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import MeterlineProps
-from infra.lambdas import MeterlineFunction, SharedLayers
-from meterline.storage.tables import EVENTS_TABLE, TableSpec
+from infra.lambdas import MeterlineFunction, SharedLayers, removal_policy
+from meterline.storage.tables import EVENT_TIME_INDEX, EVENTS_TABLE, TableSpec
 
 PROCESSOR_NAME = "processor"
 COMPACTOR_NAME = "compactor"
@@ -43,13 +45,15 @@ class StreamProcessing(Construct):
         if not source.stream_view_type:
             raise ValueError(f"the {source.logical_name} table has no stream to process")
 
-        # Holds the shard and sequence-number range of each batch that exhausted its retries.
+        # Holds the shard and sequence-number range of each batch given up on (records too old): the
+        # only trace of what the counters may miss until a recount, so kept SQS's maximum 14 days and
+        # retained with the tables in protected stages.
         self.failure_queue = sqs.Queue(
             self, "FailureQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
-            removal_policy=RemovalPolicy.DESTROY,
+            removal_policy=removal_policy(props),
         )
         self.processor = MeterlineFunction(
             self, "Processor",
@@ -65,8 +69,12 @@ class StreamProcessing(Construct):
             bisect_batch_on_error=True,
             report_batch_item_failures=True,
             retry_attempts=props.stream_retry_attempts,
+            max_record_age=Duration.seconds(props.stream_max_record_age_seconds),
             parallelization_factor=1,
             on_failure=sources.SqsDlq(self.failure_queue),
+            # the time index's manifests never reach the processor (nor cost an invocation)
+            filters=[lambda_.FilterCriteria.filter(
+                {"dynamodb": {"NewImage": {EVENT_TIME_INDEX.partition_key: {"S": lambda_.FilterRule.not_exists()}}}})],
         )
         self.processor.function.add_event_source(self.event_source)
 

@@ -78,7 +78,8 @@ def arn(logical_id: str, attribute: str = "Arn") -> str:
 
 def test_stream_event_source_mapping_settings(dev: Synthesized) -> None:
     ids = _ids(dev)
-    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)  # the stream, and two queues (exports)
+    # the stream, and three queues (exports: export requests, deliveries and the deliveries' dead letters)
+    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 4)
     dev.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
         "EventSourceArn": {"Fn::GetAtt": [ids["Events"], "StreamArn"]},
         "FunctionName": {"Ref": ids["processor"]},
@@ -87,10 +88,22 @@ def test_stream_event_source_mapping_settings(dev: Synthesized) -> None:
         "MaximumBatchingWindowInSeconds": 5,
         "BisectBatchOnFunctionError": True,
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "MaximumRetryAttempts": 10,
+        # No retry count: a failing batch is retried (bisected) until its records are 20 h old, inside the
+        # stream's 24 h retention; only then does its position go to the on-failure queue.
+        "MaximumRetryAttempts": -1,
+        "MaximumRecordAgeInSeconds": 72_000,
         "ParallelizationFactor": 1,
         "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [ids["failure_queue"], "Arn"]}}},
+        # the time index's manifests (items with timeIndex) are filtered out before batching
+        "FilterCriteria": {"Filters": [
+            {"Pattern": '{"dynamodb":{"NewImage":{"timeIndex":{"S":[{"exists":false}]}}}}'}]},
     })
+
+
+def test_the_stream_failure_queue_keeps_messages_14_days_and_goes_with_a_dev_stack(dev: Synthesized) -> None:
+    queue = dev.data["Resources"][_ids(dev)["failure_queue"]]
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600  # SQS's maximum
+    assert queue["DeletionPolicy"] == queue["UpdateReplacePolicy"] == "Delete"
 
 
 def test_ingest_role_may_only_put_items_in_the_events_table(dev: Synthesized) -> None:
@@ -295,7 +308,7 @@ def test_management_routes_are_throttled_harder_and_queue_sources_are_capped(dev
     assert all(s == {"ThrottlingRateLimit": 20, "ThrottlingBurstLimit": 40} for s in settings.values())
     sqs_sources = [m for m in dev.resources("AWS::Lambda::EventSourceMapping").values()
                    if "Queue" in str(m["Properties"]["EventSourceArn"])]
-    assert len(sqs_sources) == 2
+    assert len(sqs_sources) == 3
     assert all(m["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 5} for m in sqs_sources)
     ingest = dev.data["Resources"][_ids(dev)["ingest"]]["Properties"]
     assert "ReservedConcurrentExecutions" not in ingest  # the account's pool unless configured

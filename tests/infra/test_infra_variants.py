@@ -28,7 +28,7 @@ CONTEXT = {
     "processorReservedConcurrency": "4",
     "queueMaxConcurrency": "10",
     "streamBatchingWindowSeconds": "1",
-    "streamRetryAttempts": "3",
+    "streamMaxRecordAgeSeconds": "43200",
     "corsAllowOrigins": "https://app.example.com, https://admin.example.com",
     "exportSettleSeconds": "120",
     "webhookMaxAttempts": "5",
@@ -62,8 +62,9 @@ def test_context_reaches_functions_and_stream_mapping(prod: Synthesized) -> None
         assert props["Environment"]["Variables"]["METERLINE_QUARTER_RETENTION_DAYS"] == "90"
         assert props["LoggingConfig"]["ApplicationLogLevel"] == "WARN"
     prod.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
-        "BatchSize": 250, "MaximumBatchingWindowInSeconds": 1, "MaximumRetryAttempts": 3,
-        "ParallelizationFactor": 1, "BisectBatchOnFunctionError": True,
+        "BatchSize": 250, "MaximumBatchingWindowInSeconds": 1, "MaximumRetryAttempts": -1,
+        "MaximumRecordAgeInSeconds": 43_200, "ParallelizationFactor": 1, "BisectBatchOnFunctionError": True,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
     })
     prod.template.has_resource_properties("AWS::ApiGatewayV2::Api", {
         "CorsConfiguration": {"AllowOrigins": ["https://app.example.com", "https://admin.example.com"]},
@@ -82,13 +83,24 @@ def test_context_reaches_functions_and_stream_mapping(prod: Synthesized) -> None
     assert key["DeletionPolicy"] == "Retain"  # the signing secrets of retained reports stay readable
 
 
+def test_the_stream_failure_queue_is_retained_in_production(prod: Synthesized) -> None:
+    # A batch given up on is recorded only there: it outlives a destroyed stack, like the tables.
+    failure_queue = prod.logical_id("Processing/FailureQueue")
+    queue = prod.data["Resources"][failure_queue]
+    assert queue["DeletionPolicy"] == queue["UpdateReplacePolicy"] == "Retain"
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    prod.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [failure_queue, "Arn"]}}},
+    })
+
+
 def test_concurrency_settings_reach_the_functions_and_queue_sources(prod: Synthesized) -> None:
     ingest = prod.data["Resources"][prod.logical_id("Api/Ingest/Function")]["Properties"]
     processor = prod.data["Resources"][prod.logical_id("Processing/Processor/Function")]["Properties"]
     assert (ingest["ReservedConcurrentExecutions"], processor["ReservedConcurrentExecutions"]) == (50, 4)
     sqs_sources = [m for m in prod.resources("AWS::Lambda::EventSourceMapping").values()
                    if "ScalingConfig" in m["Properties"]]
-    assert [m["Properties"]["ScalingConfig"] for m in sqs_sources] == [{"MaximumConcurrency": 10}] * 2
+    assert [m["Properties"]["ScalingConfig"] for m in sqs_sources] == [{"MaximumConcurrency": 10}] * 3
 
 
 def test_the_authorizer_seam_guards_every_route(prod: Synthesized) -> None:
@@ -136,7 +148,10 @@ def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
         ({"domain_name": "meter.example.com"}, "domainName and certificateArn"),
         ({"stream_batch_size": 0}, "streamBatchSize"),
         ({"stream_batching_window_seconds": 301}, "streamBatchingWindowSeconds"),
-        ({"stream_retry_attempts": -1}, "bounded"),
+        ({"stream_retry_attempts": -2}, "streamRetryAttempts"),
+        ({"stream_retry_attempts": 10_001}, "streamRetryAttempts"),
+        ({"stream_max_record_age_seconds": 59}, "streamMaxRecordAgeSeconds"),
+        ({"stream_max_record_age_seconds": 604_801}, "streamMaxRecordAgeSeconds"),
         ({"default_namespace": "Not Valid"}, "defaultNamespace"),
         ({"auth": "lambda", "authorizer_function_arn": "my-function"}, "authorizerFunctionArn"),
         ({"auth": "basic"}, "auth must be one of"),
@@ -158,6 +173,13 @@ def test_custom_domain_alarm_email_and_outputs(prod: Synthesized) -> None:
 def test_invalid_props_are_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MeterlineProps(**changes)
+
+
+def test_stream_retries_default_to_until_the_record_age_limit() -> None:
+    props = MeterlineProps()
+    assert (props.stream_retry_attempts, props.stream_max_record_age_seconds) == (-1, 72_000)
+    assert MeterlineProps(stream_retry_attempts=0, stream_max_record_age_seconds=60).stream_retry_attempts == 0
+    assert MeterlineProps(stream_max_record_age_seconds=604_800).stream_max_record_age_seconds == 604_800
 
 
 def test_every_stage_but_dev_is_production() -> None:

@@ -1,10 +1,15 @@
-"""Slot levels and keys, the packed/split slot layout, the query plan across levels, and the compactor's lag."""
+"""Slot levels and keys, the packed/split slot layout (with chunks and slices near the item limit), the query
+plan across levels, and the compactor's lag."""
 
 from __future__ import annotations
 
+import random
+import string
+import zlib
 from dataclasses import replace
 
 import orjson
+import pytest
 
 from meterline.domain.query_plan import UsageQuery, plan
 from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons
@@ -12,8 +17,17 @@ from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, parse_rfc3339
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import compaction_lag
 from meterline.settings import CompactionTiming
-from meterline.storage.usage_store import SPLIT_STATE_BYTES, UsageStore, parse_slot_key, slot_key
-from tests.fakes import CostModelDynamoDB
+from meterline.storage.usage_store import (
+    MAX_ITEM_BYTES,
+    SPLIT_STATE_BYTES,
+    IncompleteSlot,
+    UsageStore,
+    item_bytes,
+    parse_slot_key,
+    raw_partition,
+    slot_key,
+)
+from tests.fakes import CostModelDynamoDB, item_size
 
 T = to_epoch_ms(parse_rfc3339("2024-05-14T18:00:00Z"))
 
@@ -100,3 +114,128 @@ def test_compaction_lag_is_how_long_ago_the_oldest_undone_work_became_due() -> N
     assert compaction_lag(T + QUARTER_MS + 180_000 + 60_000, horizons, timing) == 60_000
     assert compaction_lag(T + 4 * QUARTER_MS, replace(horizons, late_through=T - HOUR_MS), timing) == (
         4 * QUARTER_MS - (QUARTER_MS - HOUR_MS + 90_000))
+
+
+# --- items near DynamoDB's 400 KB limit ------------------------------------------------------------
+
+
+def _items(store: UsageStore) -> list[dict]:
+    return [item for partition in store.client.tables["usage"].values() for item in partition.values()]
+
+
+def _assert_items_fit(store: UsageStore, limit: int = MAX_ITEM_BYTES) -> None:
+    for item in _items(store):
+        assert item_size(item) <= item_bytes(item) <= limit, (item["pk"], item["sk"])
+
+
+def _padded_state(size: int) -> str:
+    """A state of exactly `size` characters (one group, its key padded)."""
+    base = len(orjson.dumps({"": [1]}))
+    return orjson.dumps({"x" * (size - base): [1]}).decode()
+
+
+def test_a_state_just_over_the_item_limit_is_chunked_and_read_back_exactly() -> None:
+    store = _store()
+    overhead = item_bytes({"pk": {"S": f"ns#q#{T}#m"}, "sk": {"S": slot_key("alice", QUARTER, 0)}, "s": {"S": ""},
+                           "expiresAt": {"N": str(store.retention.slot_expiry_s(QUARTER, T))}})
+    fits, too_big = _padded_state(MAX_ITEM_BYTES - overhead), _padded_state(MAX_ITEM_BYTES - overhead + 1)
+    assert store.put_slot("ns", QUARTER, T, "alice", {"m": fits}) == 2  # one split item, the packed item
+    partition = store.client.tables["usage"][f"ns#q#{T}#m"]
+    assert list(partition) == [slot_key("alice", QUARTER, 0)] and "n" not in partition[slot_key("alice", QUARTER, 0)]
+    assert item_bytes(partition[slot_key("alice", QUARTER, 0)]) == MAX_ITEM_BYTES
+
+    assert store.put_slot("ns", QUARTER, T, "alice", {"m": too_big}) == 3  # two chunks
+    assert sorted(partition) == [slot_key("alice", QUARTER, 0), slot_key("alice", QUARTER, 0) + "#1"]
+    head = partition[slot_key("alice", QUARTER, 0)]
+    assert head["n"] == {"N": "2"} and head["h"] == {"N": str(zlib.crc32(too_big.encode()))}
+    _assert_items_fit(store)
+    assert list(store.read_slots("ns", QUARTER, T, ["m"])) == [("alice", {0: {"m": too_big}})]
+    assert list(store.read_slots("ns", QUARTER, T, ["m"], "alice", 0, 0)) == [("alice", {0: {"m": too_big}})]
+
+
+def test_chunks_are_cut_between_characters_and_a_subject_range_reads_its_last_slots_chunks() -> None:
+    store = _store()
+    store.item_limit = 1_000
+    rng = random.Random(3)
+    states = {index: orjson.dumps({f"grüße-{i}-{rng.choice('€𝄞ж')}": [i] for i in range(200 + index)}).decode()
+              for index in range(4)}
+    for subject in ("a", "a#1", "ab"):  # "a#1"'s keys sort among "a"'s if read by anything but its length
+        for index, state in states.items():
+            store.put_slot("ns", QUARTER, T + index * QUARTER_MS, subject, {"m": state})
+    _assert_items_fit(store, 1_000)
+    assert all(len(_chunk_numbers(store, "a", index)) > 2 for index in range(4))
+    expected = {index: {"m": state} for index, state in states.items()}
+    assert list(store.read_slots("ns", QUARTER, T, ["m"])) == [(s, expected) for s in ("a", "ab", "a#1")]
+    assert list(store.read_slots("ns", QUARTER, T, ["m"], "a", 1, 2)) == [("a", {1: {"m": states[1]},
+                                                                                2: {"m": states[2]}})]
+    assert list(store.read_slots("ns", QUARTER, T, ["m"], "a#1", 3, 3)) == [("a#1", {3: {"m": states[3]}})]
+
+
+def _chunk_numbers(store: UsageStore, subject: str, index: int) -> list[str]:
+    key = slot_key(subject, QUARTER, index)
+    return [sk for sk in store.client.tables["usage"][f"ns#q#{T}#m"] if sk == key or sk.startswith(key + "#")]
+
+
+def test_a_chunked_state_that_shrinks_or_grows_is_read_from_its_current_chunks() -> None:
+    store = _store()
+    store.item_limit = 600
+    big, smaller, split, small = _state(200), _state(60), _state(40), _state(1)
+    store.put_slot("ns", HOUR, T, "bob", {"m": big})
+    chunks = len(_hour_chunks(store))
+    store.put_slot("ns", HOUR, T, "bob", {"m": smaller})  # fewer chunks: the last ones of `big` are left over
+    assert len(_hour_chunks(store)) == chunks > int(store.client.tables["usage"][f"ns#h#{HOUR.period(T)}#m"][
+        slot_key("bob", HOUR, 18)]["n"]["N"]) > 1
+    assert list(store.read_slots("ns", HOUR, HOUR.period(T), ["m"])) == [("bob", {18: {"m": smaller}})]
+    store.put_slot("ns", HOUR, T, "bob", {"m": split})  # one split item again
+    assert list(store.read_slots("ns", HOUR, HOUR.period(T), ["m"])) == [("bob", {18: {"m": split}})]
+    store.put_slot("ns", HOUR, T, "bob", {"m": small})  # packed: wins over every split item
+    assert list(store.read_slots("ns", HOUR, HOUR.period(T), ["m"])) == [("bob", {18: {"m": small}})]
+    store.put_slot("ns", HOUR, T, "bob", {"m": big})  # and chunked again
+    assert list(store.read_slots("ns", HOUR, HOUR.period(T), ["m"])) == [("bob", {18: {"m": big}})]
+    _assert_items_fit(store, 600)
+
+
+def _hour_chunks(store: UsageStore) -> list[str]:
+    return list(store.client.tables["usage"][f"ns#h#{HOUR.period(T)}#m"])
+
+
+def test_a_chunked_state_with_a_chunk_missing_or_not_its_own_is_an_error_until_it_expires() -> None:
+    store = UsageStore(client=CostModelDynamoDB({"usage": ("pk", "sk")}), table="usage", retention_days=36_500)
+    store.item_limit = 600
+    store.put_slot("ns", QUARTER, T, "carol", {"m": _state(100)})
+    partition = store.client.tables["usage"][f"ns#q#{T}#m"]
+    key = slot_key("carol", QUARTER, 0)
+    partition[f"{key}#1"]["s"] = {"S": partition[f"{key}#2"]["s"]["S"]}  # a chunk of another write
+    with pytest.raises(IncompleteSlot, match="CRC"):
+        list(store.read_slots("ns", QUARTER, T, ["m"]))
+    del partition[f"{key}#1"]
+    store.client._sort_keys[("usage", f"ns#q#{T}#m")].remove(f"{key}#1")
+    with pytest.raises(IncompleteSlot, match="incomplete"):
+        list(store.read_slots("ns", QUARTER, T, ["m"]))
+    for item in partition.values():  # past its expiry, TTL deletes a state's chunks in any order
+        item["expiresAt"] = {"N": "1"}
+    assert list(store.read_slots("ns", QUARTER, T, ["m"])) == [("carol", {})]
+
+
+def _incompressible(rng: random.Random, size: int) -> str:
+    return "".join(rng.choices(string.ascii_letters + string.digits, k=size))
+
+
+def test_lists_too_large_for_one_item_are_written_in_slices_their_readers_join() -> None:
+    store, rng = _store(), random.Random(5)
+    partition = raw_partition("ns", "m", T, 3)
+    minute = T + 60_000
+    rows = [["src", f"e{i}", "alice", [], _incompressible(rng, 2_000), minute] for i in range(400)]  # ~600 KB
+    small = [["src", "e-small", "bob", [], "v", minute]]
+    assert store.put_raw_pages({(partition, minute): rows, (partition, minute + 60_000): small}, "b1", T) == 3
+    keys = list(store.client.tables["usage"][partition])
+    assert keys[0] == f"{minute:013d}#b1" and keys[1] == f"{minute:013d}#b1#1"
+    assert keys[-1] == f"{minute + 60_000:013d}#b1"  # a page that fits keeps its one item
+    assert store.read_raw(partition) == rows + small
+    assert list(store.iter_raw(partition, minute, minute)) == rows
+
+    parts = [["ns", f"counter-set-{i}-{_incompressible(rng, 40)}", minute, i % 8] for i in range(10_000)]
+    assert store.put_work_lists("b1", {(T, "ns"): parts}, {"ns": parts}, T, T) > 3
+    assert store.read_manifests(T, "ns") == store.read_manifests(T) == parts
+    assert store.read_late(T) == store.read_late_since("ns", T) == parts
+    _assert_items_fit(store)

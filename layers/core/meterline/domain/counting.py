@@ -184,6 +184,8 @@ def aggregate_rows(aggregation: Aggregation, rows: Iterable[Row], seen: set[tupl
     """Fold rows into states per subject and group, counting each event identity once.
     Returns {subject: {encoded groups: state}}."""
     seen = set() if seen is None else seen
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        return _unique_values(rows, seen)
     out: dict[str, dict[str, list[Any]]] = {}
     for row in rows:
         identity = (row.source, row.id)
@@ -194,6 +196,21 @@ def aggregate_rows(aggregation: Aggregation, rows: Iterable[Row], seen: set[tupl
         key = encode_groups(row.groups)
         by_group[key] = fold(aggregation, by_group.get(key), row)
     return out
+
+
+def _unique_values(rows: Iterable[Row], seen: set[tuple[str, str]]) -> dict[str, dict[str, list[Any]]]:
+    """aggregate_rows for UNIQUE_COUNT: the same states (each group's sorted distinct values, groups in
+    the order first seen), gathered in sets and sorted once, where `fold` would sort a growing list for
+    every row (quadratic in the distinct values of a group)."""
+    values: dict[str, dict[str, set[Any]]] = {}
+    for row in rows:
+        identity = (row.source, row.id)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        values.setdefault(row.subject, {}).setdefault(encode_groups(row.groups), set()).add(row.value)
+    return {subject: {key: sorted(distinct) for key, distinct in by_group.items()}
+            for subject, by_group in values.items()}
 
 
 def merge_group_states(aggregation: Aggregation, into: dict[str, list[Any]], other: dict[str, list[Any]]) -> None:

@@ -4,6 +4,7 @@ quarter-hour and day slots, and the compactor's state."""
 from __future__ import annotations
 
 import heapq
+import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,12 +41,25 @@ def index_partition(namespace: str, day: str) -> str:
 #   packed: pk "{ns}#{level}#{period ms}"                  one attribute "c{counter set}" per small state
 #   split:  pk "{ns}#{level}#{period ms}#{counter set}"    attribute "s": one state of more than
 #           SPLIT_STATE_BYTES, so that reading one meter never pays for a subject's other large states
+#           A state too large for one item (MAX_ITEM_BYTES) is cut into chunks: the JSON text's first
+#           piece in "s" of that item, with "n" (the number of chunks) and "h" (CRC-32 of the whole
+#           text); piece k (1..n-1) in "s" of sort key "{key}#{k}". Readers join the pieces of chunks
+#           0..n-1 and check the CRC; chunks from k = n on are left over from a larger state and ignored.
 #   A state lives in exactly one of them; if both exist (a state that shrank), the packed one is current.
 #   The length prefix keeps one subject's keys contiguous and its key ranges exact ("a" and "a#1").
 # Compaction state:  pk "compaction"  sk "state"
+#
+# Item size. DynamoDB refuses items over 400 KB. Lists (index refs, raw rows, manifest and late parts)
+# are packed into one blob per item; a list whose blob would make the item larger than MAX_ITEM_BYTES is
+# written as consecutive slices, the first under the item's own sort key and slice k under "{sk}#{k}"
+# (every reader of them reads a key range and concatenates, so slicing changes nothing for them; a
+# leftover slice of an earlier, larger write of the same batch repeats rows readers de-duplicate).
 
 RAW = "raw"
 COMPACTION_KEY = {"pk": {"S": "compaction"}, "sk": {"S": "state"}}
+# DynamoDB's item limit is 400 KB (409,600 bytes: attribute names and values, keys included); every item
+# the store writes stays under this, leaving margin.
+MAX_ITEM_BYTES = 350_000
 
 
 def pack(value: Any) -> bytes:
@@ -72,8 +86,64 @@ def slot_key(subject: str, level: Resolution, index: int) -> str:
 
 
 def parse_slot_key(key: str) -> tuple[str, int]:
-    subject, _, index = key.split("#", 1)[1].rpartition("#")
-    return subject, int(index)
+    subject, index, _ = _split_slot_key(key)
+    return subject, index
+
+
+def _split_slot_key(key: str) -> tuple[str, int, int]:
+    """(subject, slot index, chunk number) of a slot item's sort key; chunk 0 unless the key is a chunk's."""
+    length, _, rest = key.partition("#")
+    size = int(length)
+    if rest.isascii():
+        subject, tail = rest[:size], rest[size + 1:]
+    else:
+        raw = rest.encode()
+        subject, tail = raw[:size].decode(), raw[size + 1:].decode()
+    index, _, chunk = tail.partition("#")
+    return subject, int(index), int(chunk) if chunk else 0
+
+
+def item_bytes(item: Mapping[str, Any]) -> int:
+    """An item's size as DynamoDB counts it against the item limit (numbers over-estimated)."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def _value_bytes(value: Mapping[str, Any]) -> int:
+    (kind, data), = value.items()
+    if kind == "B":
+        return len(data)
+    if kind == "S":
+        return len(data) if data.isascii() else len(data.encode())
+    return len(str(data))
+
+
+def _packed_pieces(values: list[Any], room: int) -> list[bytes]:
+    """`values` packed: one blob, or, if that is longer than `room` bytes, consecutive slices of
+    `values` packed one by one, each within `room` (a single value never comes near: an event is at most
+    64 KB)."""
+    blob, room = pack(values), max(room, 1)
+    if len(blob) <= room or len(values) < 2:
+        return [blob]
+    step = -(-len(values) // min(len(values), len(blob) // room + 1))
+    return [piece for start in range(0, len(values), step)
+            for piece in _packed_pieces(values[start:start + step], room)]
+
+
+def _text_pieces(text: str, room: int) -> list[str]:
+    """`text` cut into pieces of at most `room` bytes of UTF-8, never inside a character."""
+    data, room = text.encode(), max(room, 4)  # room for any one character
+    pieces, start = [], 0
+    while start < len(data):
+        end = min(start + room, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte: back to the character
+            end -= 1
+        pieces.append(data[start:end].decode())
+        start = end
+    return pieces
+
+
+class IncompleteSlot(RuntimeError):
+    """A chunked state whose chunks are missing or do not add up (its CRC differs): never answered."""
 
 
 # A state longer than this (JSON text) gets an item of its own. Most subjects' states are a few dozen
@@ -81,6 +151,8 @@ def parse_slot_key(key: str) -> tuple[str, int]:
 # groups) are split out, so a query of one meter reads that meter's state and not the others'.
 SPLIT_STATE_BYTES = 256
 SlotStates = dict[int, dict[str, str]]  # slot index -> counter set -> state (JSON)
+# Room reserved in a chunk for its "n" and "h" attributes and a key suffix "#{k}".
+_CHUNK_OVERHEAD = len("n") + 10 + len("h") + 10 + len("#") + 10
 
 
 @dataclass(frozen=True)
@@ -109,6 +181,8 @@ class Retention:
 
 class UsageStore(TableAdapter):
     spec = USAGE_TABLE
+    # The largest item written (tests lower it to make every list and state chunked).
+    item_limit = MAX_ITEM_BYTES
 
     def __init__(self, client: Any = None, table: str | None = None, retention_days: int = 400,
                  retention: Retention | None = None) -> None:
@@ -128,13 +202,10 @@ class UsageStore(TableAdapter):
     def put_index_pages(self, pages: Sequence[IndexPage], now_ms: int) -> None:
         """Write index pages. A page's key is derived from its batch, so a redelivered batch
         overwrites its own pages instead of adding new ones."""
-        expires = str(now_ms // 1000 + self._retention_s)
-        self.put_batch([{
-            "pk": {"S": index_partition(page.namespace, page.day)},
-            "sk": {"S": f"{page.hour:02d}#{page.page_id}"},
-            "refs": {"B": pack([ref.as_row() for ref in page.refs])},
-            "expiresAt": {"N": expires},
-        } for page in pages])
+        expires = {"N": str(now_ms // 1000 + self._retention_s)}
+        self.put_batch([item for page in pages for item in self._list_items(
+            index_partition(page.namespace, page.day), f"{page.hour:02d}#{page.page_id}", "refs",
+            [ref.as_row() for ref in page.refs], expires)])
 
     def iter_index_hours(self, namespace: str, day: str, max_hour: int, min_hour: int
                          ) -> Iterator[tuple[int, list[EventRef]]]:
@@ -172,11 +243,11 @@ class UsageStore(TableAdapter):
     def put_raw_pages(self, pages: dict[tuple[str, int], list[list[Any]]], batch_id: str, now_ms: int) -> int:
         """One page per (raw partition, minute) of a batch, keyed by the batch: a redelivered batch
         overwrites its own pages (or, re-cut, writes rows again, which readers de-duplicate)."""
-        expires = str((now_ms + self.retention.minute_ms) // 1000)
-        self.put_batch([{"pk": {"S": partition}, "sk": {"S": f"{minute:013d}#{batch_id}"},
-                         "rows": {"B": pack(rows)}, "expiresAt": {"N": expires}}
-                        for (partition, minute), rows in pages.items()])
-        return len(pages)
+        expires = {"N": str((now_ms + self.retention.minute_ms) // 1000)}
+        items = [item for (partition, minute), rows in pages.items()
+                 for item in self._list_items(partition, f"{minute:013d}#{batch_id}", "rows", rows, expires)]
+        self.put_batch(items)
+        return len(items)
 
     def iter_raw(self, partition: str, first_minute: int | None = None, last_minute: int | None = None
                  ) -> Iterator[list[Any]]:
@@ -207,9 +278,18 @@ class UsageStore(TableAdapter):
         for namespace, parts in late.items():
             keys.append((f"{namespace}#late", f"{processing_quarter_ms:013d}#{batch_id}", parts))
             keys.append((f"late#{processing_quarter_ms}", f"{namespace}#{batch_id}", parts))
-        self.put_batch([{"pk": {"S": pk}, "sk": {"S": sk}, "parts": {"B": pack(parts)}, "expiresAt": expires}
-                        for pk, sk, parts in keys])
-        return len(keys)
+        items = [item for pk, sk, parts in keys for item in self._list_items(pk, sk, "parts", parts, expires)]
+        self.put_batch(items)
+        return len(items)
+
+    def _list_items(self, pk: str, sk: str, attribute: str, values: list[Any], expires: dict[str, str]
+                    ) -> list[dict[str, Any]]:
+        """The item holding `values` packed, or, if it would be larger than `item_limit`, the items of
+        consecutive slices: the first under `sk`, slice k under "{sk}#{k}"."""
+        room = self.item_limit - item_bytes({"pk": {"S": pk}, "sk": {"S": sk}, "expiresAt": expires}) - len(
+            attribute) - _CHUNK_OVERHEAD
+        return [{"pk": {"S": pk}, "sk": {"S": sk if k == 0 else f"{sk}#{k}"}, attribute: {"B": blob},
+                 "expiresAt": expires} for k, blob in enumerate(_packed_pieces(values, room))]
 
     def read_manifests(self, quarter_ms: int, namespace: str | None = None) -> list[list[Any]]:
         """The parts listed for a quarter: every namespace's (the compactor) or one namespace's."""
@@ -241,16 +321,55 @@ class UsageStore(TableAdapter):
 
     def put_slot(self, namespace: str, level: Resolution, start_ms: int, subject: str, states: dict[str, str]) -> int:
         """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
-        items of their own first, then the packed item gets the small ones and loses any stale copy of
-        the large ones, in one write. Returns the number of writes."""
+        items of their own first (chunked if need be), then the packed item gets the small ones and
+        loses any stale copy of the large ones, in one write. Returns the number of writes."""
         period = level.period(start_ms)
         key = {"S": slot_key(subject, level, level.index(start_ms))}
-        split = {cs: state for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
+        split = {cs for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
         expires = {"N": str(self.retention.slot_expiry_s(level, start_ms))}
-        for counter_set, state in split.items():
-            self.client.put_item(TableName=self.table, Item={
-                "pk": {"S": slot_partition(namespace, level, period, counter_set)}, "sk": key, "s": {"S": state},
-                "expiresAt": expires})
+        writes = self._put_split(namespace, level, period, key, {cs: states[cs] for cs in split}, expires) + 1
+        packed_key = {"pk": {"S": slot_partition(namespace, level, period)}, "sk": key}
+        try:
+            self._update_packed(packed_key, states, split, expires)
+        except Exception as error:  # botocore's ClientError, from whichever client this store was given
+            if not _too_large(error):
+                raise
+            # The packed item would outgrow the item limit (a namespace with hundreds of meters): this
+            # call's small states go to items of their own too, which only shrinks the packed item.
+            writes += self._put_split(namespace, level, period, key,
+                                      {cs: state for cs, state in states.items() if cs not in split}, expires)
+            self._update_packed(packed_key, states, set(states), expires)
+        return writes
+
+    def _put_split(self, namespace: str, level: Resolution, period: int, key: dict[str, str],
+                   states: dict[str, str], expires: dict[str, str]) -> int:
+        """Each state in the item of its own (its chunks first, if it has any). Returns the number of writes."""
+        writes = 0
+        for counter_set, state in states.items():
+            items = self._state_items(slot_partition(namespace, level, period, counter_set), key, state, expires)
+            if len(items) > 1:
+                self.put_batch(items[1:])
+            self.client.put_item(TableName=self.table, Item=items[0])
+            writes += len(items)
+        return writes
+
+    def _state_items(self, pk: str, key: dict[str, str], state: str, expires: dict[str, str]
+                     ) -> list[dict[str, Any]]:
+        """The split item of one state, or, if it would be larger than `item_limit`, its chunks (chunk 0
+        first): see the layout at the top of this module."""
+        item = {"pk": {"S": pk}, "sk": key, "s": {"S": state}, "expiresAt": expires}
+        if item_bytes(item) <= self.item_limit:
+            return [item]
+        room = self.item_limit - item_bytes({**item, "s": {"S": ""}}) - _CHUNK_OVERHEAD
+        pieces = _text_pieces(state, room)
+        head = {"pk": {"S": pk}, "sk": key, "s": {"S": pieces[0]}, "n": {"N": str(len(pieces))},
+                "h": {"N": str(zlib.crc32(state.encode()))}, "expiresAt": expires}
+        return [head] + [{"pk": {"S": pk}, "sk": {"S": f"{key['S']}#{k}"}, "s": {"S": piece}, "expiresAt": expires}
+                         for k, piece in enumerate(pieces[1:], 1)]
+
+    def _update_packed(self, packed_key: dict[str, Any], states: dict[str, str], split: set[str],
+                       expires: dict[str, str]) -> None:
+        """SET the states not in `split` on the packed item, REMOVE those in it."""
         names: dict[str, str] = {"#expires": "expiresAt"}
         values: dict[str, Any] = {":expires": expires}
         sets, removes = ["#expires = :expires"], []
@@ -264,16 +383,16 @@ class UsageStore(TableAdapter):
         expression = " ".join(part for part in (
             "SET " + ", ".join(sets) if sets else "", "REMOVE " + ", ".join(removes) if removes else "") if part)
         self.client.update_item(
-            TableName=self.table, Key={"pk": {"S": slot_partition(namespace, level, period)}, "sk": key},
+            TableName=self.table, Key=packed_key,
             UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-        return len(split) + 1
 
     def read_slots(self, namespace: str, level: Resolution, period_ms: int, counter_sets: Sequence[str],
                    subject: str | None = None, first: int | None = None, last: int | None = None
                    ) -> Iterator[tuple[str, SlotStates]]:
         """(subject, {slot index: {counter set: state}}) for every subject of a slot partition, or for one
         subject's slots first..last, one subject at a time in key order (streamed: a subject's slots
-        are complete when it is yielded). Reads the packed items and, per counter set, its split items."""
+        are complete when it is yielded). Reads the packed items and, per counter set, its split items,
+        joining a chunked state's pieces (the text written, exactly)."""
         if not counter_sets:
             return
         names = {f"#c{i}": f"c{cs}" for i, cs in enumerate(counter_sets)}
@@ -286,15 +405,15 @@ class UsageStore(TableAdapter):
             streams.append(_tagged(items, counter_set))
         current: str | None = None
         inline: SlotStates = {}
-        split: SlotStates = {}
+        split: _SplitItems = {}
         for key, counter_set, item in heapq.merge(*streams, key=lambda entry: entry[:2]):
-            item_subject, index = parse_slot_key(key)
+            item_subject, index, chunk = _split_slot_key(key)
             if item_subject != current:
                 if current is not None:
                     yield current, _combine(inline, split)
                 current, inline, split = item_subject, {}, {}
             if counter_set:
-                split.setdefault(index, {})[counter_set] = item["s"]["S"]
+                split.setdefault((index, counter_set), {})[chunk] = item
             else:
                 states = {cs: item[f"c{cs}"]["S"] for cs in counter_sets if f"c{cs}" in item}
                 if states:
@@ -314,7 +433,8 @@ class UsageStore(TableAdapter):
             request["ExpressionAttributeValues"] = {
                 ":pk": {"S": partition},
                 ":lo": {"S": slot_key(subject, level, first or 0)},
-                ":hi": {"S": slot_key(subject, level, 10**level.width - 1 if last is None else last)},
+                # through the last slot's chunks ("{key}#{k}")
+                ":hi": {"S": f"{slot_key(subject, level, 10**level.width - 1 if last is None else last)}#\U0010ffff"},
             }
         if projection is not None:
             request["ProjectionExpression"] = projection
@@ -351,16 +471,55 @@ class UsageStore(TableAdapter):
 
 
 
+def _too_large(error: Exception) -> bool:
+    """Whether DynamoDB refused a write because the item would exceed its size limit."""
+    details = getattr(error, "response", None)
+    if not isinstance(details, dict):
+        return False
+    problem = details.get("Error", {})
+    # "Item size has exceeded ..." (PutItem), "Item size to update has exceeded ..." (UpdateItem)
+    return problem.get("Code") == "ValidationException" and "item size" in str(problem.get("Message", "")).lower()
+
+
 def _tagged(items: Iterator[dict[str, Any]], tag: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for item in items:
         yield item["sk"]["S"], tag, item
 
 
-def _combine(inline: SlotStates, split: SlotStates) -> SlotStates:
+# A subject's split items: (slot index, counter set) -> chunk number -> item
+_SplitItems = dict[tuple[int, str], dict[int, dict[str, Any]]]
+
+
+def _combine(inline: SlotStates, split: _SplitItems) -> SlotStates:
     """A subject's states: the packed copy of a counter set's state wins over a split one (a split item
     is left behind when a state shrinks back under SPLIT_STATE_BYTES)."""
-    for index, states in split.items():
+    for (index, counter_set), chunks in split.items():
         into = inline.setdefault(index, {})
-        for counter_set, state in states.items():
-            into.setdefault(counter_set, state)
+        if counter_set not in into:
+            state = _assemble(chunks)
+            if state is not None:
+                into[counter_set] = state
+        if not into:
+            del inline[index]
     return inline
+
+
+def _assemble(chunks: dict[int, dict[str, Any]]) -> str | None:
+    """The text of a split state: its one item's, or its chunks' 0..n-1 joined and checked against the
+    CRC. None for what TTL is deleting (expired chunks disappear in any order); IncompleteSlot if
+    anything else does not add up."""
+    head = chunks.get(0)
+    if head is not None and "n" not in head:
+        text: str = head["s"]["S"]
+        return text
+    count = int(head["n"]["N"]) if head is not None else 0
+    if head is not None and all(k in chunks for k in range(count)):
+        text = "".join(chunks[k]["s"]["S"] for k in range(count))
+        if zlib.crc32(text.encode()) == int(head["h"]["N"]):
+            return text
+    now_s = int(time.time())
+    if all("expiresAt" in item and int(item["expiresAt"]["N"]) <= now_s for item in chunks.values()):
+        return None
+    key = min(chunks.items())[1]["sk"]["S"]
+    raise IncompleteSlot(f"the slot state at {key!r} is incomplete: chunks {sorted(chunks)} of "
+                         f"{count or 'an unknown number'}, or their text does not match its CRC")

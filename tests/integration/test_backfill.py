@@ -38,7 +38,7 @@ def process_new_records(seen: set[str]) -> None:
 
 
 def worker() -> BackfillWorker:
-    return BackfillWorker(EventsStore(), UsageStore(), MetersStore(), TIMING, settle_ms=6_000)
+    return BackfillWorker(EventsStore(), UsageStore(), MetersStore(), settle_ms=6_000)
 
 
 def query(slug: str, **params: str) -> dict:
@@ -71,16 +71,29 @@ def test_new_meter_counts_history_once_even_overlapping_live_processing(aws, mon
     meter_source.invalidate()
     process_new_records(seen)
 
-    # ...and the backfill, which waits for processors to know the meter, scans all of them too.
+    # ...and the backfill, which waits for processors to know the meter, reads all of them too, in steps
+    # (hours of the time index) that stop at a deadline and resume.
     early = worker().run(created + 1_000)  # too early for the new meter (the seeded ones go ahead)
     assert "default/frames_total" not in early.completed
     assert call(api, "GET", "/api/v1/meters/frames_total").json()["backfill"] == {"status": "pending"}
-    report = worker().run(created + 7_000, max_pages=1)
-    assert (report.pages, report.events, report.completed) == (1, 33, ["default/frames_total"])
-    assert worker().run(created + 8_000).pages == 0
+    budget = iter(range(10**6))
+    first = worker().run(created + 7_000, out_of_time=lambda: next(budget) > 3)  # stops after 3 hours
+    assert first.completed == [] and first.hours == 3
+    assert call(api, "GET", "/api/v1/meters/frames_total").json()["backfill"]["status"] == "running"
+    report = worker().run(created + 7_500)
+    assert (first.events + report.events, report.completed) == (33, ["default/frames_total"])
+    assert worker().run(created + 8_000).hours == 0
     meter = call(api, "GET", "/api/v1/meters/frames_total").json()
     assert meter["backfill"]["status"] == "completed"
     assert meter["backfill"]["eventsScanned"] == 33
+
+    # other namespaces' events are not read: the time index is per namespace
+    reads = []
+    monkeypatch.setattr(EventsStore, "hours", lambda self, namespace, *_: reads.append(namespace) or iter(()))
+    MetersStore().set_backfill("default", "frames_total", {"status": "pending"})
+    worker().run(created + 9_000)
+    assert set(reads) == {"default"}
+    monkeypatch.undo()
 
     compactor.run_until_caught_up(created + HOUR)
     expected = sum(i for i in range(30)) + 3000

@@ -108,11 +108,10 @@ def compactor() -> Compactor:
 def backfill_worker() -> BackfillWorker:
     from meterline.services.backfill import BackfillWorker
     from meterline.services.meter_source import ttl_seconds
-    from meterline.settings import compaction_timing
 
-    # Wait until every stream processor has reloaded its meters (cache TTL) before scanning.
+    # Wait until every stream processor has reloaded its meters (cache TTL) before reading events.
     settle_ms = int((ttl_seconds() + 5) * 1000)
-    return BackfillWorker(events_store(), usage_store(), meters_store(), compaction_timing(), settle_ms)
+    return BackfillWorker(events_store(), usage_store(), meters_store(), settle_ms)
 
 
 @cache

@@ -1,11 +1,12 @@
 """Backfills: a new meter (or one that gained groupBy keys) sees history.
 
-The worker scans the events table for the meter's event type and writes counting rows for every
-event, exactly as the stream processor does, in pages keyed by the backfill and page number. Rows
-carry their event's identity and every reader de-duplicates, so the backfill may overlap live
-processing and may be resumed or repeated after a crash without counting anything twice. It starts
-only once the stream processors have had time to load the meter (their catalog cache), so every
-event is counted by the processor, the backfill, or both.
+The worker recounts the meter (meterline.services.recount) over the events of its namespace, read hour
+by hour through the event time index: only that namespace's events of the meter's type are fetched, so
+a new meter costs nothing to other namespaces. Rows carry their event's identity and every reader
+de-duplicates, so the backfill may overlap live processing and may be resumed or repeated after a crash
+without counting anything twice. It starts only once the stream processors have had time to load the
+meter (their catalog cache), so every event is counted by the processor, the backfill, or both. Each
+step stops when its caller's deadline says so and resumes from the next hour.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meterline.domain.counting import counter_set_id
-from meterline.domain.meters import BackfillState, MeterCatalog
+from meterline.domain.events import MAX_FUTURE_MS
+from meterline.domain.meters import MeterCatalog
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
-from meterline.processing.counting import count_events
-from meterline.settings import CompactionTiming
+from meterline.services.recount import Recounter
 from meterline.storage.events_store import EventsStore
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore
-
-PAGE_SIZE = 1000
 
 
 def _only(catalog: MeterCatalog) -> Callable[[str], MeterCatalog]:
@@ -32,56 +31,51 @@ def _only(catalog: MeterCatalog) -> Callable[[str], MeterCatalog]:
 
 @dataclass
 class BackfillReport:
-    pages: int = 0
+    hours: int = 0
     events: int = 0
     completed: list[str] = field(default_factory=list)
 
 
 class BackfillWorker:
-    def __init__(self, events: EventsStore, usage: UsageStore, meters: MetersStore, timing: CompactionTiming,
-                 settle_ms: int) -> None:
+    def __init__(self, events: EventsStore, usage: UsageStore, meters: MetersStore, settle_ms: int) -> None:
         self.events = events
         self.usage = usage
         self.meters = meters
-        self.timing = timing
         self.settle_ms = settle_ms  # > the meter cache TTL of the stream processors
 
-    def run(self, now_ms: int, max_pages: int = 50) -> BackfillReport:
+    def run(self, now_ms: int, out_of_time: Callable[[], bool] = lambda: False) -> BackfillReport:
         report = BackfillReport()
         for namespace, stored in self.meters.pending_backfills():
             meter = stored.meter
             backfill = meter.backfill
-            if backfill is None or backfill.status not in (BackfillState.PENDING, BackfillState.RUNNING):
-                continue
+            assert backfill is not None, "a due backfill has a status"
             changed = meter.updated_at or meter.created_at
             assert changed is not None, "a stored meter has its times"
-            changed_at = to_epoch_ms(parse_rfc3339(changed))
-            if now_ms < changed_at + self.settle_ms or report.pages >= max_pages:
+            if now_ms < to_epoch_ms(parse_rfc3339(changed)) + self.settle_ms:
                 continue
+            if out_of_time():
+                break
             counter_set = counter_set_id(meter)
-            catalog = MeterCatalog([meter])
-            cursor, pages = self.meters.backfill_cursor(namespace, counter_set)
-            started = backfill.started_at or format_ms(now_ms)
-            scanned = backfill.events_scanned or 0
-            while report.pages < max_pages:
-                events, cursor = self.events.scan_type(namespace, meter.event_type, cursor, PAGE_SIZE)
-                count_events(events, _only(catalog), self.usage, f"backfill-{counter_set}-{pages:08d}",
-                             now_ms, self.timing)
-                pages += 1
-                scanned += len(events)
-                report.pages += 1
-                report.events += len(events)
-                done = cursor is None
-                self.meters.save_backfill_cursor(namespace, counter_set, cursor, pages)
-                state = {"status": "completed" if done else "running", "startedAt": started,
-                         "eventsScanned": scanned}
-                if done:
-                    state["completedAt"] = format_ms(now_ms)
-                if self.meters.set_backfill(namespace, meter.slug, state, meter_id=meter.id,
-                                            group_by=meter.group_by) is None:
-                    break  # the meter was deleted or changed: a newer backfill takes over
-                if done:
-                    self.meters.delete_backfill_cursor(namespace, counter_set)
-                    report.completed.append(f"{namespace}/{meter.slug}")
-                    break
+            cursor, steps = self.meters.backfill_cursor(namespace, counter_set)
+            # every event of the namespace up to the newest one stored before the processors knew the meter
+            start = cursor["nextMs"] if cursor else 0
+            end = cursor["endMs"] if cursor else now_ms + MAX_FUTURE_MS
+            recounter = Recounter(self.events, self.usage, _only(MeterCatalog([meter])))
+            step = recounter.run(namespace, start, end, now_ms, meter.slug, out_of_time, index=False)
+            report.hours += step.hours
+            report.events += step.events
+            state = {"status": "completed" if step.complete else "running",
+                     "startedAt": backfill.started_at or format_ms(now_ms),
+                     "eventsScanned": (backfill.events_scanned or 0) + step.events}
+            if step.complete:
+                state["completedAt"] = format_ms(now_ms)
+            if self.meters.set_backfill(namespace, meter.slug, state, meter_id=meter.id,
+                                        group_by=meter.group_by) is None:
+                continue  # the meter was deleted or changed: a newer backfill takes over
+            if step.complete:
+                self.meters.delete_backfill_cursor(namespace, counter_set)
+                report.completed.append(f"{namespace}/{meter.slug}")
+            else:
+                self.meters.save_backfill_cursor(namespace, counter_set, {"nextMs": step.next_ms, "endMs": end},
+                                                 steps + 1)
         return report

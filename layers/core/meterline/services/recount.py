@@ -1,6 +1,6 @@
 """Recount: the repair path. Rebuild a namespace's counting rows and event index pages for a time range
-from the events table, read hour by hour through the time index (never a table scan); the compactor then
-re-folds every closed quarter they touch, so slots follow.
+from the events table, read hour by hour (the hours that have events) through the time index, never a
+table scan; the compactor then re-folds every closed quarter they touch, so slots follow.
 
 Safe to run at any time and any number of times: rows carry their event's identity and every reader
 de-duplicates, so events the stream processor did count are not counted twice, and a repeat of the same
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from meterline.domain.event_index import build_pages
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import HOUR_MS, floor_to, format_ms
+from meterline.domain.timeutil import format_ms
 from meterline.errors import FieldError, NotFound
 from meterline.processing.counting import count_events
 from meterline.settings import CompactionTiming
@@ -29,7 +29,7 @@ CLOSED_QUARTERS_ARE_LATE = CompactionTiming(grace_ms=0, write_margin_ms=0)
 
 @dataclass
 class RecountReport:
-    hours: int = 0
+    hours: int = 0  # hours of the range that had events
     events: int = 0
     rows: int = 0
     index_pages: int = 0
@@ -47,9 +47,10 @@ class Recounter:
         self.catalogs = catalogs
 
     def run(self, namespace: str, from_ms: int, to_ms: int, now_ms: int, meter_slug: str | None = None,
-            out_of_time: Callable[[], bool] = lambda: False) -> RecountReport:
+            out_of_time: Callable[[], bool] = lambda: False, index: bool = True) -> RecountReport:
         """Recount [from, to) of `namespace` (every meter, or only `meter_slug`'s; without a meter the
-        event index is rebuilt for events of every type). Stops between hours once `out_of_time()`."""
+        event index is rebuilt for events of every type; `index=False` leaves it alone, as a backfill
+        does). Stops between hours once `out_of_time()`."""
         catalog = self.catalogs(namespace)
         meters = [m for m in catalog.meters if meter_slug is None or m.slug == meter_slug]
         if meter_slug is not None and not meters:
@@ -59,23 +60,22 @@ class Recounter:
         types = None if meter_slug is None else {m.event_type for m in meters}
         selection = hashlib.blake2b(",".join(sorted(m.slug for m in meters)).encode(), digest_size=4).hexdigest()
         report = RecountReport()
-        hour = floor_to(from_ms, HOUR_MS)
-        while hour < to_ms:
+        for hour, manifests in self.events.hours(namespace, from_ms, to_ms):
             if out_of_time():
                 report.next_ms = max(hour, from_ms)
                 return report
-            events = [e for e in self.events.at_hour(namespace, types, hour) if from_ms <= e.time_ms < to_ms]
+            events = [e for e in self.events.events_of(namespace, manifests, types, hour)
+                      if from_ms <= e.time_ms < to_ms]
             if events:
                 batch = f"recount-{selection}-{hour}"
                 counted = count_events(events, lambda _namespace: only, self.usage, batch, now_ms,
                                        CLOSED_QUARTERS_ARE_LATE)
-                pages = build_pages(events, batch)
+                pages = build_pages(events, batch) if index else []
                 self.usage.put_index_pages(pages, now_ms)
                 report.events += len(events)
                 report.rows += counted.rows
                 report.index_pages += len(pages)
             report.hours += 1
-            hour += HOUR_MS
         return report
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +23,6 @@ DEFAULT_RETENTION_DAYS = 400
 def event_key(namespace: str, source: str, event_id: str) -> str:
     """The partition key. The length prefix keeps ("a#b", "c") and ("a", "b#c") apart."""
     return f"{namespace}#{len(source)}#{source}#{event_id}"
-
-
-def time_bucket(namespace: str, hour_ms: int) -> str:
-    """The time index's partition: a namespace's events in one UTC hour of event time."""
-    return f"{namespace}#{hour_ms}"
 
 
 def is_manifest(item: dict[str, Any]) -> bool:
@@ -99,8 +94,8 @@ class EventsStore(TableAdapter):
             time_ms = ingested_ms if event.time is None else event.time
             keys[floor_to(time_ms, HOUR_MS)][event.type].append([event.source, event.id])
         return [{"pk": {"S": f"{namespace}#~m#{uuid.uuid4().hex}"},
-                 EVENT_TIME_INDEX.partition_key: {"S": time_bucket(namespace, hour)},
-                 EVENT_TIME_INDEX.sort_key: {"N": str(ingested_ms)},
+                 EVENT_TIME_INDEX.partition_key: {"S": namespace},
+                 EVENT_TIME_INDEX.sort_key: {"N": str(hour)},
                  "keys": {"B": zlib.compress(orjson.dumps(by_type))},
                  "expiresAt": {"N": str(ingested_ms // 1000 + self._retention_s)}}
                 for hour, by_type in keys.items()]
@@ -140,28 +135,45 @@ class EventsStore(TableAdapter):
             found[(event.source, event.id)] = event
         return found
 
-    def keys_at(self, namespace: str, event_types: Collection[str] | None, hour_ms: int) -> list[tuple[str, str]]:
-        """The (source, id) of the namespace's events of `event_types` (None: every type) whose time is in
-        the UTC hour that starts at `hour_ms`: one Query of the time index, one BatchGetItem of manifests."""
-        manifests = [{"pk": item["pk"]} for item in self.query_items({
-            "IndexName": EVENT_TIME_INDEX.name, "KeyConditionExpression": "#b = :b",
-            "ExpressionAttributeNames": {"#b": EVENT_TIME_INDEX.partition_key},
-            "ExpressionAttributeValues": {":b": {"S": time_bucket(namespace, hour_ms)}}})]
+    def hours(self, namespace: str, from_ms: int, to_ms: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """The UTC hours of [from, to) in which the namespace has events, oldest first, each with the keys
+        of its manifests: one ranged Query of the time index, read lazily (stop iterating to stop reading)."""
+        current: int | None = None
+        manifests: list[dict[str, Any]] = []
+        for item in self.query_items({
+                "IndexName": EVENT_TIME_INDEX.name,
+                "KeyConditionExpression": "#ns = :ns AND #hour BETWEEN :first AND :last",
+                "ExpressionAttributeNames": {"#ns": EVENT_TIME_INDEX.partition_key, "#hour": EVENT_TIME_INDEX.sort_key},
+                "ExpressionAttributeValues": {":ns": {"S": namespace}, ":first": {"N": str(floor_to(from_ms, HOUR_MS))},
+                                              ":last": {"N": str(to_ms - 1)}}}):
+            hour = int(item[EVENT_TIME_INDEX.sort_key]["N"])
+            if current is not None and hour != current:
+                yield current, manifests
+                manifests = []
+            current = hour
+            manifests.append({"pk": item["pk"]})
+        if current is not None:
+            yield current, manifests
+
+    def events_of(self, namespace: str, manifests: Sequence[dict[str, Any]], event_types: Collection[str] | None,
+                  hour_ms: int) -> list[StoredEvent]:
+        """The stored events of `event_types` (None: every type) that an hour's manifests name, in time order
+        (a manifest may name a duplicate or an event whose put failed: only what is stored comes back)."""
         keys: dict[tuple[str, str], None] = {}
-        for item in self.get_items(manifests):
+        for item in self.get_items(list(manifests)):
             for event_type, listed in orjson.loads(zlib.decompress(item["keys"]["B"])).items():
                 if event_types is None or event_type in event_types:
                     keys.update(((source, event_id), None) for source, event_id in listed)
-        return list(keys)
-
-    def at_hour(self, namespace: str, event_types: Collection[str] | None, hour_ms: int) -> list[StoredEvent]:
-        """The namespace's stored events of `event_types` (None: every type) in the UTC hour that starts
-        at `hour_ms`."""
-        found = self.get_many(namespace, self.keys_at(namespace, event_types, hour_ms))
+        found = self.get_many(namespace, list(keys))
         return sorted((event for event in found.values()
                        if (event_types is None or event.type in event_types)
                        and hour_ms <= event.time_ms < hour_ms + HOUR_MS),
                       key=lambda event: (event.time_ms, event.source, event.id))
+
+    def at_hour(self, namespace: str, event_types: Collection[str] | None, hour_ms: int) -> list[StoredEvent]:
+        """The namespace's stored events of `event_types` (None: every type) in the UTC hour at `hour_ms`."""
+        return [event for hour, manifests in self.hours(namespace, hour_ms, hour_ms + HOUR_MS)
+                for event in self.events_of(namespace, manifests, event_types, hour)]
 
     def scan_type(self, namespace: str, event_type: str, cursor: dict[str, Any] | None, limit: int = 1000
                   ) -> tuple[list[StoredEvent], dict[str, Any] | None]:

@@ -20,7 +20,7 @@ from constructs import Construct
 
 from infra.bundling import PYTHON_VERSION, REPO_ROOT, core_layer_code, dependency_layer_code
 from infra.config import MeterlineProps
-from meterline.storage.tables import TableSpec
+from meterline.storage.tables import EVENT_TIME_INDEX, TableSpec
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 assert RUNTIME.name == f"python{PYTHON_VERSION}", "the runtime and the dependency layer's target must agree"
@@ -71,14 +71,21 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Catalog": (*_READ, "dynamodb:UpdateItem"),
     },
     "compactor": {
-        # backfills scan the events of a new meter's type
-        "Events": ("dynamodb:Scan",),
+        # backfills read a namespace's manifests by hour (the EventTime index, INDEX_ACCESS) and the
+        # manifests and events they name
+        "Events": ("dynamodb:BatchGetItem",),
         # reads raw rows and manifests, overwrites quarter and day slots and its state; backfills write
         # raw rows and manifests (BatchWriteItem)
         "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"),
         # reads the markers of due backfills and their meters; records backfill progress and resume points
         "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },
+}
+
+
+# The global secondary indexes each function may Query, per table (granted on that index alone).
+INDEX_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
+    "compactor": {"Events": (EVENT_TIME_INDEX.name,)},
 }
 
 
@@ -218,9 +225,12 @@ class MeterlineFunction(Construct):
             reserved_concurrent_executions=reserved_concurrency,
         )
         for _, table, actions in access:
-            # on the table only: Table.grant would add its indexes as "index/*", and no function here
-            # reads an index (the time index is read by operators' recounts, with their own credentials)
+            # on the table only: Table.grant would add every index as "index/*"
             self.role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=[table.table_arn]))
+        for table_name, indexes in INDEX_ACCESS.get(name, {}).items():
+            table = by_name[table_name][1]
+            self.role.add_to_policy(iam.PolicyStatement(
+                actions=["dynamodb:Query"], resources=[f"{table.table_arn}/index/{index}" for index in indexes]))
 
 
 _APPLICATION_LOG_LEVEL = {

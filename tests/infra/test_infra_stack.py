@@ -159,7 +159,9 @@ def test_compactor_runs_every_minute_alone_with_least_privilege(dev: Synthesized
     assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [ids["compactor"], "Arn"]}
     read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
     assert table_actions(role_statements(dev, ids["compactor"])) == {
-        arn(ids["Events"]): {"dynamodb:Scan"},  # backfills
+        arn(ids["Events"]): {"dynamodb:BatchGetItem"},  # backfills: manifests and events, by key
+        json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [ids["Events"], "Arn"]}, "/index/EventTime"]]},
+                   sort_keys=True): {"dynamodb:Query"},  # ...found through the event time index alone
         arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
         arn(ids["Catalog"]): read | {"dynamodb:PutItem", "dynamodb:DeleteItem"},  # no Scan: due markers
     }

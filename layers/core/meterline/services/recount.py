@@ -79,7 +79,11 @@ class Recounter:
         return report
 
 
+def _count(number: int, what: str) -> str:
+    return f"{number} {what}{'' if number == 1 else 's'}"
+
+
 def describe(report: RecountReport) -> str:
-    done = f"{report.events} events in {report.hours} hours: {report.rows} counting rows, " \
-           f"{report.index_pages} index pages"
+    done = (f"{_count(report.events, 'event')} in {_count(report.hours, 'hour')} with events: "
+            f"{_count(report.rows, 'counting row')}, {_count(report.index_pages, 'index page')}")
     return done if report.complete else f"{done}; stopped at {format_ms(report.next_ms or 0)}, run again from there"

@@ -3,7 +3,9 @@ reports function, in this construct's group) that invokes the exporter; manual r
 through the export-request queue. The exporter queries the report's window and puts one webhook
 delivery per subject on the delivery queue; the sender signs and POSTs each, re-enqueues a failed one
 itself with a growing DelaySeconds, and moves it to the delivery dead-letter queue after its last
-attempt. Signing secrets are stored encrypted with this construct's KMS key.
+attempt. The sender also consumes that dead-letter queue, to end as failed a delivery the queue's
+redrive moved there (the sender crashed or timed out on it every time). Signing secrets are stored
+encrypted with this construct's KMS key.
 
 The reports function is created by the Api construct (it serves HTTP routes); this construct gives it
 what it needs for exports: the environment, the scheduler, PassRole, KMS and export-queue permissions.
@@ -27,6 +29,7 @@ from infra.config import MeterlineProps
 from infra.lambdas import SIZING, MeterlineFunction, SharedLayers, removal_policy
 from meterline.aws.signing_secrets import CONTEXT_KEYS
 from meterline.storage.tables import TableSpec
+from meterline.webhooks import DEADLINE_MARGIN_SECONDS
 
 EXPORTER_NAME = "exporter"
 SENDER_NAME = "sender"
@@ -34,9 +37,11 @@ SENDER_NAME = "sender"
 # One export run per invocation: a run is a whole window of a report, and a failed one is retried alone.
 EXPORTER_BATCH_SIZE = 1
 SENDER_BATCH_SIZE = 10
-# The sender may POST a batch's webhooks one after another; each waits at most this long.
+# The sender may POST a batch's webhooks one after another; each waits at most this long (plus the
+# deadline's margin). It starts no attempt it has no time left for, but a full batch should fit.
 WEBHOOK_TIMEOUT_SECONDS = 10
-assert SIZING[SENDER_NAME].timeout.to_seconds() > SENDER_BATCH_SIZE * WEBHOOK_TIMEOUT_SECONDS
+assert SIZING[SENDER_NAME].timeout.to_seconds() > SENDER_BATCH_SIZE * (WEBHOOK_TIMEOUT_SECONDS
+                                                                       + DEADLINE_MARGIN_SECONDS)
 
 # The sender retries failed webhooks itself; a message is received again only when the function
 # failed as a whole (a crash or timeout), and after this many receives it goes to the dead-letter queue.
@@ -96,7 +101,7 @@ class Exports(Construct):
 
         self.export_dlq = _dead_letter_queue(self, "ExportDeadLetterQueue")
         self.export_queue = _queue(self, "ExportQueue", self.export_dlq, consumer=EXPORTER_NAME)
-        self.delivery_dlq = _dead_letter_queue(self, "DeliveryDeadLetterQueue")
+        self.delivery_dlq = _dead_letter_queue(self, "DeliveryDeadLetterQueue", consumer=SENDER_NAME)
         self.delivery_queue = _queue(self, "DeliveryQueue", self.delivery_dlq, consumer=SENDER_NAME)
 
         self.exporter = MeterlineFunction(
@@ -156,6 +161,12 @@ class Exports(Construct):
             self.delivery_queue, batch_size=SENDER_BATCH_SIZE, report_batch_item_failures=True,
             max_concurrency=props.queue_max_concurrency,
         ))
+        # What SQS dead-letters there (the sender crashed or timed out on it every time) the sender ends as
+        # failed on its run; what it dead-lettered itself has ended already.
+        self.sender.function.add_event_source(sources.SqsEventSource(
+            self.delivery_dlq, batch_size=SENDER_BATCH_SIZE, report_batch_item_failures=True,
+            max_concurrency=props.queue_max_concurrency,
+        ))
         self._grant_signing_key(self.sender.role, "kms:Decrypt")
         self.delivery_queue.grant_send_messages(self.sender.role)  # retries, delayed
         self.delivery_dlq.grant_send_messages(self.sender.role)  # after the last attempt
@@ -177,11 +188,13 @@ class Exports(Construct):
         ))
 
 
-def _dead_letter_queue(scope: Construct, construct_id: str) -> sqs.Queue:
+def _dead_letter_queue(scope: Construct, construct_id: str, *, consumer: str | None = None) -> sqs.Queue:
     return sqs.Queue(
         scope, construct_id,
         encryption=sqs.QueueEncryption.SQS_MANAGED,
         enforce_ssl=True,
+        # Consumed (by the sender) like the other queues: six times the consumer's timeout, as in _queue.
+        visibility_timeout=Duration.seconds(6 * SIZING[consumer].timeout.to_seconds()) if consumer else None,
         retention_period=Duration.days(14),
     )
 

@@ -218,6 +218,7 @@ class LocalStack:
         self.scheduler: Any = None
         self.export_poller: Any = None
         self.delivery_poller: Any = None
+        self.dead_letter_poller: Any = None  # the delivery dead-letter queue's, into the sender too
         self._mock: Any = None
         self._saved_environment: dict[str, str | None] | None = None
         self._server_thread: threading.Thread | None = None
@@ -336,7 +337,8 @@ class LocalStack:
         self._compactor_thread.start()
 
         # Usage exports: report schedules fire into the exporter, which also takes manual runs from the
-        # export queue; the sender takes the deliveries. Batch sizes as in infra/exports.py.
+        # export queue; the sender takes the deliveries, and what SQS dead-letters of them. Batch sizes as in
+        # infra/exports.py.
         exporter = self._function("exporter", EXPORTER_MODULE, self.config.function_concurrency)
         sender = self._function("sender", SENDER_MODULE, self.config.function_concurrency)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -346,7 +348,9 @@ class LocalStack:
                                        SqsSettings(batch_size=1), region=REGION, name="export-poller")
         self.delivery_poller = SqsPoller(sqs, self.exports.delivery_queue_url, sender.invoke,
                                          SqsSettings(batch_size=10), region=REGION, name="delivery-poller")
-        for thread in (self.scheduler, self.export_poller, self.delivery_poller):
+        self.dead_letter_poller = SqsPoller(sqs, self.exports.delivery_dlq_url, sender.invoke,
+                                            SqsSettings(batch_size=10), region=REGION, name="dead-letter-poller")
+        for thread in (self.scheduler, self.export_poller, self.delivery_poller, self.dead_letter_poller):
             thread.start()
         return self
 
@@ -392,7 +396,7 @@ class LocalStack:
         STOP_WAIT_S in all, and then the engine goes (a compactor run still busy fails and is retried by
         the next start)."""
         self._stopping.set()
-        threads = [self.scheduler, self.export_poller, self.delivery_poller, self.poller]
+        threads = [self.scheduler, self.export_poller, self.delivery_poller, self.dead_letter_poller, self.poller]
         for thread in threads:
             if thread is not None:
                 thread.stop()

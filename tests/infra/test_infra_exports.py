@@ -9,6 +9,7 @@ from typing import Any
 
 from infra.exports import SIGNING_CONTEXT_KEYS, WEBHOOK_TIMEOUT_SECONDS
 from meterline.aws.signing_secrets import SigningSecrets
+from meterline.webhooks import DEADLINE_MARGIN_SECONDS
 from tests.infra.synth import Synthesized
 from tests.infra.test_infra_stack import LOG_ACTIONS, arn, role_statements, table_actions
 
@@ -54,20 +55,21 @@ def environment(dev: Synthesized, function_id: str) -> dict[str, Any]:
 
 def test_the_exporter_and_the_sender_consume_their_queues_with_partial_batch_responses(dev: Synthesized) -> None:
     i = ids(dev)
-    mappings = {m["Properties"]["FunctionName"]["Ref"]: m["Properties"]
+    mappings = {json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]
                 for m in dev.resources("AWS::Lambda::EventSourceMapping").values()}
-    assert mappings[i["exporter"]]["EventSourceArn"] == {"Fn::GetAtt": [i["export_queue"], "Arn"]}
-    assert mappings[i["exporter"]]["BatchSize"] == 1
-    assert mappings[i["sender"]]["EventSourceArn"] == {"Fn::GetAtt": [i["delivery_queue"], "Arn"]}
-    assert mappings[i["sender"]]["BatchSize"] == 10
     queues = dev.resources("AWS::SQS::Queue")
-    for function, queue in (("exporter", "export_queue"), ("sender", "delivery_queue")):
-        assert mappings[i[function]]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # the sender also consumes the delivery dead-letter queue: it ends what SQS dead-letters there as failed
+    for function, queue, batch_size in (("exporter", "export_queue", 1), ("sender", "delivery_queue", 10),
+                                        ("sender", "delivery_dlq", 10)):
+        mapping = mappings[json.dumps({"Fn::GetAtt": [i[queue], "Arn"]})]
+        assert (mapping["FunctionName"], mapping["BatchSize"]) == ({"Ref": i[function]}, batch_size)
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         # Lambda refuses an SQS mapping whose queue hides messages for less than the function may run.
         timeout = dev.data["Resources"][i[function]]["Properties"]["Timeout"]
         assert queues[i[queue]]["Properties"]["VisibilityTimeout"] >= 6 * timeout
-    # A batch of webhooks POSTed one after another fits in the sender's timeout.
-    assert dev.data["Resources"][i["sender"]]["Properties"]["Timeout"] > 10 * WEBHOOK_TIMEOUT_SECONDS
+    # A batch of webhooks POSTed one after another, each within its deadline, fits in the sender's timeout.
+    assert dev.data["Resources"][i["sender"]]["Properties"]["Timeout"] > 10 * (WEBHOOK_TIMEOUT_SECONDS
+                                                                               + DEADLINE_MARGIN_SECONDS)
 
 
 def test_the_scheduler_role_may_invoke_only_the_exporter_for_this_groups_schedules(dev: Synthesized) -> None:
@@ -131,7 +133,8 @@ def test_the_sender_decrypts_secrets_and_re_enqueues_or_dead_letters_deliveries(
     assert table_actions(statements) == {
         arn(i["catalog"]): READ | {"dynamodb:UpdateItem"},
     }
-    assert grants(statements, "sqs:") == {arn(i["delivery_queue"]): CONSUME | SEND, arn(i["delivery_dlq"]): SEND}
+    assert grants(statements, "sqs:") == {arn(i["delivery_queue"]): CONSUME | SEND,
+                                          arn(i["delivery_dlq"]): CONSUME | SEND}
     (decrypt,) = statements_with(statements, "kms:Decrypt")
     assert decrypt["Action"] == ["kms:Decrypt"] and decrypt["Condition"] == ENCRYPTION_CONTEXT_CONDITION
     assert decrypt["Resource"] == [{"Fn::GetAtt": [i["signing_key"], "Arn"]}]

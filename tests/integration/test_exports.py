@@ -5,6 +5,7 @@ every signature with the `standardwebhooks` library."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,9 +24,11 @@ from meterline.domain.reports import report_definition
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
 from meterline.storage.meters_store import MetersStore
+from meterline_local.lambda_runtime import LocalLambdaContext
 from meterline_local.sqs_poller import lambda_record as sqs_lambda_record
 from tests.conftest import cloud_event, lambda_context, stream_records
 from tests.integration.http import call
+from tests.slow_receivers import RawReceiver, never_answers
 from tests.webhook_receiver import Receiver
 
 EVENTS = os.environ["EVENTS_TABLE"]
@@ -230,8 +233,88 @@ def test_receiver_that_keeps_failing_is_dead_lettered_and_the_run_is_partial(exp
     for delivery in run["deliveries"]:
         assert (delivery["status"], delivery["attempts"], delivery["lastResponseStatus"]) == ("failed", 3, 503)
         assert "HTTP 503" in delivery["lastError"]
-    dead = exports_aws["sqs"].receive_message(QueueUrl=exports_aws["queues"]["dlq"], MaxNumberOfMessages=10)
+    dlq = exports_aws["queues"]["dlq"]
+    dead = exports_aws["sqs"].receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, AttributeNames=["All"])
     assert sorted(orjson.loads(m["Body"])["subject"] for m in dead["Messages"]) == ["customer-1", "customer-2"]
+    # the sender consumes the dead-letter queue too: deliveries it ended itself stay as they are
+    records = [lambda_record(m, dlq) for m in dead["Messages"]]
+    assert sender.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    [again] = runs()
+    assert (again["status"], again["failed"], again["succeeded"]) == ("partial", 2, 0)
+    assert again["deliveries"] == run["deliveries"]
+
+
+def test_a_delivery_sqs_dead_letters_is_failed_on_its_run(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0, filter={"subject": {"$in": ["customer-1", "customer-2"]}})
+    fire(report, T0 + HOUR + 60_000)
+    sqs, deliveries, dlq = exports_aws["sqs"], exports_aws["queues"]["deliveries"], exports_aws["queues"]["dlq"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=deliveries, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})})
+    # The sender dies on the batch (a crash, a timeout): nothing is deleted, and on the next receive SQS's
+    # redrive policy moves the messages to the dead-letter queue, as they are.
+    crashed = sqs.receive_message(QueueUrl=deliveries, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    assert len(crashed) == 2
+    assert "Messages" not in sqs.receive_message(QueueUrl=deliveries, MaxNumberOfMessages=10)
+    dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert sorted(m["Body"] for m in dead) == sorted(m["Body"] for m in crashed)
+    assert {d["status"] for d in runs()[0]["deliveries"]} == {"pending"}
+
+    # the sender's other event source, the dead-letter queue, ends them as failed
+    records = [lambda_record(m, dlq) for m in dead]
+    assert sender.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    [run] = runs()
+    assert (run["status"], run["failed"], run["succeeded"]) == ("partial", 2, 0)
+    for delivery in run["deliveries"]:
+        assert (delivery["status"], delivery["attempts"], delivery["lastResponseStatus"]) == ("failed", 0, None)
+        assert delivery["lastError"] == "dead-lettered: the sender failed on it (crashed or timed out) every time"
+    assert receiver.attempts == {}  # nothing is posted from the dead-letter queue
+    # received again (SQS delivers at least once): counted once
+    assert sender.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    assert (runs()[0]["failed"], runs()[0]["succeeded"]) == (2, 0)
+
+
+def test_a_batch_leaves_what_it_has_no_time_for_to_sqs(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    """A receiver that never answers holds an attempt for the whole timeout (2 s here, a 4 s budget with
+    the margins): with 5.5 s left, the first delivery is tried and the other two are handed back to SQS
+    untried, and the invocation returns before its own deadline."""
+    ingest_and_count(usage_events())
+    tarpit = RawReceiver(never_answers)
+    try:
+        report = create_report(ctx, receiver, T0, endpoint={"url": tarpit.url})
+        fire(report, T0 + HOUR + 60_000)
+        url = exports_aws["queues"]["deliveries"]
+        messages = exports_aws["sqs"].receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                      AttributeNames=["All"])["Messages"]
+        assert len(messages) == 3
+        context = LocalLambdaContext("sender", timeout_s=5.5)
+        result = sender.handler({"Records": [lambda_record(m, url) for m in messages]}, context)
+        assert context.get_remaining_time_in_millis() > 0  # the invocation ended in time
+        assert result == {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages[1:]]}
+        assert len(tarpit.connections) == 1
+    finally:
+        tarpit.close()
+    deliveries = {d["subject"]: d for d in runs()[0]["deliveries"]}
+    first = orjson.loads(messages[0]["Body"])["subject"]
+    assert (deliveries[first]["status"], deliveries[first]["attempts"]) == ("retrying", 1)
+    assert deliveries[first]["lastError"] == "timed out after 2 s"
+    untried = [d for subject, d in deliveries.items() if subject != first]
+    assert [(d["status"], d["attempts"]) for d in untried] == [("pending", 0)] * 2  # not counted as attempts
+
+
+def test_a_batch_with_no_time_left_is_handed_back_untried(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    fire(report, T0 + HOUR + 60_000)
+    url = exports_aws["queues"]["deliveries"]
+    messages = exports_aws["sqs"].receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                  AttributeNames=["All"])["Messages"]
+    result = sender.handler({"Records": [lambda_record(m, url) for m in messages]},
+                            LocalLambdaContext("sender", timeout_s=3.9))  # less than one attempt's 4 s
+    assert result == {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
+    assert receiver.attempts == {}
+    assert {(d["status"], d["attempts"]) for d in runs()[0]["deliveries"]} == {("pending", 0)}
 
 
 def test_manual_run_exports_the_requested_window_again(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:

@@ -64,27 +64,35 @@ def test_the_export_environment_names_resources_that_exist(stack: LocalStack) ->
 
 
 def test_schedules_and_queues_reach_the_exporter_and_the_sender(stack: LocalStack) -> None:
-    received: dict[str, list[Any]] = {"exporter": [], "sender": []}
-    both = threading.Event()
+    received: dict[str, list[Any]] = {"exporter": [], "sender": [], "sender (dead letters)": []}
+    every = threading.Event()
 
     def fake(name: str) -> Any:
         def invoke(event: dict[str, Any]) -> dict[str, Any]:
             received[name].append(event)
             if all(received.values()):
-                both.set()
+                every.set()
             return {"batchItemFailures": []}
         return invoke
 
     # Stand-ins for the real handlers: this test is about the wiring.
     stack.scheduler.targets[EXPORTER_FUNCTION_ARN] = fake("exporter")
+    # the sender also takes what the delivery queue dead-letters (to end those deliveries as failed)
+    assert stack.dead_letter_poller.invoke == stack.delivery_poller.invoke == stack.functions["sender"].invoke
+    assert stack.dead_letter_poller.queue_url == os.environ["DELIVERY_DLQ_URL"]
     stack.delivery_poller.invoke = fake("sender")
+    stack.dead_letter_poller.invoke = fake("sender (dead letters)")
     boto3.client("scheduler", region_name="us-east-1").create_schedule(
         Name="wiring", GroupName=os.environ["SCHEDULE_GROUP_NAME"], ScheduleExpression="rate(1 minute)",
         StartDate=datetime.now(UTC) + timedelta(seconds=1), FlexibleTimeWindow={"Mode": "OFF"},
         Target={"Arn": EXPORTER_FUNCTION_ARN, "RoleArn": SCHEDULER_ROLE_ARN, "Input": '{"report": "wiring"}'},
     )
-    boto3.client("sqs", region_name="us-east-1").send_message(QueueUrl=os.environ["DELIVERY_QUEUE_URL"],
-                                                              MessageBody='{"delivery": 1}')
-    assert both.wait(10)
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    sqs.send_message(QueueUrl=os.environ["DELIVERY_QUEUE_URL"], MessageBody='{"delivery": 1}')
+    sqs.send_message(QueueUrl=os.environ["DELIVERY_DLQ_URL"], MessageBody='{"delivery": 2}')
+    assert every.wait(10)
     assert received["exporter"] == [{"report": "wiring"}]
     assert [r["body"] for r in received["sender"][0]["Records"]] == ['{"delivery": 1}']
+    [dead_letter] = received["sender (dead letters)"][0]["Records"]
+    assert dead_letter["body"] == '{"delivery": 2}'
+    assert dead_letter["eventSourceARN"].rsplit(":", 1)[-1] == os.environ["DELIVERY_DLQ_URL"].rsplit("/", 1)[-1]

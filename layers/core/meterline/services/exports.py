@@ -8,6 +8,10 @@ one delivery record and one queued message per subject.
 
 Sender: POSTs one subject's webhook; a failure is re-queued with a backoff delay until the retry policy
 gives up, then the message goes to the dead-letter queue and the delivery counts as failed on its run.
+An attempt is started only while the invocation has time for all of it (the webhook's hard deadline and
+the records around it); otherwise the message is handed back to SQS untried. A message SQS itself
+dead-letters (the sender crashed or timed out on it every time it was received) comes back to the sender
+from the dead-letter queue, which ends its delivery as failed.
 """
 
 from __future__ import annotations
@@ -39,17 +43,26 @@ from meterline.settings import ExportSettings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.reports_store import ReportsStore, StoredReport
 from meterline.storage.usage_store import UsageStore
-from meterline.webhooks import EndpointPolicy, RetryPolicy, post_webhook
+from meterline.webhooks import DEADLINE_MARGIN_SECONDS, EndpointPolicy, RetryPolicy, post_webhook
 
 # A run still "running" this long after its exporter started is taken over by a redelivered request
 # (the exporter's timeout is 5 minutes).
 STALE_RUN_MS = 10 * 60_000
 # SQS messages are limited to 256 KiB; a larger webhook body is refused (and reported) rather than sent.
 MAX_MESSAGE_BYTES = 250_000
+# What an attempt needs besides the POST itself: reading the delivery, the report and its secrets, and
+# recording the outcome (a few DynamoDB, KMS and SQS calls, retried by the SDK when throttled).
+RECORDING_ALLOWANCE_SECONDS = 1.5
+DEAD_LETTERED = "dead-lettered: the sender failed on it (crashed or timed out) every time"
 
 
 class CountingIncomplete(Exception):
     """The report's meter is still being backfilled: retry the export later."""
+
+
+class NoTimeForAttempt(Exception):
+    """The invocation has too little time left for one more attempt: SQS delivers the message again later
+    (it is not an attempt: nothing was sent or recorded)."""
 
 
 @dataclass
@@ -179,8 +192,19 @@ class WebhookSender:
     _secrets: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def deliver(self, message: DeliveryMessage, now_ms: int) -> str:
-        """Attempt one delivery. Returns what happened: succeeded, retrying, failed or duplicate."""
+    @property
+    def attempt_budget_ms(self) -> int:
+        """The most one attempt can take: the webhook's timeout, the margin its deadline allows, and the
+        reads and writes around it."""
+        seconds = self.retry.timeout_seconds + DEADLINE_MARGIN_SECONDS + RECORDING_ALLOWANCE_SECONDS
+        return int(seconds * 1000)
+
+    def deliver(self, message: DeliveryMessage, now_ms: int, remaining_ms: int | None = None) -> str:
+        """Attempt one delivery. Returns what happened: succeeded, retrying, failed or duplicate. With
+        `remaining_ms` (the invocation's time left) below `attempt_budget_ms`, raises NoTimeForAttempt
+        before doing anything, so one slow receiver cannot make the rest of a batch time the function out."""
+        if remaining_ms is not None and remaining_ms < self.attempt_budget_ms:
+            raise NoTimeForAttempt(f"{remaining_ms} ms left, an attempt may take {self.attempt_budget_ms} ms")
         key = (message.namespace, message.report_id, message.run_id, message.subject)
         delivery = self.reports.get_delivery(*key)
         if delivery is None or delivery.status.terminal:
@@ -201,15 +225,31 @@ class WebhookSender:
                                          status_code=attempt.status_code, error=None, now_ms=now_ms)
             return "succeeded"
         if self.retry.gives_up_after(message.attempt):
-            self.queues.dead_letter(message, attempt.error, attempt.status_code)
+            # Ended before it is dead-lettered: the sender, consuming the dead-letter queue too, must find it
+            # ended (fail_dead_lettered) and leave its last error as it is.
             self.reports.finish_delivery(*key, succeeded=False, attempt=message.attempt,
                                          status_code=attempt.status_code, error=attempt.error, now_ms=now_ms)
+            self.queues.dead_letter(message, attempt.error, attempt.status_code)
             return "failed"
         self.reports.record_attempt(*key, attempt=message.attempt, status_code=attempt.status_code,
                                     error=attempt.error, now_ms=now_ms)
         self.queues.retry_delivery(message.model_copy(update={"attempt": message.attempt + 1}),
                                    self.retry.delay_seconds(message.attempt))
         return "retrying"
+
+    def fail_dead_lettered(self, message: DeliveryMessage, now_ms: int) -> str:
+        """A message from the delivery dead-letter queue: end its delivery as failed unless it has ended
+        (the sender dead-letters a delivery itself after ending it; SQS's redrive moves one the sender
+        never got through). Nothing is posted, and the attempts recorded so far stay. Returns failed or
+        duplicate."""
+        key = (message.namespace, message.report_id, message.run_id, message.subject)
+        delivery = self.reports.get_delivery(*key)
+        if delivery is None or delivery.status.terminal:
+            return "duplicate"
+        ended = self.reports.finish_delivery(*key, succeeded=False, attempt=delivery.attempts,
+                                             status_code=delivery.last_status_code, error=DEAD_LETTERED,
+                                             now_ms=now_ms)
+        return "failed" if ended else "duplicate"
 
     def _secrets_for(self, namespace: str, stored: StoredReport, now_ms: int) -> list[str]:
         """The current secret, and the previous one while a rotation's grace period lasts."""

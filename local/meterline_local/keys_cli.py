@@ -84,5 +84,5 @@ _ACTIONS: dict[str, Callable[[Any, Any, argparse.Namespace], int]] = {
 def keys_store(args: argparse.Namespace) -> Iterator[Any]:
     from meterline.storage.keys_store import KeysStore
 
-    with tables(args) as (client, names):
+    with tables(args, needs=("Catalog",)) as (client, names):
         yield KeysStore(client=client, table=names["Catalog"])

@@ -28,27 +28,26 @@ def add_target(parser: argparse.ArgumentParser, default_data_dir: Path, what: st
 
 
 @contextmanager
-def tables(args: argparse.Namespace) -> Iterator[tuple[Any, dict[str, str]]]:
-    """A DynamoDB client and the table names by logical name (Events, Usage, Catalog)."""
+def tables(args: argparse.Namespace, needs: tuple[str, ...] = ("Events", "Usage", "Catalog")
+           ) -> Iterator[tuple[Any, dict[str, str]]]:
+    """A DynamoDB client and the names of the tables `needs` names (by logical name)."""
     if args.stack:
-        yield _stack_tables(args.stack)
+        yield _stack_tables(args.stack, needs)
         return
     with _local_tables(Path(args.data_dir)) as found:
         yield found
 
 
-def _stack_tables(stack: str) -> tuple[Any, dict[str, str]]:
+def _stack_tables(stack: str, needs: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
-
-    from meterline.storage.tables import ALL_TABLES
 
     try:
         described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
     except (ClientError, BotoCoreError) as exc:
         raise CommandError(f"cannot read stack {stack}: {exc}") from None
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
-    names = {spec.logical_name: outputs.get(f"{spec.logical_name}TableName") for spec in ALL_TABLES}
+    names = {name: outputs.get(f"{name}TableName") for name in needs}
     missing = sorted(f"{name}TableName" for name, table in names.items() if table is None)
     if missing:
         raise CommandError(f"stack {stack} has no {', '.join(missing)} output: is it a Meterline stack?")

@@ -367,3 +367,32 @@ def test_recount_stops_at_its_deadline_and_resumes(aws, monkeypatch) -> None:
     assert rest.complete and first.events + rest.events == len(WORKLOAD)
     with pytest.raises(NotFound):
         recounter.run("default", first.next_ms, ms("2024-03-10T00:00:00Z"), CAUGHT_UP, meter_slug="no_such_meter")
+
+
+def test_recount_command_against_a_deployed_stack(aws, monkeypatch, capsys) -> None:
+    """`meterline recount --stack`: the tables come from the stack's outputs (CloudFormation stubbed, as for
+    `meterline keys`); a stack without them is one line and status 2."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from meterline_local.cli import main
+
+    ingest_workload()
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    stubs = Stubber(cloudformation)
+    outputs = [{"OutputKey": f"{name}TableName", "OutputValue": os.environ[f"{name.upper()}_TABLE"]}
+               for name in ("Events", "Usage", "Catalog")]
+    described = {"Stacks": [{"StackName": "Meterline-prod", "CreationTime": "2026-01-01T00:00:00Z",
+                             "StackStatus": "CREATE_COMPLETE", "Outputs": outputs}]}
+    stubs.add_response("describe_stacks", described, {"StackName": "Meterline-prod"})
+    stubs.add_response("describe_stacks", {"Stacks": [{**described["Stacks"][0], "Outputs": outputs[2:]}]},
+                       {"StackName": "Meterline-keys-only"})
+    stubs.activate()
+    real_client = boto3.client
+    monkeypatch.setattr(boto3, "client", lambda service, *args, **kwargs: cloudformation
+                        if service == "cloudformation" else real_client(service, *args, **kwargs))
+    window = ["--from", "2024-03-08T00:00:00Z", "--to", "2024-03-10T00:00:00Z"]
+    assert main(["recount", "--namespace", "default", *window, "--stack", "Meterline-prod"]) == 0
+    assert f"{len(WORKLOAD)} events in 2 hours with events" in capsys.readouterr().out
+    assert main(["recount", "--namespace", "default", *window, "--stack", "Meterline-keys-only"]) == 2
+    assert "no EventsTableName, UsageTableName output" in capsys.readouterr().err

@@ -98,6 +98,9 @@ PROCESSOR_MODULE = "functions.processor.handler"
 # Scheduled every minute: folds counting rows into quarter-hour and day slots.
 COMPACTOR_MODULE = "functions.compactor.handler"
 
+# Scheduled every minute: moves pending meter backfills forward (recounts through the event time index).
+BACKFILL_MODULE = "functions.backfill.handler"
+
 # Usage exports: invoked by each report's EventBridge schedule (and by the export-request queue for
 # manual runs); queries the report's window and enqueues one webhook delivery per subject.
 EXPORTER_MODULE = "functions.exporter.handler"

@@ -19,7 +19,7 @@ from infra.config import BUNDLE_DEPENDENCIES_CONTEXT, MeterlineProps, bool_conte
 from infra.exports import EXPORTER_NAME, SENDER_NAME, Exports
 from infra.lambdas import SharedLayers
 from infra.monitoring import Monitoring
-from infra.processing import COMPACTOR_NAME, PROCESSOR_NAME, StreamProcessing
+from infra.processing import BACKFILL_NAME, COMPACTOR_NAME, PROCESSOR_NAME, StreamProcessing
 from infra.storage import Storage
 
 
@@ -46,6 +46,7 @@ class Meterline(Construct):
                 **{name: fn.function for name, fn in self.api.functions.items()},
                 PROCESSOR_NAME: self.processing.function,
                 COMPACTOR_NAME: self.processing.compactor.function,
+                BACKFILL_NAME: self.processing.backfill.function,
                 EXPORTER_NAME: self.exports.exporter.function,
                 SENDER_NAME: self.exports.sender.function,
                 **({AUTHORIZER.name: self.api.authorizer_function.function}

@@ -71,13 +71,16 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "Catalog": (*_READ, "dynamodb:UpdateItem"),
     },
     "compactor": {
-        # backfills read a namespace's manifests by hour (the EventTime index, INDEX_ACCESS) and the
-        # manifests and events they name
-        "Events": ("dynamodb:BatchGetItem",),
-        # reads raw rows and manifests, overwrites quarter and day slots and its state; backfills write
-        # raw rows and manifests (BatchWriteItem)
+        # reads raw rows and manifests, overwrites quarter and day slots and its state
         "Usage": (*_READ, "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"),
-        # reads the markers of due backfills and their meters; records backfill progress and resume points
+        "Catalog": _READ,  # the meters to fold
+    },
+    "backfill": {
+        # a namespace's manifests by hour (the EventTime index, INDEX_ACCESS), then manifests and events by key
+        "Events": ("dynamodb:BatchGetItem",),
+        # raw rows and work lists (BatchWriteItem), as the processor writes them
+        "Usage": ("dynamodb:BatchWriteItem",),
+        # the markers of due backfills and their meters; backfill progress and resume points
         "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },
 }
@@ -85,7 +88,7 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
 
 # The global secondary indexes each function may Query, per table (granted on that index alone).
 INDEX_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
-    "compactor": {"Events": (EVENT_TIME_INDEX.name,)},
+    "backfill": {"Events": (EVENT_TIME_INDEX.name,)},
 }
 
 
@@ -102,6 +105,7 @@ SIZING: dict[str, FunctionSizing] = {
     "api": FunctionSizing(512, Duration.seconds(15)),
     "processor": FunctionSizing(512, Duration.seconds(60)),
     "compactor": FunctionSizing(1024, Duration.seconds(300)),
+    "backfill": FunctionSizing(1024, Duration.seconds(120)),
     "reports": FunctionSizing(512, Duration.seconds(15)),
     # An export queries a whole window of a report's meter and enqueues a delivery per subject.
     "exporter": FunctionSizing(1024, Duration.seconds(300)),

@@ -28,6 +28,7 @@ from meterline.storage.tables import EVENT_TIME_INDEX, EVENTS_TABLE, TableSpec
 
 PROCESSOR_NAME = "processor"
 COMPACTOR_NAME = "compactor"
+BACKFILL_NAME = "backfill"
 
 
 class StreamProcessing(Construct):
@@ -92,6 +93,21 @@ class StreamProcessing(Construct):
             description="Runs the Meterline compactor every minute",
             schedule=events.Schedule.rate(Duration.minutes(1)),
             targets=[targets.LambdaFunction(self.compactor.function, retry_attempts=0)],
+        )
+
+        # Backfills of new meters, in steps that resume: apart from the compactor, so folding never waits.
+        self.backfill = MeterlineFunction(
+            self, "Backfill",
+            name=BACKFILL_NAME,
+            description="Recounts new meters over their namespace's stored events",
+            props=props, layers=layers, tables=tables,
+            reserved_concurrency=1,
+        )
+        self.backfill_schedule = events.Rule(
+            self, "BackfillSchedule",
+            description="Runs Meterline meter backfills every minute",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.backfill.function, retry_attempts=0)],
         )
 
     @property

@@ -1,5 +1,5 @@
-"""Scheduled every minute: run pending meter backfills a bounded step, then fold raw counting rows into
-quarter-hour, hour and day slots, and report how far behind schedule the compactor is (a metric).
+"""Scheduled every minute: fold raw counting rows into quarter-hour, hour and day slots, and report how
+far behind schedule the compactor is (a metric). (Backfills run in a function of their own.)
 
 Must not run concurrently with itself (reserved concurrency 1); each run stops early enough to stay
 inside its timeout, and the next run continues where it stopped.
@@ -7,31 +7,23 @@ inside its timeout, and the next run continues where it stopped.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from meterline.bootstrap import backfill_worker, compactor
+from meterline.bootstrap import compactor
 from meterline.domain.timeutil import now_ms
 from meterline.observability import logger, metered_handler, metrics
 from meterline.services.compaction import LAG_METRIC
 
 # Leave this much of the invocation's time unused, so a run never times out half-way through a step.
 SAFETY_MS = 20_000
-# A backfill step stops after this long (between hours of events), so folding never waits on it.
-BACKFILL_STEP_MS = 15_000
 
 
 @metered_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = now_ms()
-    started = time.monotonic()
-    filled = backfill_worker().run(now, out_of_time=lambda: (time.monotonic() - started) * 1000 > BACKFILL_STEP_MS)
-    if filled.hours:
-        logger.info("backfill", extra={"hours": filled.hours, "events": filled.events,
-                                       "completed": filled.completed})
     report = compactor().run(now)
     while not report.caught_up and context.get_remaining_time_in_millis() > SAFETY_MS:
         report = compactor().run(now)

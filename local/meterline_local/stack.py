@@ -223,6 +223,7 @@ class LocalStack:
         self._saved_environment: dict[str, str | None] | None = None
         self._server_thread: threading.Thread | None = None
         self._compactor_thread: threading.Thread | None = None
+        self._backfill_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.functions: dict[str, LocalFunction] = {}
 
@@ -286,6 +287,7 @@ class LocalStack:
 
         from functions.routes import (
             AUTHORIZER,
+            BACKFILL_MODULE,
             COMPACTOR_MODULE,
             EXPORTER_MODULE,
             HTTP_FUNCTIONS,
@@ -335,6 +337,11 @@ class LocalStack:
         self._compactor_thread = threading.Thread(target=self._run_compactor, args=(compactor,), name="compactor",
                                                   daemon=True)
         self._compactor_thread.start()
+        # ...and the backfill function, apart from it, as on AWS.
+        backfill = self._function("backfill", BACKFILL_MODULE, concurrency=1)
+        self._backfill_thread = threading.Thread(target=self._run_compactor, args=(backfill,), name="backfill",
+                                                 daemon=True)
+        self._backfill_thread.start()
 
         # Usage exports: report schedules fire into the exporter, which also takes manual runs from the
         # export queue; the sender takes the deliveries, and what SQS dead-letters of them. Batch sizes as in
@@ -360,13 +367,14 @@ class LocalStack:
         self.functions[name] = function
         return function
 
-    def _run_compactor(self, compactor: Any) -> None:
+    def _run_compactor(self, function: Any) -> None:
+        """Invoke a scheduled function (the compactor, the backfill) every compaction interval."""
         while not self._stopping.wait(self.config.compaction_interval_s):
             try:
-                compactor.invoke({"source": "local.schedule"})
+                function.invoke({"source": "local.schedule"})
             except Exception:
                 if not self._stopping.is_set():
-                    log.exception("compactor run failed")
+                    log.exception("%s run failed", function.name)
 
     def _seed_meters(self, meters: list[Any], events_exist: bool) -> None:
         """The meters of the YAML file become stored meters of the default namespace, as if created
@@ -404,7 +412,7 @@ class LocalStack:
             self.gateway.shutdown()
             self.gateway.server_close()
         deadline = time.monotonic() + self.STOP_WAIT_S
-        for thread in [*threads, self._compactor_thread]:
+        for thread in [*threads, self._compactor_thread, self._backfill_thread]:
             if thread is not None and thread.is_alive():
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.engine is not None:

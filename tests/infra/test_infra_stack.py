@@ -24,6 +24,8 @@ def _ids(dev: Synthesized) -> dict[str, str]:
     ids["processor"] = dev.logical_id("Processing/Processor/Function")
     ids["compactor"] = dev.logical_id("Processing/Compactor/Function")
     ids["compaction_schedule"] = dev.logical_id("Processing/CompactionSchedule")
+    ids["backfill"] = dev.logical_id("Processing/Backfill/Function")
+    ids["backfill_schedule"] = dev.logical_id("Processing/BackfillSchedule")
     ids["exporter"] = dev.logical_id("Exports/Exporter/Function")
     ids["sender"] = dev.logical_id("Exports/Sender/Function")
     for spec in ALL_TABLES:
@@ -159,18 +161,32 @@ def test_compactor_runs_every_minute_alone_with_least_privilege(dev: Synthesized
     assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [ids["compactor"], "Arn"]}
     read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
     assert table_actions(role_statements(dev, ids["compactor"])) == {
-        arn(ids["Events"]): {"dynamodb:BatchGetItem"},  # backfills: manifests and events, by key
+        arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
+        arn(ids["Catalog"]): read,  # the meters; no Scan
+    }
+
+
+def test_backfills_run_every_minute_alone_reading_events_only_through_the_time_index(dev: Synthesized) -> None:
+    ids = _ids(dev)
+    props = dev.data["Resources"][ids["backfill"]]["Properties"]
+    assert props["ReservedConcurrentExecutions"] == 1 and props["Timeout"] == 120
+    rule = dev.data["Resources"][ids["backfill_schedule"]]["Properties"]
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [ids["backfill"], "Arn"]}
+    read = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
+    assert table_actions(role_statements(dev, ids["backfill"])) == {
+        arn(ids["Events"]): {"dynamodb:BatchGetItem"},  # manifests and events, by key (no Scan)...
         json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [ids["Events"], "Arn"]}, "/index/EventTime"]]},
                    sort_keys=True): {"dynamodb:Query"},  # ...found through the event time index alone
-        arn(ids["Usage"]): read | {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
-        arn(ids["Catalog"]): read | {"dynamodb:PutItem", "dynamodb:DeleteItem"},  # no Scan: due markers
+        arn(ids["Usage"]): {"dynamodb:BatchWriteItem"},  # raw rows and work lists
+        arn(ids["Catalog"]): read | {"dynamodb:PutItem", "dynamodb:DeleteItem"},  # due markers, progress
     }
 
 
 def test_every_function_has_a_declared_access_to_defined_tables(dev: Synthesized) -> None:
     assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"authorizer", "processor", "compactor",
-                                                                          "exporter", "sender"}
-    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 5)
+                                                                          "backfill", "exporter", "sender"}
+    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 6)
     defined = {spec.logical_name for spec in ALL_TABLES}
     used = {table for access in TABLE_ACCESS.values() for table in access}
     assert used == defined  # no grant to an unknown table, and no table nobody may touch

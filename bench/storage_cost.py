@@ -30,16 +30,20 @@ day slots once per subject and day: the figures are the roll-ups of that quarter
   range (its group vocabularies saturate within a quarter, so a day slot is about as large as a quarter
   slot). No recount check there (the copies are not events).
 
-Prices: DynamoDB on-demand $0.625 per million WRU and $0.125 per million RRU (the compactor's reads),
-API Gateway HTTP API $1.00 per million requests (100 events per request), Lambda arm64 at 512 MB,
-$0.0000133334 per GB-s, for the measured CPU of the ingest (bench/ingest_cpu.py) and processor
-(bench/processor_cpu.py) handlers (their methods, run here first, in a small heap).
+All-in cost per million events at 1, 4, 40 and 1,000 events/s (bench/all_in.py, run side by side with the
+above in processes of their own): `usd_per_million_all_in_<rate>eps` (DynamoDB writes and reads of every
+function, storage and point-in-time recovery of what the events leave stored for as long as it lives, Lambda
+GB-s of CPU measured with real botocore, Lambda, API Gateway, SQS and Scheduler requests, logs),
+`usd_floor_per_million_<rate>eps` (the event put, the event item's storage and backups for the retention, the
+API Gateway and Lambda requests) and `cost_ratio_to_floor_<rate>eps`; their parts (`usd_<part>_per_million`),
+and the ratio with the storage levers (`..._usage_without_pitr`, `..._fine_rows_35d`, `..._both_levers`).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,7 +52,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing `bench` first sets the environment the handlers read (bench/__init__.py)
 
-from bench import ingest_cpu, processor_cpu  # noqa: E402
+from bench import all_in, processor_cpu  # noqa: E402
+from bench.categories import EVENTS_TABLE, USAGE_TABLE, category  # noqa: E402
 from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate, stream_record  # noqa: E402
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.events import CloudEvent  # noqa: E402
@@ -66,7 +71,7 @@ from meterline.storage.events_store import EventsStore, is_manifest  # noqa: E40
 from meterline.storage.tables import EVENT_TIME_INDEX  # noqa: E402
 from meterline.storage.usage_store import COMPACTION_KEY, UsageStore, slot_key, slot_partition  # noqa: E402
 from meterline_local.lambda_runtime import LocalLambdaContext  # noqa: E402
-from tests.fakes import CostModelDynamoDB  # noqa: E402
+from tests.fakes import DYNAMODB_ITEM_LIMIT, CostModelDynamoDB  # noqa: E402
 
 CONTEXT = LocalLambdaContext("bench")
 
@@ -78,47 +83,21 @@ SMALL_STREAM_BATCH = 100  # a lightly loaded stream, or streamBatchSize=100
 DAY_END_MS = 1_715_731_200_000  # 2024-05-15T00:00:00Z
 START_MS = DAY_END_MS - EVENTS * 1000 // RATE_PER_S  # 2024-05-14T23:58:20Z
 TIMING = CompactionTiming(grace_ms=180_000, write_margin_ms=90_000)
-EVENTS_TABLE = "bench-events"
-USAGE_TABLE = "bench-usage"
 TOP_SUBJECT = "customer-1"  # Zipf rank 1: the most active subject
 QUERY_METER = "tokens_total"
 STEADY_QUARTER_START_MS = DAY_END_MS + 44 * QUARTER_MS  # 2024-05-15T11:00:00Z
 STEADY_EVENTS = 900_000  # one quarter at 1,000 events/s
 QUARTERS_PER_DAY = DAY_MS // QUARTER_MS
 
-USD_PER_WRU = 0.625e-6
-USD_PER_RRU = 0.125e-6
-USD_PER_API_REQUEST = 1.00e-6
-USD_PER_GB_S = 0.0000133334
-LAMBDA_GB = 0.5
-
 WRITE_CATEGORIES = ["event_puts", "time_index", "event_index", "raw_rows", "manifests", "quarter_slots", "hour_slots",
                     "day_slots", "compaction_state"]
 STEADY_CATEGORIES = ("event_index", "raw_rows", "manifests", "quarter_slots", "hour_slots", "day_slots")
-SLOT_CATEGORIES = {"q": "quarter_slots", "h": "hour_slots", "d": "day_slots"}
 TIME_INDEX = {EVENTS_TABLE: ((EVENT_TIME_INDEX.partition_key, EVENT_TIME_INDEX.sort_key),)}
-
-
-def category(table: str, pk: str) -> str:
-    if table == EVENTS_TABLE:
-        return "time_index" if "#~m#" in pk else "event_puts"  # the time index's manifests (and their index)
-    if "#raw#" in pk:
-        return "raw_rows"
-    if "#evidx#" in pk:
-        return "event_index"
-    if pk.startswith(("manifest#", "late#")) or pk.endswith("#late"):
-        return "manifests"
-    if pk == "compaction" or pk.startswith("work#"):
-        return "compaction_state"
-    parts = pk.split("#")
-    if len(parts) >= 3 and parts[1] in SLOT_CATEGORIES:
-        return SLOT_CATEGORIES[parts[1]]
-    return "other"
 
 
 def new_client() -> CostModelDynamoDB:
     return CostModelDynamoDB({EVENTS_TABLE: ("pk", None), USAGE_TABLE: ("pk", "sk")}, category,
-                             stream_table=EVENTS_TABLE, indexes=TIME_INDEX)
+                             stream_table=EVENTS_TABLE, indexes=TIME_INDEX, item_limit=DYNAMODB_ITEM_LIMIT)
 
 
 def usage_store(client: CostModelDynamoDB) -> UsageStore:
@@ -328,36 +307,42 @@ def history(catalog: MeterCatalog, steady_client: CostModelDynamoDB, figures: di
 
 
 def main() -> None:
-    ingest_us = ingest_cpu.measure()
-    processor_us = processor_cpu.measure()
+    rates: dict[str, float] = {}
+    failure: list[BaseException] = []
+
+    def all_in_figures() -> None:  # waits on processes of its own while this one works
+        try:
+            rates.update(all_in.run())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            failure.append(exc)
+
+    side = threading.Thread(target=all_in_figures, name="all-in")
+    side.start()
     catalog = example_catalog()
     figures: dict[str, float] = {}
     event_puts = burst(catalog, figures)
     steady_client = steady(catalog, event_puts, figures)
     history(catalog, steady_client, figures)
-
-    lambda_usd = (ingest_us + processor_us) * LAMBDA_GB * USD_PER_GB_S  # per million events: us -> s
-    api_usd = 1e6 / REQUEST_EVENTS * USD_PER_API_REQUEST
-
-    def usd(wru_per_event: float, rru_per_event: float) -> float:
-        return (wru_per_event * USD_PER_WRU + rru_per_event * USD_PER_RRU) * 1e6 + api_usd + lambda_usd
-
-    figures["usd_per_million_events"] = usd(figures["wru_per_event"], figures["rru_compaction_per_event"])
-    figures["usd_per_million_events_steady"] = usd(figures["wru_per_event_steady"],
-                                                   figures["rru_compaction_per_event_steady"])
-    figures["usd_lambda_per_million_events"] = lambda_usd
     order = ["wru_per_event", *(f"wru_{name}_per_event" for name in WRITE_CATEGORIES), "failed_conditional_writes",
-             "rru_compaction_per_event", "usd_per_million_events", "usd_lambda_per_million_events",
-             "wru_per_event_batch100", "wru_per_event_steady",
+             "rru_compaction_per_event", "wru_per_event_batch100", "wru_per_event_steady",
              *(f"wru_{name}_per_event_steady" for name in STEADY_CATEGORIES),
-             "rru_compaction_per_event_steady", "usd_per_million_events_steady",
+             "rru_compaction_per_event_steady",
              "query_rru_30d_day", "query_rru_30d_day_fresh", "query_rru_30d_day_kolkata",
              "query_rru_30d_day_through_today", "query_rru_to_now_steady", "query_rru_30d_day_steady",
              "query_rru_30d_day_kolkata_steady", "query_rru_30d_day_kathmandu_steady"]
     assert sorted(order) == sorted(figures), set(order) ^ set(figures)
     for name in order:
-        value = figures[name]
-        print(f"{name} {value:.5f}" if name.startswith("usd") else f"{name} {value:.4f}".rstrip("0").rstrip("."))
+        print(f"{name} {figures[name]:.4f}".rstrip("0").rstrip("."))
+    side.join()
+    if failure:
+        raise failure[0]
+    for name, value in rates.items():
+        if name.startswith("usd"):
+            print(f"{name} {value:.5f}")
+        elif name.startswith("cost_ratio"):
+            print(f"{name} {value:.3f}")
+        else:
+            print(f"{name} {value:.4f}".rstrip("0").rstrip("."))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -183,31 +183,32 @@ def aggregate_rows(aggregation: Aggregation, rows: Iterable[Row], seen: set[tupl
                    ) -> dict[str, dict[str, list[Any]]]:
     """Fold rows into states per subject and group, counting each event identity once.
     Returns {subject: {encoded groups: state}}."""
-    seen = set() if seen is None else seen
+    unseen = _first_of_each_event(rows, set() if seen is None else seen)
     if aggregation is Aggregation.UNIQUE_COUNT:
-        return _unique_values(rows, seen)
+        return _unique_values(unseen)
     out: dict[str, dict[str, list[Any]]] = {}
-    for row in rows:
-        identity = (row.source, row.id)
-        if identity in seen:
-            continue
-        seen.add(identity)
+    for row in unseen:
         by_group = out.setdefault(row.subject, {})
         key = encode_groups(row.groups)
         by_group[key] = fold(aggregation, by_group.get(key), row)
     return out
 
 
-def _unique_values(rows: Iterable[Row], seen: set[tuple[str, str]]) -> dict[str, dict[str, list[Any]]]:
+def _first_of_each_event(rows: Iterable[Row], seen: set[tuple[str, str]]) -> Iterator[Row]:
+    """The rows whose event identity is not in `seen` yet (adding it)."""
+    for row in rows:
+        identity = (row.source, row.id)
+        if identity not in seen:
+            seen.add(identity)
+            yield row
+
+
+def _unique_values(rows: Iterable[Row]) -> dict[str, dict[str, list[Any]]]:
     """aggregate_rows for UNIQUE_COUNT: the same states (each group's sorted distinct values, groups in
     the order first seen), gathered in sets and sorted once, where `fold` would sort a growing list for
     every row (quadratic in the distinct values of a group)."""
     values: dict[str, dict[str, set[Any]]] = {}
     for row in rows:
-        identity = (row.source, row.id)
-        if identity in seen:
-            continue
-        seen.add(identity)
         values.setdefault(row.subject, {}).setdefault(encode_groups(row.groups), set()).add(row.value)
     return {subject: {key: sorted(distinct) for key, distinct in by_group.items()}
             for subject, by_group in values.items()}

@@ -81,34 +81,24 @@ class StreamProcessing(Construct):
 
         # The compactor folds counting rows into quarter-hour and day slots. It must never run twice at
         # once (reserved concurrency 1); a run that finds nothing to do is a few reads.
-        self.compactor = MeterlineFunction(
-            self, "Compactor",
-            name=COMPACTOR_NAME,
-            description="Folds counting rows into quarter-hour and day slots",
-            props=props, layers=layers, tables=tables,
-            reserved_concurrency=1,
-        )
-        self.compaction_schedule = events.Rule(
-            self, "CompactionSchedule",
-            description="Runs the Meterline compactor every minute",
-            schedule=events.Schedule.rate(Duration.minutes(1)),
-            targets=[targets.LambdaFunction(self.compactor.function, retry_attempts=0)],
-        )
-
+        self.compactor, self.compaction_schedule = self._every_minute(
+            "Compactor", COMPACTOR_NAME, "Folds counting rows into quarter-hour and day slots",
+            "CompactionSchedule", "Runs the Meterline compactor every minute", props, layers, tables)
         # Backfills of new meters, in steps that resume: apart from the compactor, so folding never waits.
-        self.backfill = MeterlineFunction(
-            self, "Backfill",
-            name=BACKFILL_NAME,
-            description="Recounts new meters over their namespace's stored events",
-            props=props, layers=layers, tables=tables,
-            reserved_concurrency=1,
-        )
-        self.backfill_schedule = events.Rule(
-            self, "BackfillSchedule",
-            description="Runs Meterline meter backfills every minute",
-            schedule=events.Schedule.rate(Duration.minutes(1)),
-            targets=[targets.LambdaFunction(self.backfill.function, retry_attempts=0)],
-        )
+        self.backfill, self.backfill_schedule = self._every_minute(
+            "Backfill", BACKFILL_NAME, "Recounts new meters over their namespace's stored events",
+            "BackfillSchedule", "Runs Meterline meter backfills every minute", props, layers, tables)
+
+    def _every_minute(self, construct_id: str, name: str, description: str, rule_id: str, rule_description: str,
+                      props: MeterlineProps, layers: SharedLayers, tables: Mapping[TableSpec, dynamodb.ITable]
+                      ) -> tuple[MeterlineFunction, events.Rule]:
+        """A function that never runs twice at once (reserved concurrency 1), invoked every minute."""
+        function = MeterlineFunction(self, construct_id, name=name, description=description, props=props,
+                                     layers=layers, tables=tables, reserved_concurrency=1)
+        rule = events.Rule(self, rule_id, description=rule_description,
+                           schedule=events.Schedule.rate(Duration.minutes(1)),
+                           targets=[targets.LambdaFunction(function.function, retry_attempts=0)])
+        return function, rule
 
     @property
     def function(self) -> lambda_.Function:

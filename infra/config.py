@@ -57,6 +57,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "jwtNamespaceClaim": "jwt_namespace_claim",
     "jwtScopeClaim": "jwt_scope_claim",
     "exportSettleSeconds": "export_settle_seconds",
+    "exportMaxHoldSeconds": "export_max_hold_seconds",
     "webhookMaxAttempts": "webhook_max_attempts",
     "webhookBackoffBaseSeconds": "webhook_backoff_base_seconds",
     "webhookBackoffMaxSeconds": "webhook_backoff_max_seconds",
@@ -128,9 +129,12 @@ class MeterlineProps:
     jwt_audience: str | None = None
     jwt_namespace_claim: str = "namespace"
     jwt_scope_claim: str | None = None
-    # Usage exports: a report's schedule fires this long after each window closes, so the stream
-    # processor has counted the window's last events.
-    export_settle_seconds: int = 60
+    # Usage exports: a report's schedule fires this long after each window closes. A window is exported
+    # once the stream processor is past its end (at the earliest 150 s after it, the lag policy's settle,
+    # so the default fires once); one it is not past after `export_max_hold_seconds` more is exported
+    # anyway, marked provisional.
+    export_settle_seconds: int = 180
+    export_max_hold_seconds: int = 3600
     # A failed webhook is tried again after about base * 2^(n-1) seconds (jittered), at most `max` (SQS
     # delays a message at most 900 s), `webhook_max_attempts` tries in all; then it goes to the delivery
     # dead-letter queue.
@@ -193,6 +197,8 @@ class MeterlineProps:
             errors.append("authorizerFunctionArn must be a Lambda function ARN")
         if not 1 <= self.export_settle_seconds <= 3600:
             errors.append("exportSettleSeconds must be between 1 and 3600")
+        if not 60 <= self.export_max_hold_seconds <= 86_400:
+            errors.append("exportMaxHoldSeconds must be between 60 and 86400")
         if not 1 <= self.webhook_max_attempts <= 100:
             errors.append("webhookMaxAttempts must be between 1 and 100")
         if not 1 <= self.webhook_backoff_base_seconds <= self.webhook_backoff_max_seconds <= 900:

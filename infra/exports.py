@@ -55,7 +55,8 @@ SIGNING_CONTEXT_KEYS = CONTEXT_KEYS
 # The exporter cannot be given its own ARN: its environment would depend on itself.
 REPORTS_ENVIRONMENT = ("SCHEDULE_GROUP_NAME", "EXPORTER_FUNCTION_ARN", "SCHEDULER_ROLE_ARN", "EXPORT_QUEUE_URL",
                        "SIGNING_KEY_ID", "METERLINE_EXPORT_SETTLE_SECONDS", "METERLINE_WEBHOOK_ALLOW_LOOPBACK")
-EXPORTER_ENVIRONMENT = ("DELIVERY_QUEUE_URL", "EXPORT_QUEUE_URL", "METERLINE_EXPORT_SETTLE_SECONDS")
+EXPORTER_ENVIRONMENT = ("DELIVERY_QUEUE_URL", "EXPORT_QUEUE_URL", "METERLINE_EXPORT_SETTLE_SECONDS",
+                        "METERLINE_EXPORT_MAX_HOLD_SECONDS")
 SENDER_ENVIRONMENT = ("DELIVERY_QUEUE_URL", "DELIVERY_DLQ_URL", "SIGNING_KEY_ID", "METERLINE_WEBHOOK_ALLOW_LOOPBACK",
                       "METERLINE_WEBHOOK_MAX_ATTEMPTS", "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS",
                       "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS", "METERLINE_WEBHOOK_TIMEOUT_SECONDS")
@@ -125,6 +126,7 @@ class Exports(Construct):
             "DELIVERY_DLQ_URL": self.delivery_dlq.queue_url,
             "SIGNING_KEY_ID": self.signing_key.key_arn,
             "METERLINE_EXPORT_SETTLE_SECONDS": str(props.export_settle_seconds),
+            "METERLINE_EXPORT_MAX_HOLD_SECONDS": str(props.export_max_hold_seconds),
             "METERLINE_WEBHOOK_ALLOW_LOOPBACK": "false",  # never on AWS: a webhook must not reach the function's host
             "METERLINE_WEBHOOK_MAX_ATTEMPTS": str(props.webhook_max_attempts),
             "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS": str(props.webhook_backoff_base_seconds),

@@ -53,7 +53,7 @@ class LocalConfig:
     retention_days: int = 400
     function_concurrency: int = 4
     stream_batch_size: int = LOCAL_STREAM_BATCH_SIZE
-    stream_max_retries: int = 10
+    stream_max_retries: int | None = None  # as the stack's mapping: retry until a record is 20 h old
     table_prefix: str = "meterline-local"
     # Counting: the compactor folds a quarter-hour `grace` after it ends; locally within seconds.
     compaction_interval_s: float = 2.0
@@ -62,7 +62,13 @@ class LocalConfig:
     # Usage exports (the AWS values are MeterlineProps'): a schedule fires `export_settle_s` after its
     # window closes; a webhook is tried `webhook_max_attempts` times, `webhook_backoff_base_s` apart at
     # first, growing up to `webhook_backoff_max_s`. Webhooks to loopback addresses are allowed locally.
-    export_settle_s: int = 2
+    export_settle_s: int = 5
+    # The stream processor reports itself behind when a batch's oldest record waited over
+    # `processing_lag_report_s` (arrival times are whole seconds); exports look back
+    # `processing_lag_lookback_s` for such reports (the poller retries a failing batch within it).
+    processing_lag_report_s: float = 3
+    processing_lag_lookback_s: float = 2
+    export_max_hold_s: int = 3600
     webhook_allow_loopback: bool = True
     webhook_max_attempts: int = 4
     webhook_backoff_base_s: int = 1
@@ -107,6 +113,9 @@ def prepare_environment(config: LocalConfig, dynamodb_url: str) -> dict[str, str
         "SCHEDULER_ROLE_ARN": SCHEDULER_ROLE_ARN,
         "METERLINE_EXPORT_SETTLE_SECONDS": str(config.export_settle_s),
         "METERLINE_EXPORT_BACKFILL_WAIT_SECONDS": str(config.export_backfill_wait_s),
+        "METERLINE_EXPORT_MAX_HOLD_SECONDS": str(config.export_max_hold_s),
+        "METERLINE_PROCESSING_LAG_REPORT_SECONDS": str(config.processing_lag_report_s),
+        "METERLINE_PROCESSING_LAG_LOOKBACK_SECONDS": str(config.processing_lag_lookback_s),
         "METERLINE_WEBHOOK_ALLOW_LOOPBACK": "true" if config.webhook_allow_loopback else "false",
         "METERLINE_WEBHOOK_MAX_ATTEMPTS": str(config.webhook_max_attempts),
         "METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS": str(config.webhook_backoff_base_s),

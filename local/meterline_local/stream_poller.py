@@ -5,7 +5,8 @@ small tests) and invokes the processor with Lambda's
 event shape and semantics: batches of up to `batch_size` records in order per shard, a
 `batchItemFailures` response checkpoints before the first failed record and retries from it, an
 invocation error bisects the batch (BisectBatchOnFunctionError) or retries it whole, and a batch that
-exhausts `max_retries` goes to the on-failure destination (kept in `failed_batches` and logged).
+exhausts `max_retries` (by default: none, as the stack's mapping retries until a record is older than
+`max_record_age_s`) goes to the on-failure destination (kept in `failed_batches` and logged).
 
 Shards are read parents first, as Lambda does. Where each shard stands (the last record handed over
 for good, or that the shard is finished) is a `ShardCheckpoints`, kept in a file in the local stack's
@@ -46,10 +47,12 @@ Invoke = Callable[[dict[str, Any]], Any]
 @dataclass
 class StreamSettings:
     batch_size: int = LOCAL_STREAM_BATCH_SIZE
-    max_retries: int = 10
+    max_retries: int | None = None  # None: until the batch's oldest record is `max_record_age_s` old
+    max_record_age_s: float = 72_000
     bisect_on_error: bool = True
     poll_interval_s: float = 0.05
     retry_delay_s: float = 0.02
+    max_retry_delay_s: float = 0.5
 
 
 @dataclass
@@ -477,11 +480,13 @@ class StreamPoller(threading.Thread):
         return records[first:]
 
     def _may_retry(self, records: list[dict[str, Any]], attempts: int) -> bool:
-        if attempts > self.settings.max_retries:
-            log.error("batch of %d records exhausted %d retries; sent to the on-failure destination",
-                      len(records), self.settings.max_retries)
+        limit = self.settings.max_retries
+        oldest = min((r["dynamodb"].get("ApproximateCreationDateTime") or time.time()) for r in records)
+        if (limit is not None and attempts > limit) or time.time() - oldest > self.settings.max_record_age_s:
+            log.error("batch of %d records given up after %d retries; sent to the on-failure destination",
+                      len(records), attempts - 1)
             self.stats.failed_batches.append(records)
             return False
         self.stats.retries += 1
-        time.sleep(self.settings.retry_delay_s * attempts)
+        time.sleep(min(self.settings.max_retry_delay_s, self.settings.retry_delay_s * attempts))
         return True

@@ -74,6 +74,7 @@ def test_schedule_fires_locally_and_manual_runs_retry_until_delivered(local_stac
 
     finished = wait_for(manual_done, 30, "the manual run to finish")
     assert finished["status"] == "succeeded" and finished["subjects"] == 2
+    assert finished["completeness"] == "provisional"  # its window had not ended: what was counted so far
     assert {(d["subject"], d["attempts"], d["status"]) for d in finished["deliveries"]} == {
         (f"{tag}-a", 2, "succeeded"), (f"{tag}-b", 2, "succeeded")}
     values = {d["body"]["query"]["subject"]: d["body"]["usage"][0]["value"] for d in receiver.received}
@@ -81,8 +82,8 @@ def test_schedule_fires_locally_and_manual_runs_retry_until_delivered(local_stac
     # a retried webhook keeps its id
     assert all(receiver.attempts[d["id"]] == 2 for d in receiver.received)
 
-    # The schedule (rate(1 minute), first firing 2 s after the next minute boundary) exports the minute
-    # the events are in, with no help from the test.
+    # The schedule (rate(1 minute), first firing 5 s after the next minute boundary) exports the minute
+    # the events are in, with no help from the test, once the stream processor is past its end: final.
     receiver.fail_first = 0
 
     def scheduled() -> list[dict[str, Any]]:
@@ -91,7 +92,9 @@ def test_schedule_fires_locally_and_manual_runs_retry_until_delivered(local_stac
 
     [first] = wait_for(scheduled, 75, "a scheduled run")
     assert first["windowStart"] == sent_at.strftime("%Y-%m-%dT%H:%M:00.000Z")  # the events' minute
-    assert (first["trigger"], first["subjects"]) == ("schedule", 2)
+    assert (first["trigger"], first["subjects"], first["completeness"]) == ("schedule", 2, "final")
+    assert {d["body"]["completeness"] for d in receiver.received if d["body"]["query"]["from"] == first["windowStart"]
+            } == {"final"}
 
     status, _ = request("DELETE", f"{local_stack}/api/v1/reports/{slug}")
     assert status == 204

@@ -9,6 +9,7 @@ from typing import Any
 
 from infra.exports import SIGNING_CONTEXT_KEYS, WEBHOOK_TIMEOUT_SECONDS
 from meterline.aws.signing_secrets import SigningSecrets
+from meterline.domain.processing_lag import LagPolicy
 from meterline.webhooks import DEADLINE_MARGIN_SECONDS
 from tests.infra.synth import Synthesized
 from tests.infra.test_infra_stack import LOG_ACTIONS, arn, role_statements, table_actions
@@ -155,7 +156,10 @@ def test_each_function_gets_the_export_settings_it_reads_with_the_aws_defaults(d
     assert reports["SCHEDULER_ROLE_ARN"] == {"Fn::GetAtt": [i["scheduler_role"], "Arn"]}
     assert reports["EXPORT_QUEUE_URL"] == {"Ref": i["export_queue"]}
     assert reports["SIGNING_KEY_ID"] == sender["SIGNING_KEY_ID"] == {"Fn::GetAtt": [i["signing_key"], "Arn"]}
-    assert reports["METERLINE_EXPORT_SETTLE_SECONDS"] == exporter["METERLINE_EXPORT_SETTLE_SECONDS"] == "60"
+    assert reports["METERLINE_EXPORT_SETTLE_SECONDS"] == exporter["METERLINE_EXPORT_SETTLE_SECONDS"] == "180"
+    # a schedule fires once the lag policy could find the window final: one invocation per window
+    assert int(exporter["METERLINE_EXPORT_SETTLE_SECONDS"]) * 1000 >= LagPolicy().settle_ms
+    assert exporter["METERLINE_EXPORT_MAX_HOLD_SECONDS"] == "3600"
     assert exporter["DELIVERY_QUEUE_URL"] == sender["DELIVERY_QUEUE_URL"] == {"Ref": i["delivery_queue"]}
     assert sender["DELIVERY_DLQ_URL"] == {"Ref": i["delivery_dlq"]}
     assert reports["METERLINE_WEBHOOK_ALLOW_LOOPBACK"] == sender["METERLINE_WEBHOOK_ALLOW_LOOPBACK"] == "false"

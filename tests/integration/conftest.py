@@ -58,6 +58,9 @@ def exports_aws(aws, monkeypatch):  # noqa: ANN001, ANN201 - fixtures
         "METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS": "1",
         "METERLINE_WEBHOOK_TIMEOUT_SECONDS": "2",
         "METERLINE_EXPORT_SETTLE_SECONDS": "60",
+        # exports are final 40 s after their window when the processor reports no lag
+        "METERLINE_PROCESSING_LAG_REPORT_SECONDS": "10",
+        "METERLINE_PROCESSING_LAG_LOOKBACK_SECONDS": "30",
         "METERLINE_EXPORT_BACKFILL_WAIT_SECONDS": "1",
     }
     for name, value in env.items():

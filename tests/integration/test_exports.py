@@ -5,6 +5,7 @@ every signature with the `standardwebhooks` library."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,6 +21,8 @@ from functions.processor import handler as processor
 from functions.reports import handler as reports_api
 from functions.sender import handler as sender
 from meterline import bootstrap
+from meterline.aws.queues import ExportQueues
+from meterline.domain.exports import ExportRequest
 from meterline.domain.reports import report_definition
 from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services import reports
@@ -142,6 +145,7 @@ def test_scheduled_export_posts_one_signed_webhook_per_subject(exports_aws: Any,
     window = {"windowStart": "2024-01-01T00:00:00.000Z", "windowEnd": "2024-01-01T01:00:00.000Z"}
     assert payloads["customer-1"] == {
         "report": {"slug": "hourly_tokens"},
+        "completeness": "final",
         "usage": [{"subject": "customer-1", "value": 50, "groupBy": {"model": "gpt3"}, **window},
                   {"subject": "customer-1", "value": 300, "groupBy": {"model": "gpt4"}, **window}],
         "query": {"from": window["windowStart"], "to": window["windowEnd"], "subject": "customer-1",
@@ -154,6 +158,7 @@ def test_scheduled_export_posts_one_signed_webhook_per_subject(exports_aws: Any,
 
     [run] = runs()
     assert (run["status"], run["trigger"], run["subjects"], run["succeeded"]) == ("succeeded", "schedule", 3, 3)
+    assert run["completeness"] == "final"
     assert run["finishedAt"] is not None and run["startedAt"] is not None
     assert sorted(d["webhookId"] for d in run["deliveries"]) == sorted(d["id"] for d in receiver.received)
     assert {(d["status"], d["attempts"], d["lastResponseStatus"]) for d in run["deliveries"]} == {("succeeded", 1, 204)}
@@ -434,3 +439,121 @@ def test_a_scheduled_run_whose_exporter_died_is_taken_over(exports_aws: Any, ctx
     assert drain(exports_aws) == 3
     [run] = runs()
     assert (run["id"], run["status"], run["subjects"]) == (taken_over, "succeeded", 3)
+
+
+def process_late(records: list[dict[str, Any]], *, arrived_ms: int, now_ms: int, fails: bool = False) -> None:
+    """The real processor handed `records` at `now_ms` as if they reached the stream at `arrived_ms`
+    (a shard that fell behind); with `fails`, its counting writes fail (a throttled usage table)."""
+    from unittest import mock
+
+    aged = [{**r, "dynamodb": {**r["dynamodb"], "ApproximateCreationDateTime": arrived_ms // 1000}} for r in records]
+    with mock.patch("functions.processor.handler.now_ms", return_value=now_ms):
+        if not fails:
+            assert processor.handler({"Records": aged}, lambda_context()) == {"batchItemFailures": []}
+            return
+        with mock.patch("functions.processor.handler.count_events", side_effect=RuntimeError("throttled")), \
+                pytest.raises(RuntimeError):
+            processor.handler({"Records": aged}, lambda_context())
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ExportRequest, int]]:
+    """Export requests queued again with a delay, kept here instead (moto would hold them that long)."""
+    queued: list[tuple[ExportRequest, int]] = []
+    monkeypatch.setattr(ExportQueues, "request_export",
+                        lambda _self, request, delay_seconds=0: queued.append((request, delay_seconds)))
+    return queued
+
+
+def answer_request(exports_aws: Any, request: ExportRequest, now_ms: int) -> None:
+    """The exporter handed `request` by the export-request queue at `now_ms`."""
+    from unittest import mock
+
+    body = request.body()
+    message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": body,
+               "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's own checksum
+               "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(now_ms), "SenderId": "exporter",
+                              "ApproximateFirstReceiveTimestamp": str(now_ms)}}
+    record = lambda_record(message, exports_aws["queues"]["export-requests"])
+    with mock.patch("functions.exporter.handler.now_ms", return_value=now_ms):
+        assert exporter.handler({"Records": [record]}, lambda_context()) == {"batchItemFailures": []}
+
+
+def test_a_window_waits_while_the_processor_is_behind_then_exports_final(exports_aws: Any, ctx: Any,
+                                                                          receiver: Receiver, held: Any) -> None:
+    """An event that reached the stream before the window's end is stuck behind a failing batch: the
+    scheduled export waits (queued again for when the lag report leaves the lookback), waits again while
+    the processor keeps failing, and exports once it caught up, with the late-counted event, as final."""
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    assert call(ingest, "POST", "/api/v1/events", content_type=JSON,
+                body=[cloud_event("stuck", subject="customer-1", time=at(59 * 60_000),
+                                  data={"tokens": 1000, "model": "gpt4", "type": "input"})]).status == 204
+    stuck = stream_records(EVENTS)[-2:]  # the event and its time-index manifest
+    end = T0 + HOUR
+    process_late(stuck, arrived_ms=end - 5_000, now_ms=end + 50_000, fails=True)
+
+    [run_id] = fire(report, end + 60_000)
+    assert [(r["id"], r["status"], r["completeness"]) for r in runs()] == [(run_id, "waiting", None)]
+    # asked again once the report (minute end..end+60 s) has left the 30 s lookback
+    [(request, delay)] = held
+    assert (request.run_id, delay) == (run_id, 30)
+    assert receiver.received == [] and drain(exports_aws) == 0
+
+    # asked again later: the processor has failed once more (a newer report): still waiting
+    process_late(stuck, arrived_ms=end - 5_000, now_ms=end + 125_000, fails=True)
+    answer_request(exports_aws, request, end + 130_000)
+    assert [r["status"] for r in runs()] == ["waiting"]
+    [_, (request, delay)] = held
+    assert delay == 80  # the report of minute end+120 s leaves the lookback at end+210 s
+
+    process_late(stuck, arrived_ms=end - 5_000, now_ms=end + 135_000)  # caught up: nothing reported
+    answer_request(exports_aws, request, end + 215_000)  # the last report has left the lookback
+    assert drain(exports_aws) == 3
+    assert receiver.by_subject()["customer-1"]["completeness"] == "final"
+    assert {u["groupBy"]["model"]: u["value"] for u in receiver.by_subject()["customer-1"]["usage"]} == {
+        "gpt3": 50, "gpt4": 1300}
+    [run] = runs()
+    assert (run["id"], run["status"], run["completeness"], run["trigger"]) == (run_id, "succeeded", "final",
+                                                                              "schedule")
+    assert fire(report, end + 240_000) == []  # the window stays claimed by its run
+
+
+def test_a_window_held_past_the_longest_hold_is_exported_provisional(exports_aws: Any, ctx: Any, receiver: Receiver,
+                                                                    held: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("METERLINE_EXPORT_MAX_HOLD_SECONDS", "120")
+    bootstrap.reset()
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0)
+    end = T0 + HOUR
+    assert call(ingest, "POST", "/api/v1/events", content_type=JSON,
+                body=[cloud_event("stuck", subject="customer-1", time=at(59 * 60_000),
+                                  data={"tokens": 1000, "model": "gpt4", "type": "input"})]).status == 204
+    stuck = stream_records(EVENTS)[-2:]
+    process_late(stuck, arrived_ms=end - 5_000, now_ms=end + 50_000, fails=True)
+    [run_id] = fire(report, end + 60_000)
+    [(request, _)] = held
+    # the settle (40 s) and the longest hold (120 s) have passed; the processor is still failing
+    process_late(stuck, arrived_ms=end - 5_000, now_ms=end + 155_000, fails=True)
+    answer_request(exports_aws, request, end + 160_000)
+    assert drain(exports_aws) == 3
+    payload = receiver.by_subject()["customer-1"]
+    assert payload["completeness"] == "provisional"
+    assert {u["groupBy"]["model"]: u["value"] for u in payload["usage"]} == {"gpt3": 50, "gpt4": 300}  # not 1300
+    [run] = runs()
+    assert (run["id"], run["status"], run["completeness"]) == (run_id, "succeeded", "provisional")
+
+
+def test_a_processor_keeping_up_reports_no_lag(exports_aws: Any) -> None:
+    """Records handed over within the report threshold write nothing (no cost when healthy)."""
+    from meterline.storage.processing_store import ProcessingLagStore
+
+    assert call(ingest, "POST", "/api/v1/events", body=[cloud_event("fresh")], content_type=JSON).status == 204
+    records = stream_records(EVENTS)
+    process_late(records, arrived_ms=T0, now_ms=T0 + 10_000)
+    assert ProcessingLagStore().samples(0) == []
+    process_late(records, arrived_ms=T0, now_ms=T0 + 70_000)
+    process_late(records, arrived_ms=T0 - 30_000, now_ms=T0 + 80_000)  # same minute: the earliest is kept
+    process_late(records, arrived_ms=T0 - 10_000, now_ms=T0 + 90_000)
+    assert [(s.minute_ms, s.oldest_arrival_ms) for s in ProcessingLagStore().samples(0)] == [
+        (T0 + 60_000, T0 - 30_000)]

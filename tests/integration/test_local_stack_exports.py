@@ -43,7 +43,7 @@ def test_the_export_environment_names_resources_that_exist(stack: LocalStack) ->
     assert env["EXPORTER_FUNCTION_ARN"] == EXPORTER_FUNCTION_ARN
     assert env["SCHEDULER_ROLE_ARN"] == SCHEDULER_ROLE_ARN
     assert env["METERLINE_WEBHOOK_ALLOW_LOOPBACK"] == "true"
-    assert env["METERLINE_WEBHOOK_MAX_ATTEMPTS"] == "4" and env["METERLINE_EXPORT_SETTLE_SECONDS"] == "2"
+    assert env["METERLINE_WEBHOOK_MAX_ATTEMPTS"] == "4" and env["METERLINE_EXPORT_SETTLE_SECONDS"] == "5"
     assert (env["METERLINE_WEBHOOK_BACKOFF_BASE_SECONDS"], env["METERLINE_WEBHOOK_BACKOFF_MAX_SECONDS"]) == ("1", "3")
 
     sqs = boto3.client("sqs", region_name="us-east-1")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from meterline.storage.features_store import FeaturesStore
     from meterline.storage.keys_store import KeysStore
     from meterline.storage.meters_store import MetersStore
+    from meterline.storage.processing_store import ProcessingLagStore
     from meterline.storage.reports_store import ReportsStore
     from meterline.storage.subjects_store import SubjectsStore
     from meterline.storage.usage_store import UsageStore
@@ -40,6 +41,13 @@ def usage_store() -> UsageStore:
     from meterline.storage.usage_store import UsageStore
 
     return UsageStore.configured()
+
+
+@cache
+def processing_lag_store() -> ProcessingLagStore:
+    from meterline.storage.processing_store import ProcessingLagStore
+
+    return ProcessingLagStore()
 
 
 @cache
@@ -125,10 +133,10 @@ def reports_context() -> ReportsContext:
 def exporter() -> Exporter:
     from meterline.aws.queues import ExportQueues
     from meterline.services.exports import Exporter
-    from meterline.settings import export_settings
+    from meterline.settings import export_settings, lag_policy
 
     return Exporter(reports=reports_store(), meters=meters_store(), usage=usage_store(), queues=ExportQueues(),
-                    settings=export_settings())
+                    settings=export_settings(), lag=processing_lag_store(), lag_policy=lag_policy())
 
 
 @cache
@@ -141,14 +149,15 @@ def webhook_sender() -> WebhookSender:
                          endpoint_policy=EndpointPolicy.from_env())
 
 
-FACTORIES = (events_store, usage_store, meters_store, features_store, subjects_store, entitlements_context,
-             keys_store, portal_secret, reports_store, compactor, backfill_worker, reports_context, exporter,
+FACTORIES = (events_store, usage_store, processing_lag_store, meters_store, features_store, subjects_store,
+             entitlements_context, keys_store, portal_secret, reports_store, compactor, backfill_worker,
+             reports_context, exporter,
              webhook_sender)
 
 
 def reset() -> None:
     """Forget every object built here and every cached setting (tests, after changing the environment)."""
-    from meterline.settings import compaction_timing, export_settings, query_limits, quotas, settings
+    from meterline.settings import compaction_timing, export_settings, lag_policy, query_limits, quotas, settings
 
-    for factory in (*FACTORIES, settings, compaction_timing, export_settings, query_limits, quotas):
+    for factory in (*FACTORIES, settings, compaction_timing, export_settings, lag_policy, query_limits, quotas):
         factory.cache_clear()

@@ -12,11 +12,12 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
+from meterline.domain.processing_lag import LagPolicy
 from meterline.domain.timeutil import DAY_MS
 
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # The tables' own partitions that no namespace may shadow (storage keys begin with the namespace).
-RESERVED_NAMESPACES = frozenset({"work", "manifest", "late", "compaction", "backfill"})
+RESERVED_NAMESPACES = frozenset({"work", "manifest", "late", "compaction", "backfill", "processing"})
 NAMESPACE_RULE = f"{NAMESPACE_PATTERN.pattern}, and not {', '.join(sorted(RESERVED_NAMESPACES))}"
 
 
@@ -208,16 +209,18 @@ def query_limits() -> QueryLimits:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """Usage exports. Schedules fire `settle` after each window closes (so the stream processor has
-    counted the window's last events); a scheduled run catches up at most `catch_up_windows` missed
-    windows; run history is kept `run_retention_days`; a manual run waiting for its meter's backfill
-    is retried every `backfill_wait_seconds`."""
+    """Usage exports. Schedules fire `settle` after each window closes; a run is exported once the stream
+    processor is past the window's end (see domain/processing_lag.py), or after `max_hold_ms` as a
+    provisional run; a scheduled run catches up at most `catch_up_windows` missed windows; run history is
+    kept `run_retention_days`; a manual run waiting for its meter's backfill is retried every
+    `backfill_wait_seconds`."""
 
     settle_ms: int
     catch_up_windows: int
     run_retention_days: int
     # A manual run whose meter is still backfilling is asked for again this much later.
     backfill_wait_seconds: int = 30
+    max_hold_ms: int = 3_600_000
 
     @classmethod
     def from_env(cls) -> ExportSettings:
@@ -226,12 +229,20 @@ class ExportSettings:
             catch_up_windows=int(_positive("METERLINE_EXPORT_CATCH_UP_WINDOWS", 24)),
             run_retention_days=int(_positive("METERLINE_RUN_RETENTION_DAYS", 90)),
             backfill_wait_seconds=int(_positive("METERLINE_EXPORT_BACKFILL_WAIT_SECONDS", 30)),
+            max_hold_ms=int(_positive("METERLINE_EXPORT_MAX_HOLD_SECONDS", 3600) * 1000),
         )
 
 
 @cache
 def export_settings() -> ExportSettings:
     return ExportSettings.from_env()
+
+
+@cache
+def lag_policy() -> LagPolicy:
+    """When the stream processor reports itself behind, and how long exporters look back for it."""
+    return LagPolicy(report_after_ms=int(_positive("METERLINE_PROCESSING_LAG_REPORT_SECONDS", 30) * 1000),
+                     lookback_ms=int(_positive("METERLINE_PROCESSING_LAG_LOOKBACK_SECONDS", 120) * 1000))
 
 
 def required_env(name: str, what: str) -> str:

@@ -1,7 +1,9 @@
 """Export runs and webhook deliveries: their states and how a run's status follows from its deliveries.
 
 A run exports one window of one report. The exporter moves it pending -> running -> delivering (once
-every subject's delivery is enqueued) or -> failed (the export itself failed). Each delivery ends
+every subject's delivery is enqueued) or -> failed (the export itself failed); a scheduled run whose
+window the stream processor may not have finished waits first (waiting -> running). An exported run is
+final (processing was past the window's end) or provisional (exported after the longest hold anyway). Each delivery ends
 succeeded or failed (dead-lettered after its last attempt); the run's status is derived from them:
 succeeded when all succeeded, partial when any failed, running until all have ended.
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from meterline.domain.processing_lag import Completeness
 from meterline.domain.timeutil import format_ms
 
 
@@ -28,6 +31,7 @@ class RunPhase(StrEnum):
     """What the exporter last recorded on the run."""
 
     PENDING = "pending"
+    WAITING = "waiting"  # for the stream processor to be past the window's end
     RUNNING = "running"
     DELIVERING = "delivering"
     FAILED = "failed"
@@ -90,6 +94,7 @@ class Run:
     succeeded: int = 0
     failed: int = 0
     error: str | None = None
+    completeness: Completeness | None = None  # set when exported
     deliveries: list[Delivery] = field(default_factory=list)
 
     @property
@@ -125,6 +130,7 @@ class Run:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "error": self.error,
+            "completeness": self.completeness.value if self.completeness else None,
             "deliveries": [d.to_api() for d in sorted(self.deliveries, key=lambda d: d.subject)],
         }
 

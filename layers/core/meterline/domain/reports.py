@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from meterline.domain.meters import MAX_SLUG_LENGTH, SLUG_PATTERN, ULID_PATTERN, Meter
+from meterline.domain.processing_lag import Completeness
 from meterline.domain.timeutil import MINUTE_MS, format_ms, parse_rfc3339, to_epoch_ms
 from meterline.domain.validation import field_errors
 from meterline.domain.windows import resolve_time_zone
@@ -371,10 +372,12 @@ def filtered_usage(report: Report, rows: Sequence[Mapping[str, Any]]) -> dict[st
 
 
 def webhook_payload(report: Report, meter: Meter, window: Window, subject: str,
-                    usage: list[dict[str, Any]]) -> dict[str, Any]:
-    """One subject's webhook body, in the shape of OpenMeter's usage syncs."""
+                    usage: list[dict[str, Any]], completeness: Completeness) -> dict[str, Any]:
+    """One subject's webhook body, in the shape of OpenMeter's usage syncs; `completeness` says whether the
+    stream processor was past the window's end (final) or the export stopped waiting for it (provisional)."""
     return {
         "report": {"slug": report.slug},
+        "completeness": completeness.value,
         "usage": usage,
         "query": {"from": window.start, "to": window.end, "subject": subject, "groupBy": group_keys(report)},
         "meter": {key: value for key, value in {

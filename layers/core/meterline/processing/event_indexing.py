@@ -28,6 +28,13 @@ def batch_id(records: Sequence[dict[str, Any]]) -> str:
     return f"{first}-{digest.hexdigest()}"
 
 
+def oldest_arrival_ms(records: Sequence[dict[str, Any]]) -> int | None:
+    """When the batch's oldest record reached the stream (stream records carry whole seconds)."""
+    arrivals = [record["dynamodb"].get("ApproximateCreationDateTime") for record in records]
+    known = [float(arrival) for arrival in arrivals if arrival is not None]
+    return int(min(known) * 1000) if known else None
+
+
 def index_events(records: Sequence[dict[str, Any]], events: Sequence[StoredEvent], store: UsageStore,
                  now_ms: int) -> int:
     if not events:

@@ -3,8 +3,10 @@
 Exporter: a scheduled invocation exports every window of the report that closed since the last one it
 exported (catching up at most `catch_up_windows`, oldest first), each claimed by a conditional write so
 a window runs at most once however often the schedule fires; a manual run exports the window it was
-given. Exporting = one usage query (grouped by subject and the report's keys), the report's filters,
-one delivery record and one queued message per subject.
+given. A window is exported once the stream processor is past its end (domain/processing_lag.py): until
+then its run waits, and a request to try again is queued with a delay; after `max_hold_ms` it is exported
+anyway, marked provisional (as is a manual run of a window that has not ended, exported at once). Exporting = one usage query (grouped by subject and the report's keys), the
+report's filters, one delivery record and one queued message per subject.
 
 Sender: POSTs one subject's webhook; a failure is re-queued with a backoff delay until the retry policy
 gives up, then the message goes to the dead-letter queue and the delivery counts as failed on its run.
@@ -21,10 +23,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from meterline.aws.queues import ExportQueues
+from meterline.aws.queues import MAX_DELAY_SECONDS, ExportQueues
 from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import Delivery, DeliveryMessage, ExportRequest, Run, RunPhase, Trigger, webhook_id
 from meterline.domain.meters import BackfillState, Meter
+from meterline.domain.processing_lag import Completeness, LagPolicy, LagSample, Readiness, readiness
 from meterline.domain.query_plan import UsageQuery
 from meterline.domain.reports import (
     SUBJECT,
@@ -41,6 +44,7 @@ from meterline.services.reports import endpoint_headers
 from meterline.services.usage_query import UsageReader
 from meterline.settings import ExportSettings
 from meterline.storage.meters_store import MetersStore
+from meterline.storage.processing_store import ProcessingLagStore
 from meterline.storage.reports_store import ReportsStore, StoredReport
 from meterline.storage.usage_store import UsageStore
 from meterline.webhooks import DEADLINE_MARGIN_SECONDS, EndpointPolicy, RetryPolicy, post_webhook
@@ -57,7 +61,12 @@ DEAD_LETTERED = "dead-lettered: the sender failed on it (crashed or timed out) e
 
 
 class CountingIncomplete(Exception):
-    """The report's meter is still being backfilled: retry the export later."""
+    """The report's meter is still being backfilled, or the stream processor may not be past the
+    window's end: retry the export `delay_seconds` later."""
+
+    def __init__(self, reason: str, delay_seconds: int) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
 
 
 class NoTimeForAttempt(Exception):
@@ -72,6 +81,21 @@ class Exporter:
     usage: UsageStore
     queues: ExportQueues
     settings: ExportSettings
+    lag: ProcessingLagStore
+    lag_policy: LagPolicy
+
+    def _lag_samples(self, now_ms: int) -> list[LagSample]:
+        return self.lag.samples(self.lag_policy.samples_since(now_ms))
+
+    def _completeness(self, window_end_ms: int, now_ms: int, samples: list[LagSample]) -> Completeness | Readiness:
+        """FINAL when processing is past the window's end, PROVISIONAL once the window has waited the longest
+        hold, else the Readiness saying when to ask again."""
+        ready = readiness(window_end_ms, now_ms, samples, self.lag_policy)
+        if ready.final:
+            return Completeness.FINAL
+        if now_ms - window_end_ms >= self.lag_policy.settle_ms + self.settings.max_hold_ms:
+            return Completeness.PROVISIONAL
+        return ready
 
     def run_scheduled(self, namespace: str, slug: str, report_id: str, now_ms: int) -> list[Run]:
         """A schedule fired: export the windows that closed since the last export. Returns the runs made."""
@@ -83,24 +107,37 @@ class Exporter:
         if _backfilling(meter):
             return []  # the windows stay unclaimed: the first firing after the backfill catches them up
         runs = []
+        samples = self._lag_samples(now_ms)
         last = self.reports.last_claim(namespace, report_id)
         if last is not None:
             # An exporter that died mid-run (a timeout) left its run "running": take it over once stale.
             stuck = self.reports.get_run(namespace, report_id, last[1])
             if (stuck is not None and stuck.phase is RunPhase.RUNNING
                     and self.reports.start_run(namespace, stuck, now_ms, stale_before_ms=now_ms - STALE_RUN_MS)):
-                self._export(namespace, report, meter, stuck, now_ms, resumed=True)
+                completeness = self._completeness(stuck.window_end_ms, now_ms, samples)
+                self._export(namespace, report, meter, stuck, now_ms, resumed=True,
+                             completeness=completeness if isinstance(completeness, Completeness)
+                             else Completeness.PROVISIONAL)
                 runs.append(stuck)
         windows = closed_windows(WindowGrid.of(report), now_ms, created_ms=report.created_ms,
                                  last_start_ms=last[0] if last else None, bound=self.settings.catch_up_windows)
         for position, window in enumerate(windows):
             trigger = Trigger.SCHEDULE if position == len(windows) - 1 else Trigger.CATCH_UP
+            completeness = self._completeness(window.end_ms, now_ms, samples)
+            ready = isinstance(completeness, Completeness)
             run = Run(id=new_ulid(), report_id=report_id, window_start_ms=window.start_ms,
-                      window_end_ms=window.end_ms, trigger=trigger, phase=RunPhase.RUNNING,
-                      requested_ms=now_ms, started_ms=now_ms)
-            if self.reports.claim_window(namespace, run):  # False: a duplicate firing already runs it
-                self._export(namespace, report, meter, run, now_ms, resumed=False)
-                runs.append(run)
+                      window_end_ms=window.end_ms, trigger=trigger,
+                      phase=RunPhase.RUNNING if ready else RunPhase.WAITING,
+                      requested_ms=now_ms, started_ms=now_ms if ready else None)
+            if not self.reports.claim_window(namespace, run):  # a duplicate firing already has it
+                continue
+            if isinstance(completeness, Completeness):
+                self._export(namespace, report, meter, run, now_ms, resumed=False, completeness=completeness)
+            else:
+                self.queues.request_export(ExportRequest(namespace=namespace, report=slug, report_id=report_id,
+                                                         run_id=run.id),
+                                           delay_seconds=_delay_seconds(completeness.retry_at_ms, now_ms))
+            runs.append(run)
         return runs
 
     def handle_request(self, request: ExportRequest, now_ms: int) -> tuple[str, Run | None]:
@@ -110,8 +147,8 @@ class Exporter:
         (which dead-letters requests that keep crashing)."""
         try:
             run = self.run_requested(request.namespace, request.report_id, request.run_id, request.report, now_ms)
-        except CountingIncomplete:
-            self.queues.request_export(request, delay_seconds=self.settings.backfill_wait_seconds)
+        except CountingIncomplete as waiting:
+            self.queues.request_export(request, delay_seconds=waiting.delay_seconds)
             return "waiting", None
         return ("exported", run) if run is not None else ("skipped", None)
 
@@ -126,13 +163,23 @@ class Exporter:
         if _backfilling(meter):
             assert stored is not None
             raise CountingIncomplete(f"meter {stored.report.meter_id_or_slug!r} is still backfilling; "
-                                     "the request is retried")
+                                     "the request is retried", self.settings.backfill_wait_seconds)
+        live = stored is not None and stored.report.id == report_id
+        if not live or (run.trigger is Trigger.MANUAL and now_ms < run.window_end_ms):
+            # a window that has not ended yet is exported as counted so far, when asked for
+            completeness: Completeness | Readiness = Completeness.PROVISIONAL
+        else:
+            completeness = self._completeness(run.window_end_ms, now_ms, self._lag_samples(now_ms))
+        if isinstance(completeness, Readiness) and run.phase is not RunPhase.RUNNING:
+            raise CountingIncomplete("the stream processor may not be past the window's end; the request is "
+                                     "retried", _delay_seconds(completeness.retry_at_ms, now_ms))
         if not self.reports.start_run(namespace, run, now_ms, stale_before_ms=now_ms - STALE_RUN_MS):
             return None
         if stored is None or stored.report.id != report_id:
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error="the report was deleted")
             return run
-        self._export(namespace, stored.report, meter, run, now_ms, resumed=resumed)
+        self._export(namespace, stored.report, meter, run, now_ms, resumed=resumed,
+                     completeness=completeness if isinstance(completeness, Completeness) else Completeness.PROVISIONAL)
         return run
 
     def _meter(self, namespace: str, report: Report) -> Meter | None:
@@ -140,7 +187,7 @@ class Exporter:
         return found.meter if found else None
 
     def _export(self, namespace: str, report: Report, meter: Meter | None, run: Run, now_ms: int, *,
-                resumed: bool) -> None:
+                resumed: bool, completeness: Completeness) -> None:
         if meter is None:
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms,
                                     error=f"meter {report.meter_id_or_slug!r} no longer exists")
@@ -159,12 +206,14 @@ class Exporter:
                 message = DeliveryMessage(
                     namespace=namespace, report=report.slug, report_id=run.report_id, run_id=run.id,
                     subject=delivery.subject, webhook_id=delivery.webhook_id, attempt=1,
-                    payload=webhook_payload(report, meter, window, delivery.subject, usage[delivery.subject]),
+                    payload=webhook_payload(report, meter, window, delivery.subject, usage[delivery.subject],
+                                            completeness),
                 )
                 too_big = len(message.body().encode()) > MAX_MESSAGE_BYTES
                 (oversized if too_big else messages).append(message)
             self.queues.enqueue_deliveries(messages)
-            self.reports.end_export(namespace, run, subjects=len(deliveries), now_ms=now_ms)
+            self.reports.end_export(namespace, run, subjects=len(deliveries), now_ms=now_ms,
+                                    completeness=completeness)
             for message in oversized:
                 self.reports.finish_delivery(
                     namespace, run.report_id, run.id, message.subject, succeeded=False, attempt=0,
@@ -173,6 +222,11 @@ class Exporter:
             # Recorded so the run history says what happened; the window can be re-run manually.
             self.reports.end_export(namespace, run, subjects=0, now_ms=now_ms, error=f"export failed: {exc}")
             raise
+
+
+def _delay_seconds(retry_at_ms: int, now_ms: int) -> int:
+    """Until `retry_at_ms`, in whole seconds; SQS delays at most 15 minutes, so a longer wait takes hops."""
+    return max(1, min(MAX_DELAY_SECONDS, -(-(retry_at_ms - now_ms) // 1000)))
 
 
 def _backfilling(meter: Meter | None) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from meterline.domain.exports import Delivery, DeliveryStatus, Run, RunPhase, Trigger
+from meterline.domain.processing_lag import Completeness
 from meterline.domain.reports import Report
 from meterline.domain.timeutil import DAY_S
 from meterline.storage.dynamo import BATCH_WRITE_ITEMS, TableAdapter, concurrently
@@ -100,6 +101,7 @@ def _run(item: dict[str, Any]) -> Run:
         succeeded=_n(item, "succeeded") or 0,
         failed=_n(item, "failed") or 0,
         error=_s(item, "error"),
+        completeness=Completeness(item["completeness"]["S"]) if "completeness" in item else None,
     )
 
 
@@ -267,15 +269,16 @@ class ReportsStore(TableAdapter):
         return _run(item) if item else None
 
     def start_run(self, namespace: str, run: Run, now_ms: int, stale_before_ms: int) -> bool:
-        """Move a run to running: from pending, or from running when its exporter started before
+        """Move a run to running: from pending or waiting, or from running when its exporter started before
         `stale_before_ms` (it crashed or timed out; this invocation takes over). False otherwise."""
         try:
             self.client.update_item(
                 TableName=self.table, Key=run_key(namespace, run.report_id, run.id),
                 UpdateExpression="SET phase = :running, startedAt = :now",
-                ConditionExpression="phase = :pending OR (phase = :running AND startedAt < :stale)",
+                ConditionExpression="phase IN (:pending, :waiting) OR (phase = :running AND startedAt < :stale)",
                 ExpressionAttributeValues={":running": {"S": RunPhase.RUNNING.value}, ":now": {"N": str(now_ms)},
                                            ":pending": {"S": RunPhase.PENDING.value},
+                                           ":waiting": {"S": RunPhase.WAITING.value},
                                            ":stale": {"N": str(stale_before_ms)}},
             )
         except self.client.exceptions.ConditionalCheckFailedException:
@@ -283,11 +286,17 @@ class ReportsStore(TableAdapter):
         run.phase, run.started_ms = RunPhase.RUNNING, now_ms
         return True
 
-    def end_export(self, namespace: str, run: Run, *, subjects: int, now_ms: int, error: str | None = None) -> None:
-        """The exporter's last word on a run: delivering `subjects` webhooks, or failed with `error`."""
+    def end_export(self, namespace: str, run: Run, *, subjects: int, now_ms: int, error: str | None = None,
+                   completeness: Completeness | None = None) -> None:
+        """The exporter's last word on a run: delivering `subjects` webhooks (final or provisional numbers),
+        or failed with `error`."""
         values: dict[str, Any] = {":phase": {"S": (RunPhase.FAILED if error else RunPhase.DELIVERING).value},
                                   ":subjects": {"N": str(subjects)}, ":now": {"N": str(now_ms)}}
         update = "SET phase = :phase, subjects = :subjects, exportedAt = :now"
+        if completeness is not None:
+            update += ", completeness = :completeness"
+            values[":completeness"] = {"S": completeness.value}
+            run.completeness = completeness
         if error:
             update += ", #error = :error"
             values[":error"] = {"S": error[:1000]}

@@ -18,6 +18,7 @@ from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate,
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
+from meterline.storage.processing_store import ProcessingLagStore  # noqa: E402
 from meterline.storage.usage_store import UsageStore  # noqa: E402
 from meterline_local.lambda_runtime import LocalLambdaContext  # noqa: E402
 from tests.fakes import InMemoryDynamoDB  # noqa: E402
@@ -44,8 +45,10 @@ def stream_records(count: int, start_ms: int) -> list[dict[str, Any]]:
 def install(catalog: MeterCatalog, client: Any, clock: Any) -> None:
     """Point the real handler module at a fixed catalog, a stand-in usage table and a simulated clock."""
     store = UsageStore(client=client, table="bench-usage")
+    lag = ProcessingLagStore(client=client, table="bench-usage")
     processor.meter_catalog = lambda namespace: catalog
     processor.usage_store = lambda: store
+    processor.processing_lag_store = lambda: lag
     processor.now_ms = clock
 
 

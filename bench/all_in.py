@@ -377,14 +377,16 @@ def lambda_runtime(stub: DynamoDBStub, settings: Deployed) -> Iterator[Harness]:
     from meterline import bootstrap
     from meterline.aws import clients
     from meterline.observability import logger
+    from meterline.processing import stream_batch
     from meterline.services import exports, meter_source
 
     harness = Harness(settings)
     backfill = scheduled_backfill()
     saved_env = {name: os.environ.get(name) for name in (*ENVIRONMENT, "AWS_ENDPOINT_URL_DYNAMODB")}
     clock = lambda: harness.clock_ms  # noqa: E731
-    patches = [(processor, "now_ms", clock), (processor, "meter_catalog", meter_source.meter_catalog),
-               (processor, "usage_store", bootstrap.usage_store), (compactor, "now_ms", clock),
+    patches = [(processor, "now_ms", clock), (stream_batch, "now_ms", clock),
+               (stream_batch, "meter_catalog", meter_source.meter_catalog),
+               (stream_batch, "usage_store", bootstrap.usage_store), (compactor, "now_ms", clock),
                (exporter, "now_ms", clock), (sender, "now_ms", clock), (authorizer, "now_ms", clock),
                (meter_source, "time", SimpleNamespace(monotonic=lambda: harness.clock_ms / 1000)),
                (exports, "post_webhook", _answered)]

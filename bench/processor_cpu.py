@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate, lambda_batches, stream_record  # noqa: E402
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
+from meterline.processing import stream_batch  # noqa: E402
 from meterline.storage.events_store import EventsStore  # noqa: E402
 from meterline.storage.processing_store import ProcessingLagStore  # noqa: E402
 from meterline.storage.usage_store import UsageStore  # noqa: E402
@@ -46,8 +47,9 @@ def install(catalog: MeterCatalog, client: Any, clock: Any) -> None:
     """Point the real handler module at a fixed catalog, a stand-in usage table and a simulated clock."""
     store = UsageStore(client=client, table="bench-usage")
     lag = ProcessingLagStore(client=client, table="bench-usage")
-    processor.meter_catalog = lambda namespace: catalog
-    processor.usage_store = lambda: store
+    stream_batch.meter_catalog = lambda namespace: catalog
+    stream_batch.usage_store = lambda: store
+    stream_batch.now_ms = clock
     processor.processing_lag_store = lambda: lag
     processor.now_ms = clock
 

@@ -19,7 +19,7 @@ from infra.config import BUNDLE_DEPENDENCIES_CONTEXT, MeterlineProps, bool_conte
 from infra.exports import EXPORTER_NAME, SENDER_NAME, Exports
 from infra.lambdas import SharedLayers
 from infra.monitoring import Monitoring
-from infra.processing import BACKFILL_NAME, COMPACTOR_NAME, PROCESSOR_NAME, StreamProcessing
+from infra.processing import BACKFILL_NAME, COMPACTOR_NAME, PROCESSOR_NAME, REPLAY_NAME, StreamProcessing
 from infra.storage import Storage
 
 
@@ -47,6 +47,7 @@ class Meterline(Construct):
                 PROCESSOR_NAME: self.processing.function,
                 COMPACTOR_NAME: self.processing.compactor.function,
                 BACKFILL_NAME: self.processing.backfill.function,
+                REPLAY_NAME: self.processing.replay.function,
                 EXPORTER_NAME: self.exports.exporter.function,
                 SENDER_NAME: self.exports.sender.function,
                 **({AUTHORIZER.name: self.api.authorizer_function.function}

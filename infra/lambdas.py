@@ -35,7 +35,8 @@ _READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
 # is granted on the tables (the processor's stream read comes from its event source mapping). Each
 # function gets the name of exactly these tables in its environment (TableSpec.env_var).
 TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
-    "ingest": {"Events": ("dynamodb:PutItem",)},
+    # events by conditional PutItem; the request's time-index manifests by BatchWriteItem
+    "ingest": {"Events": ("dynamodb:PutItem", "dynamodb:BatchWriteItem")},
     # reads a key by its id; records when it was last used
     "authorizer": {"Catalog": ("dynamodb:GetItem", "dynamodb:UpdateItem")},
     "api": {
@@ -69,6 +70,13 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "sender": {
         # delivery attempts; a finished delivery and its run's counts in one TransactWriteItems (updates only)
         "Catalog": (*_READ, "dynamodb:UpdateItem"),
+    },
+    "replay": {
+        # a batch the processor's mapping gave up on, read back from the stream (granted on the stream in
+        # infra/processing.py) and processed as the processor does
+        "Usage": ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                  "dynamodb:Query"),
+        "Catalog": _READ,
     },
     "compactor": {
         # reads raw rows and manifests, overwrites quarter and day slots and its state
@@ -105,6 +113,9 @@ SIZING: dict[str, FunctionSizing] = {
     "api": FunctionSizing(512, Duration.seconds(15)),
     "processor": FunctionSizing(512, Duration.seconds(60)),
     "compactor": FunctionSizing(1024, Duration.seconds(300)),
+    # One given-up batch (at most the mapping's batch size) per message, read back and processed; within
+    # the write margin, as the processor.
+    "replay": FunctionSizing(512, Duration.seconds(60)),
     "backfill": FunctionSizing(1024, Duration.seconds(120)),
     "reports": FunctionSizing(512, Duration.seconds(15)),
     # An export queries a whole window of a report's meter and enqueues a delivery per subject.
@@ -118,7 +129,8 @@ DEFAULT_SIZING = FunctionSizing(512, Duration.seconds(15))
 # When the compactor folds a quarter-hour, and how long before that a stream batch must have decided
 # its rows are on time (more than the processor's timeout; see meterline.settings.CompactionTiming).
 COUNTING_TIMING = {"METERLINE_COMPACTION_GRACE_SECONDS": "180", "METERLINE_WRITE_MARGIN_SECONDS": "90"}
-assert float(COUNTING_TIMING["METERLINE_WRITE_MARGIN_SECONDS"]) > SIZING["processor"].timeout.to_seconds()
+assert all(float(COUNTING_TIMING["METERLINE_WRITE_MARGIN_SECONDS"]) > SIZING[name].timeout.to_seconds()
+           for name in ("processor", "replay")), "counting rows must land within the write margin"
 
 
 def removal_policy(props: MeterlineProps) -> RemovalPolicy:

@@ -66,7 +66,8 @@ def enable(app: App) -> None:
 
 def acknowledge(meterline: Meterline) -> None:
     functions = [*meterline.api.functions.values(), meterline.processing.processor, meterline.processing.compactor,
-                 meterline.processing.backfill, meterline.exports.exporter, meterline.exports.sender]
+                 meterline.processing.backfill, meterline.processing.replay, meterline.exports.exporter,
+                 meterline.exports.sender]
     if meterline.api.authorizer_function is not None:
         functions.append(meterline.api.authorizer_function)
     for function in functions:

@@ -17,6 +17,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
@@ -29,6 +30,7 @@ from meterline.storage.tables import EVENT_TIME_INDEX, EVENTS_TABLE, TableSpec
 PROCESSOR_NAME = "processor"
 COMPACTOR_NAME = "compactor"
 BACKFILL_NAME = "backfill"
+REPLAY_NAME = "replay"
 
 
 class StreamProcessing(Construct):
@@ -47,13 +49,14 @@ class StreamProcessing(Construct):
             raise ValueError(f"the {source.logical_name} table has no stream to process")
 
         # Holds the shard and sequence-number range of each batch given up on (records too old): the
-        # only trace of what the counters may miss until a recount, so kept SQS's maximum 14 days and
-        # retained with the tables in protected stages.
+        # only trace of what the counters may miss until a replay or a recount, so kept SQS's maximum 14
+        # days and retained with the tables in protected stages. Its visibility timeout covers a replay.
         self.failure_queue = sqs.Queue(
             self, "FailureQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
+            visibility_timeout=Duration.minutes(15),
             removal_policy=removal_policy(props),
         )
         self.processor = MeterlineFunction(
@@ -78,6 +81,22 @@ class StreamProcessing(Construct):
                 {"dynamodb": {"NewImage": {EVENT_TIME_INDEX.partition_key: {"S": lambda_.FilterRule.not_exists()}}}})],
         )
         self.processor.function.add_event_source(self.event_source)
+
+        # Replays what the mapping gave up on, from the stream while it still holds the records (a batch
+        # is given up at 20 h, the stream keeps 24 h); a message it cannot replay stays on the queue.
+        self.replay = MeterlineFunction(
+            self, "Replay", name=REPLAY_NAME,
+            description="Replays stream batches the processor gave up on, from the on-failure queue",
+            props=props, layers=layers, tables=tables,
+        )
+        # the records of a named shard only: no ListStreams (which grant_stream_read adds on "*")
+        self.replay.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"],
+            resources=[tables[source].table_stream_arn]))
+        # Few at once (SQS's least): a shard's records are read by at most two readers at a time, one of
+        # them the processor's mapping.
+        self.replay.function.add_event_source(sources.SqsEventSource(
+            self.failure_queue, batch_size=1, report_batch_item_failures=True, max_concurrency=2))
 
         # The compactor folds counting rows into quarter-hour and day slots. It must never run twice at
         # once (reserved concurrency 1); a run that finds nothing to do is a few reads.

@@ -107,7 +107,7 @@ def stream_records(table: str) -> list[dict[str, Any]]:
     """Every record on the table's stream so far, in the shape Lambda delivers."""
     import boto3
 
-    from meterline_local.stream_poller import lambda_record
+    from meterline.aws.streams import lambda_record
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     streams = boto3.client("dynamodbstreams", region_name="us-east-1")

@@ -36,6 +36,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from meterline.aws.streams import lambda_record
 from meterline.settings import LOCAL_STREAM_BATCH_SIZE
 from meterline.storage.events_store import is_manifest
 
@@ -197,23 +198,6 @@ class _WriteFaults:
             if self.crash_after is not None and self.writes == self.crash_after and not self.injected:
                 self.injected += 1
                 raise InvocationCrashed(f"injected crash after write {self.writes} of the invocation landed")
-
-
-def lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
-    """A Streams API record in the shape Lambda hands to a function."""
-    dynamodb = dict(record["dynamodb"])
-    created = dynamodb.get("ApproximateCreationDateTime")
-    if created is not None and not isinstance(created, (int, float)):
-        dynamodb["ApproximateCreationDateTime"] = int(created.timestamp())
-    return {
-        "eventID": record["eventID"],
-        "eventName": record["eventName"],
-        "eventVersion": record.get("eventVersion", "1.1"),
-        "eventSource": "aws:dynamodb",
-        "awsRegion": record.get("awsRegion", region),
-        "dynamodb": dynamodb,
-        "eventSourceARN": stream_arn,
-    }
 
 
 class ShardCheckpoints:

@@ -26,6 +26,7 @@ def _ids(dev: Synthesized) -> dict[str, str]:
     ids["compaction_schedule"] = dev.logical_id("Processing/CompactionSchedule")
     ids["backfill"] = dev.logical_id("Processing/Backfill/Function")
     ids["backfill_schedule"] = dev.logical_id("Processing/BackfillSchedule")
+    ids["replay"] = dev.logical_id("Processing/Replay/Function")
     ids["exporter"] = dev.logical_id("Exports/Exporter/Function")
     ids["sender"] = dev.logical_id("Exports/Sender/Function")
     for spec in ALL_TABLES:
@@ -81,7 +82,7 @@ def arn(logical_id: str, attribute: str = "Arn") -> str:
 def test_stream_event_source_mapping_settings(dev: Synthesized) -> None:
     ids = _ids(dev)
     # the stream, and three queues (exports: export requests, deliveries and the deliveries' dead letters)
-    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 4)
+    dev.template.resource_count_is("AWS::Lambda::EventSourceMapping", 5)
     dev.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
         "EventSourceArn": {"Fn::GetAtt": [ids["Events"], "StreamArn"]},
         "FunctionName": {"Ref": ids["processor"]},
@@ -109,11 +110,13 @@ def test_the_stream_failure_queue_keeps_messages_14_days_and_goes_with_a_dev_sta
 
 
 def test_ingest_role_may_only_put_items_in_the_events_table(dev: Synthesized) -> None:
+    """Events by PutItem, and the time-index manifests of a request by BatchWriteItem (puts only: IAM has
+    no separate action for BatchWriteItem's deletes, and the ingest code sends none)."""
     ids = _ids(dev)
     statements = role_statements(dev, ids["ingest"])
     actions = {a for s in statements for a in s["Action"]}
-    assert actions == {"dynamodb:PutItem"} | LOG_ACTIONS
-    assert table_actions(statements) == {arn(ids["Events"]): {"dynamodb:PutItem"}}
+    assert actions == {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} | LOG_ACTIONS
+    assert table_actions(statements) == {arn(ids["Events"]): {"dynamodb:PutItem", "dynamodb:BatchWriteItem"}}
     for statement in statements:
         if set(statement["Action"]) & LOG_ACTIONS:
             log_group = dev.data["Resources"][ids["ingest"]]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
@@ -143,6 +146,32 @@ def test_processor_role_reads_the_stream_and_meters_and_writes_only_the_usage_ta
     }
     sqs = {a for s in statements for a in s["Action"] if a.startswith("sqs:")}
     assert sqs == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    assert all(s["Resource"] == [{"Fn::GetAtt": [ids["failure_queue"], "Arn"]}]
+               for s in statements if set(s["Action"]) & sqs)
+
+
+def test_the_failure_queue_feeds_the_replay_function_which_reads_the_stream_and_writes_as_the_processor(
+        dev: Synthesized) -> None:
+    ids = _ids(dev)
+    [mapping] = [m["Properties"] for m in dev.resources("AWS::Lambda::EventSourceMapping").values()
+                 if m["Properties"]["FunctionName"] == {"Ref": ids["replay"]}]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [ids["failure_queue"], "Arn"]}
+    assert (mapping["BatchSize"], mapping["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}  # beside the processor, few stream readers
+    replay = dev.data["Resources"][ids["replay"]]["Properties"]
+    queue = dev.data["Resources"][ids["failure_queue"]]["Properties"]
+    assert queue["VisibilityTimeout"] >= replay["Timeout"]  # a replay finishes before its message reappears
+    statements = role_statements(dev, ids["replay"])
+    processor = table_actions(role_statements(dev, ids["processor"]))
+    assert table_actions(statements) == {
+        arn(ids["Usage"]): processor[arn(ids["Usage"])],
+        arn(ids["Catalog"]): processor[arn(ids["Catalog"])],
+        arn(ids["Events"], "StreamArn"): {"dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                          "dynamodb:GetShardIterator"},
+    }
+    sqs = {a for s in statements for a in s["Action"] if a.startswith("sqs:")}
+    assert sqs == {"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage",
+                   "sqs:GetQueueAttributes"}
     assert all(s["Resource"] == [{"Fn::GetAtt": [ids["failure_queue"], "Arn"]}]
                for s in statements if set(s["Action"]) & sqs)
 
@@ -185,8 +214,8 @@ def test_backfills_run_every_minute_alone_reading_events_only_through_the_time_i
 
 def test_every_function_has_a_declared_access_to_defined_tables(dev: Synthesized) -> None:
     assert set(TABLE_ACCESS) == {spec.name for spec in HTTP_FUNCTIONS} | {"authorizer", "processor", "compactor",
-                                                                          "backfill", "exporter", "sender"}
-    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 6)
+                                                                          "backfill", "replay", "exporter", "sender"}
+    dev.template.resource_count_is("AWS::Lambda::Function", len(HTTP_FUNCTIONS) + 7)
     defined = {spec.logical_name for spec in ALL_TABLES}
     used = {table for access in TABLE_ACCESS.values() for table in access}
     assert used == defined  # no grant to an unknown table, and no table nobody may touch
@@ -325,7 +354,8 @@ def test_management_routes_are_throttled_harder_and_queue_sources_are_capped(dev
     assert not {"POST /api/v1/events", "POST /api/v1/meters/{idOrSlug}/query", "GET /api/v1/meters"} & set(settings)
     assert all(s == {"ThrottlingRateLimit": 20, "ThrottlingBurstLimit": 40} for s in settings.values())
     sqs_sources = [m for m in dev.resources("AWS::Lambda::EventSourceMapping").values()
-                   if "Queue" in str(m["Properties"]["EventSourceArn"])]
+                   if "Queue" in str(m["Properties"]["EventSourceArn"])
+                   and m["Properties"]["FunctionName"] != {"Ref": _ids(dev)["replay"]}]
     assert len(sqs_sources) == 3
     assert all(m["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 5} for m in sqs_sources)
     ingest = dev.data["Resources"][_ids(dev)["ingest"]]["Properties"]

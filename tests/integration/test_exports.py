@@ -447,11 +447,12 @@ def process_late(records: list[dict[str, Any]], *, arrived_ms: int, now_ms: int,
     from unittest import mock
 
     aged = [{**r, "dynamodb": {**r["dynamodb"], "ApproximateCreationDateTime": arrived_ms // 1000}} for r in records]
-    with mock.patch("functions.processor.handler.now_ms", return_value=now_ms):
+    with mock.patch("functions.processor.handler.now_ms", return_value=now_ms), \
+            mock.patch("meterline.processing.stream_batch.now_ms", return_value=now_ms):
         if not fails:
             assert processor.handler({"Records": aged}, lambda_context()) == {"batchItemFailures": []}
             return
-        with mock.patch("functions.processor.handler.count_events", side_effect=RuntimeError("throttled")), \
+        with mock.patch("meterline.processing.stream_batch.count_events", side_effect=RuntimeError("throttled")), \
                 pytest.raises(RuntimeError):
             processor.handler({"Records": aged}, lambda_context())
 

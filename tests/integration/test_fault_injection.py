@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 
 from functions.api import handler as api
@@ -27,9 +28,10 @@ from meterline.domain.events import StoredEvent
 from meterline.domain.meters import Meter
 from meterline.domain.query_plan import UsageQuery
 from meterline.domain.slots import Horizons
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to, format_ms, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.errors import NotFound
+from meterline.processing import stream_batch
 from meterline.services.compaction import Compactor
 from meterline.services.meter_source import meter_catalog
 from meterline.services.recount import Recounter
@@ -112,6 +114,7 @@ class Pipeline:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, faults: FaultPlan | None = None, **settings: Any) -> None:
         self.clock = START
         monkeypatch.setattr(processor, "now_ms", lambda: self.clock)
+        monkeypatch.setattr(stream_batch, "now_ms", lambda: self.clock)
         self.store = UsageStore(client=boto3.client("dynamodb", region_name="us-east-1"))
         self.timing = compaction_timing()
         # as if the compactor had been running all along: folded up to its horizons at START
@@ -354,6 +357,70 @@ def test_batches_dropped_past_the_retry_limit_are_repaired_by_recount(aws, monke
     assert again.complete and again.events == sum(1 for e in WORKLOAD if e["type"] == "prompt")
     assert pipeline.compactor.run_until_caught_up(CAUGHT_UP + 2 * HOUR).caught_up
     assert_counts_equal_recount(aws, pipeline.store, CAUGHT_UP + 2 * HOUR)
+
+
+def on_failure_message(records: list[dict[str, Any]], stream_arn: str, shard_id: str) -> dict[str, Any]:
+    """What Lambda puts on the on-failure queue for a batch it gave up on, as an SQS record for the replay
+    function (the documented shape: the batch's shard and sequence-number range, not its records)."""
+    arrival = [format_ms(int(r["dynamodb"]["ApproximateCreationDateTime"]) * 1000) for r in records]
+    body = orjson.dumps({
+        "requestContext": {"requestId": "c9b8d7e6", "functionArn": "arn:aws:lambda:us-east-1:1:function:processor",
+                           "condition": "RecordAgeExceeded", "approximateInvokeCount": 7},
+        "version": "1.0", "timestamp": arrival[-1],
+        "DDBStreamBatchInfo": {"shardId": shard_id, "startSequenceNumber": records[0]["dynamodb"]["SequenceNumber"],
+                               "endSequenceNumber": records[-1]["dynamodb"]["SequenceNumber"],
+                               "approximateArrivalOfFirstRecord": arrival[0],
+                               "approximateArrivalOfLastRecord": arrival[-1], "batchSize": len(records),
+                               "streamArn": stream_arn},
+    }).decode()
+    return {"messageId": f"m-{records[0]['dynamodb']['SequenceNumber']}", "receiptHandle": "r", "body": body,
+            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1", "SenderId": "lambda",
+                           "ApproximateFirstReceiveTimestamp": "1"},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:1:processor-failures", "awsRegion": "us-east-1"}
+
+
+def test_batches_given_up_are_replayed_from_the_stream_by_the_on_failure_queue(aws, monkeypatch) -> None:
+    """Two batches are given up; the replay function, handed the on-failure messages (shard and sequence
+    range only), reads them back from the stream and processes them: every query equals a recount of the
+    raw events; replaying again changes nothing; a batch the stream no longer holds stays on the queue."""
+    from functions.replay import handler as replay
+
+    ingest_workload()
+    pipeline = Pipeline(monkeypatch, batch_size=4)
+    streams = boto3.client("dynamodbstreams", region_name="us-east-1")
+    [shard] = streams.describe_stream(StreamArn=pipeline.poller.stream_arn)["StreamDescription"]["Shards"]
+    given_up: list[dict[str, Any]] = []
+    delivered = [0]
+    process = pipeline._invoke
+
+    def invoke(event: dict[str, Any]) -> Any:
+        delivered[0] += 1
+        if delivered[0] in (2, 3):
+            given_up.append(on_failure_message(event["Records"], pipeline.poller.stream_arn, shard["ShardId"]))
+            return {"batchItemFailures": []}
+        return process(event)
+
+    pipeline.poller.invoke = invoke
+    pipeline.deliver()
+    pipeline.catch_up()
+    tokens = meters()["tokens_total"]
+    whole_range = queries(tokens)[0]
+    short = as_result(UsageReader(pipeline.store).query("default", tokens, whole_range, pipeline.clock))
+    assert short != recount(tokens, raw_events(aws), whole_range)
+
+    for _ in range(2):  # SQS delivers at least once
+        assert replay.handler({"Records": given_up}, LocalLambdaContext("replay")) == {"batchItemFailures": []}
+        pipeline.clock += HOUR
+        assert pipeline.compactor.run_until_caught_up(pipeline.clock).caught_up
+        assert_counts_equal_recount(aws, pipeline.store, pipeline.clock)
+    assert_api_equals_recount(aws)
+
+    gone = orjson.loads(given_up[0]["body"])
+    gone["DDBStreamBatchInfo"]["shardId"] = "shardId-00000000000000000000-00000000"  # trimmed long ago
+    expired = {**given_up[0], "messageId": "m-expired", "body": orjson.dumps(gone).decode()}
+    assert replay.handler({"Records": [expired]}, LocalLambdaContext("replay")) == {
+        "batchItemFailures": [{"itemIdentifier": "m-expired"}]}
 
 
 def test_recount_stops_at_its_deadline_and_resumes(aws, monkeypatch) -> None:

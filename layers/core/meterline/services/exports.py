@@ -5,8 +5,9 @@ exported (catching up at most `catch_up_windows`, oldest first), each claimed by
 a window runs at most once however often the schedule fires; a manual run exports the window it was
 given. A window is exported once the stream processor is past its end (domain/processing_lag.py): until
 then its run waits, and a request to try again is queued with a delay; after `max_hold_ms` it is exported
-anyway, marked provisional (as is a manual run of a window that has not ended, exported at once). Exporting = one usage query (grouped by subject and the report's keys), the
-report's filters, one delivery record and one queued message per subject.
+anyway, marked provisional (as is a manual run of a window that has not ended, exported at once).
+Exporting = one usage query (grouped by subject and the report's keys), the report's filters, one
+delivery record and one queued message per subject.
 
 Sender: POSTs one subject's webhook; a failure is re-queued with a backoff delay until the retry policy
 gives up, then the message goes to the dead-letter queue and the delivery counts as failed on its run.

@@ -1,0 +1,54 @@
+"""Each function's declared DynamoDB access (infra.lambdas.TABLE_ACCESS, what its IAM role gets) covers
+every call its code makes: the handlers run on moto, which checks no IAM, with every DynamoDB and
+Streams call recorded. (A missing action is an AccessDenied that only a deployed stack would show.)"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from functions.ingest import handler as ingest
+from functions.processor import handler as processor
+from infra.lambdas import TABLE_ACCESS
+from meterline.aws.clients import aws_client
+from meterline.storage.tables import ALL_TABLES
+from tests.conftest import cloud_event, lambda_context, stream_records
+from tests.integration.http import call
+
+TABLES = {os.environ[spec.env_var]: spec.logical_name for spec in ALL_TABLES}
+
+
+@pytest.fixture
+def calls(aws: Any) -> Iterator[list[tuple[str, str]]]:
+    """(table's logical name, dynamodb:Operation) of every call through the process-wide client."""
+    seen: list[tuple[str, str]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        names = [params["TableName"]] if "TableName" in params else list(params.get("RequestItems", {}))
+        names += [item[kind]["TableName"] for item in params.get("TransactItems", []) for kind in item]
+        for name in names:
+            seen.append((TABLES[name], f"dynamodb:{model.name}"))
+
+    client = aws_client("dynamodb")
+    client.meta.events.register("provide-client-params.dynamodb.*", record)
+    yield seen
+    client.meta.events.unregister("provide-client-params.dynamodb.*", record)
+
+
+def allowed(function: str) -> set[tuple[str, str]]:
+    return {(table, action) for table, actions in TABLE_ACCESS[function].items() for action in actions}
+
+
+def test_ingest_and_the_processor_call_only_what_their_roles_allow(calls: list[tuple[str, str]]) -> None:
+    events = [cloud_event(f"e{i}", time=f"2024-01-01T0{i}:00:00Z") for i in range(3)]  # three hours: manifests
+    assert call(ingest, "POST", "/api/v1/events", body=events, content_type="application/json").status == 204
+    assert ("Events", "dynamodb:BatchWriteItem") in calls  # the time index's manifests
+    assert set(calls) <= allowed("ingest")
+
+    calls.clear()
+    records = stream_records(os.environ["EVENTS_TABLE"])
+    assert processor.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    assert calls and set(calls) <= allowed("processor")

@@ -10,10 +10,11 @@ export CDK_DISABLE_VERSION_CHECK := true
 
 .PHONY: install dev test bench-local test-unit test-integration test-infra test-e2e bench lint format synth deploy destroy clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[local,infra,test]"
+	$(BIN)/pip install --quiet -e "clients/python[openai,powertools]"
 	touch $(STAMP)
 
 $(NPM_STAMP): package.json package-lock.json
@@ -31,7 +32,7 @@ test: $(STAMP) $(NPM_STAMP)
 # The tiers: the domain alone (no AWS, no engine); the handlers on moto and DynamoDB Local; the
 # synthesized CDK template; `meterline dev` over HTTP.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/unit tests/client
 
 test-integration: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m pytest -n 2 tests/integration

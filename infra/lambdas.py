@@ -93,6 +93,16 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
+# The same, for the functions of the constructs beside Meterline (infra/metering.py).
+GATEWAY_TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
+    # ApiMetering: access-log requests become events, stored as the ingest function stores them (events by
+    # PutItem, the request's time-index manifests by BatchWriteItem)
+    "access_log_metering": {"Events": ("dynamodb:PutItem", "dynamodb:BatchWriteItem")},
+    # EntitlementAuthorizer: read-only; entitlements, grants and meters, and a metered feature's usage
+    # (its values keep no balance snapshots, see meterline.bootstrap.entitlement_gate)
+    "entitlement_authorizer": {"Catalog": _READ, "Usage": _READ},
+}
+
 
 # The global secondary indexes each function may Query, per table (granted on that index alone).
 INDEX_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -122,6 +132,10 @@ SIZING: dict[str, FunctionSizing] = {
     "exporter": FunctionSizing(1024, Duration.seconds(300)),
     # A batch of webhooks, each POST bounded by its timeout (infra/exports.py).
     "sender": FunctionSizing(512, Duration.seconds(120)),
+    # A CloudWatch Logs batch holds up to thousands of requests, written 32 at a time.
+    "access_log_metering": FunctionSizing(512, Duration.seconds(60)),
+    # API Gateway waits at most 10 s for an authorizer.
+    "entitlement_authorizer": FunctionSizing(512, Duration.seconds(10)),
 }
 DEFAULT_SIZING = FunctionSizing(512, Duration.seconds(15))
 
@@ -178,7 +192,8 @@ class MeterlineFunction(Construct):
         reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        if name not in TABLE_ACCESS:
+        declared = TABLE_ACCESS.get(name, GATEWAY_TABLE_ACCESS.get(name))
+        if declared is None:
             raise ValueError(f"function {name!r} has no entry in infra.lambdas.TABLE_ACCESS: declare what it may touch")
         source = FUNCTIONS_DIR / name
         if not (source / "handler.py").is_file():
@@ -198,11 +213,11 @@ class MeterlineFunction(Construct):
         self.log_group.grant_write(self.role)
 
         by_name = {spec.logical_name: (spec, table) for spec, table in tables.items()}
-        unknown = set(TABLE_ACCESS[name]) - set(by_name)
+        unknown = set(declared) - set(by_name)
         if unknown:
             raise ValueError(f"TABLE_ACCESS[{name!r}] names tables that meterline.storage.tables does not define: "
                              f"{sorted(unknown)}")
-        access = [(by_name[table][0], by_name[table][1], actions) for table, actions in TABLE_ACCESS[name].items()]
+        access = [(by_name[table][0], by_name[table][1], actions) for table, actions in declared.items()]
 
         environment = {
             **COUNTING_TIMING,

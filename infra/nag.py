@@ -18,7 +18,10 @@ from functions.routes import REPORTS
 from meterline.settings import AuthMode
 
 if TYPE_CHECKING:
+    from aws_cdk import aws_sqs as sqs
+
     from infra.construct import Meterline
+    from infra.lambdas import MeterlineFunction
 
 LIST_STREAMS_WILDCARD = (
     "DynamoDB ListStreams (added by the stream event source) supports no resource-level permissions: "
@@ -79,6 +82,20 @@ def acknowledge(meterline: Meterline) -> None:
     _ack(meterline.api.portal_secret, "AwsSolutions-SMG4", PORTAL_SECRET_ROTATION)
     _ack(meterline.api.functions[REPORTS.name].role,
          report_schedules_finding(meterline.exports.schedule_group.schedule_group_name), REPORT_SCHEDULES)
+
+
+ACCESS_LOG_FAILURE_QUEUE = (
+    "This queue is the on-failure destination of the access-log metering function's asynchronous "
+    "invocations: it is itself where failed log batches go (retained 14 days, alarmed on depth), so a DLQ "
+    "of its own would only move the same messages once more."
+)
+
+
+def acknowledge_gateway(function: MeterlineFunction, failure_queue: sqs.IQueue | None = None) -> None:
+    """A Meterline function beside the Meterline construct (infra/metering.py), and its failure queue."""
+    _ack(function.function, "AwsSolutions-L1", PINNED_RUNTIME)
+    if failure_queue is not None:
+        _ack(failure_queue, "AwsSolutions-SQS3", ACCESS_LOG_FAILURE_QUEUE)
 
 
 def _ack(scope: IConstruct, rule: str, reason: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,8 @@ from infra.config import BUNDLE_DEPENDENCIES_CONTEXT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONSTRUCT_ID = "Meterline"  # the construct's id in MeterlineStack
+# What builds an app: infra.app.build_app, or an example's (`(context, outdir) -> (app, stack)`).
+AppBuilder = Callable[..., tuple[Any, Any]]
 
 
 @dataclass
@@ -50,9 +53,9 @@ def cdk_json_context() -> dict[str, Any]:
     return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
 
 
-def synthesize(outdir: Path, **context: Any) -> Synthesized:
+def synthesize(outdir: Path, build: AppBuilder = build_app, **context: Any) -> Synthesized:
     """Build and synthesize the app; raises if cdk-nag reports an unacknowledged finding."""
-    app, stack = build_app(
+    app, stack = build(
         context={
             **cdk_json_context(),
             "aws:cdk:enable-path-metadata": True,  # as the CLI sets it
@@ -71,7 +74,8 @@ def load(outdir: Path) -> Synthesized:
     return Synthesized(stack_name=stack_name, data=json.loads(template_file.read_text()), outdir=outdir)
 
 
-def shared_synth(tmp_path_factory: pytest.TempPathFactory, name: str, **context: Any) -> Synthesized:
+def shared_synth(tmp_path_factory: pytest.TempPathFactory, name: str, build: AppBuilder = build_app,
+                 **context: Any) -> Synthesized:
     """`synthesize` once per test session, shared between xdist workers."""
     root = tmp_path_factory.getbasetemp()
     if root.name.startswith("popen-gw"):  # an xdist worker: its parent is shared by the session
@@ -83,7 +87,7 @@ def shared_synth(tmp_path_factory: pytest.TempPathFactory, name: str, **context:
         try:
             if done.exists():
                 return load(outdir)
-            synthesized = synthesize(outdir, **context)
+            synthesized = synthesize(outdir, build, **context)
             done.touch()
             return synthesized
         finally:

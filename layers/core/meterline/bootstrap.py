@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from meterline.aws.portal_secret import PortalSecret
+    from meterline.services.access_log_metering import AccessLogMeterer
     from meterline.services.backfill import BackfillWorker
     from meterline.services.compaction import Compactor
+    from meterline.services.entitlement_gate import EntitlementGate
     from meterline.services.entitlements import EntitlementsContext
     from meterline.services.exports import Exporter, WebhookSender
     from meterline.services.reports import ReportsContext
@@ -79,6 +81,31 @@ def entitlements_context() -> EntitlementsContext:
 
     return EntitlementsContext(EntitlementsStore(), features_store(), meters_store(), subjects_store(), usage_store(),
                                query_limits(), entitlement_snapshot_grace_ms())
+
+
+@cache
+def entitlement_gate() -> EntitlementGate:
+    from dataclasses import replace
+
+    from meterline.domain.entitlement_gate import ENTITLEMENT_GATE_ENV, EntitlementGateConfig
+    from meterline.services.entitlement_gate import EntitlementGate
+    from meterline.settings import required_env
+
+    config = EntitlementGateConfig.model_validate_json(required_env(ENTITLEMENT_GATE_ENV,
+                                                                    "the entitlement authorizer's rules"))
+    # The authorizer's role is read-only, so its values keep no balance snapshots.
+    return EntitlementGate(replace(entitlements_context(), keep_snapshots=False), config)
+
+
+@cache
+def access_log_meterer() -> AccessLogMeterer:
+    from meterline.domain.access_logs import ACCESS_LOG_METERING_ENV, AccessLogMeteringConfig
+    from meterline.services.access_log_metering import AccessLogMeterer
+    from meterline.settings import required_env, settings
+
+    config = AccessLogMeteringConfig.model_validate_json(required_env(ACCESS_LOG_METERING_ENV,
+                                                                      "what a stage's access logs are metered as"))
+    return AccessLogMeterer(events_store(), config, settings().max_event_age_ms)
 
 
 @cache
@@ -152,7 +179,7 @@ def webhook_sender() -> WebhookSender:
 FACTORIES = (events_store, usage_store, processing_lag_store, meters_store, features_store, subjects_store,
              entitlements_context, keys_store, portal_secret, reports_store, compactor, backfill_worker,
              reports_context, exporter,
-             webhook_sender)
+             webhook_sender, entitlement_gate, access_log_meterer)
 
 
 def reset() -> None:

@@ -64,6 +64,9 @@ class EntitlementsContext:
     usage: UsageStore
     limits: QueryLimits
     snapshot_grace_ms: int  # late events older than this do not change the balances of later periods
+    # False for read-only callers (the entitlement authorizer): values start from the kept snapshot but
+    # never write one
+    keep_snapshots: bool = True
 
 
 # --- query strings ------------------------------------------------------------------------------------
@@ -442,7 +445,7 @@ def burn_down_to(ctx: EntitlementsContext, namespace: str, entitlement: Entitlem
                        list(observe), list(cut))
     settled = [c for c in result.checkpoints
                if c.at <= now_ms - ctx.snapshot_grace_ms and (snapshot is None or c.at > snapshot.at)]
-    if settled:
+    if settled and ctx.keep_snapshots:
         ctx.store.put_snapshot(namespace, entitlement.id, settled[-1])
     return result
 

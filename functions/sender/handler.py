@@ -1,7 +1,8 @@
 """The webhook sender: consumes the delivery queue (SQS, partial batch failures) and POSTs each signed
 usage webhook; failures are re-queued with backoff by the sender itself (see meterline.services.exports),
-so a batch item fails only on an unexpected error, or when the invocation has too little time left for
-one more attempt (the message is then not tried: SQS delivers it again later). SQS's redrive policy
+so a batch item fails only on an unexpected error. A message the invocation has too little time left
+for is not tried: it goes back on the queue as a new message (not as a failure, which would count a
+receive toward the dead-letter queue). SQS's redrive policy
 dead-letters a message the function failed on as a whole (crashed, timed out) too often; the sender also
 consumes the dead-letter queue, where it ends those deliveries as failed."""
 
@@ -37,8 +38,9 @@ def _deliver(record: DeliveryRecord, lambda_context: LambdaContext) -> None:
     try:
         outcome = webhook_sender().deliver(message, now_ms(), lambda_context.get_remaining_time_in_millis())
     except NoTimeForAttempt as postponed:
+        webhook_sender().postpone(message)
         logger.info("webhook delivery postponed", extra={**log, "reason": str(postponed)})
-        raise
+        return
     logger.info("webhook delivery", extra={**log, "outcome": outcome})
 
 

@@ -282,8 +282,9 @@ def test_a_delivery_sqs_dead_letters_is_failed_on_its_run(exports_aws: Any, ctx:
 
 def test_a_batch_leaves_what_it_has_no_time_for_to_sqs(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
     """A receiver that never answers holds an attempt for the whole timeout (2 s here, a 4 s budget with
-    the margins): with 5.5 s left, the first delivery is tried and the other two are handed back to SQS
-    untried, and the invocation returns before its own deadline."""
+    the margins): with 5.5 s left, the first delivery is tried and the other two are put back on the queue
+    untried, as new messages (no receive counted toward the dead-letter queue), and the invocation returns
+    before its own deadline."""
     ingest_and_count(usage_events())
     tarpit = RawReceiver(never_answers)
     try:
@@ -296,8 +297,15 @@ def test_a_batch_leaves_what_it_has_no_time_for_to_sqs(exports_aws: Any, ctx: An
         context = LocalLambdaContext("sender", timeout_s=5.5)
         result = sender.handler({"Records": [lambda_record(m, url) for m in messages]}, context)
         assert context.get_remaining_time_in_millis() > 0  # the invocation ended in time
-        assert result == {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages[1:]]}
+        assert result == {"batchItemFailures": []}
         assert len(tarpit.connections) == 1
+        time.sleep(1.2)  # the postponed two, and the first one's retry, are delayed 1 s
+        again = exports_aws["sqs"].receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                   AttributeNames=["All"])["Messages"]
+        by_subject = {orjson.loads(m["Body"])["subject"]: m for m in again}
+        assert {s: (orjson.loads(m["Body"])["attempt"], m["Attributes"]["ApproximateReceiveCount"])
+                for s, m in by_subject.items()} == {
+            orjson.loads(m["Body"])["subject"]: (2 if i == 0 else 1, "1") for i, m in enumerate(messages)}
     finally:
         tarpit.close()
     deliveries = {d["subject"]: d for d in runs()[0]["deliveries"]}
@@ -317,9 +325,22 @@ def test_a_batch_with_no_time_left_is_handed_back_untried(exports_aws: Any, ctx:
                                                   AttributeNames=["All"])["Messages"]
     result = sender.handler({"Records": [lambda_record(m, url) for m in messages]},
                             LocalLambdaContext("sender", timeout_s=3.9))  # less than one attempt's 4 s
-    assert result == {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
+    assert result == {"batchItemFailures": []}
     assert receiver.attempts == {}
     assert {(d["status"], d["attempts"]) for d in runs()[0]["deliveries"]} == {("pending", 0)}
+    # crowded out three times and more: still delivered once an invocation has time (never dead-lettered)
+    for _ in range(3):
+        time.sleep(1.1)
+        again = exports_aws["sqs"].receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                   AttributeNames=["All"])["Messages"]
+        assert len(again) == 3
+        assert sender.handler({"Records": [lambda_record(m, url) for m in again]},
+                              LocalLambdaContext("sender", timeout_s=3.9)) == {"batchItemFailures": []}
+        for m in again:
+            exports_aws["sqs"].delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    time.sleep(1.1)
+    assert drain(exports_aws) == 3
+    assert {(d["status"], d["attempts"]) for d in runs()[0]["deliveries"]} == {("succeeded", 1)}
 
 
 def test_manual_run_exports_the_requested_window_again(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:

@@ -12,7 +12,9 @@ delivery record and one queued message per subject.
 Sender: POSTs one subject's webhook; a failure is re-queued with a backoff delay until the retry policy
 gives up, then the message goes to the dead-letter queue and the delivery counts as failed on its run.
 An attempt is started only while the invocation has time for all of it (the webhook's hard deadline and
-the records around it); otherwise the message is handed back to SQS untried. A message SQS itself
+the records around it); otherwise the message is put back on the queue untried, as a new message (a
+message handed back as a failure would count a receive each time, and three crowded invocations would
+dead-letter a delivery never tried). A message SQS itself
 dead-letters (the sender crashed or timed out on it every time it was received) comes back to the sender
 from the dead-letter queue, which ends its delivery as failed.
 """
@@ -59,6 +61,8 @@ MAX_MESSAGE_BYTES = 250_000
 # recording the outcome (a few DynamoDB, KMS and SQS calls, retried by the SDK when throttled).
 RECORDING_ALLOWANCE_SECONDS = 1.5
 DEAD_LETTERED = "dead-lettered: the sender failed on it (crashed or timed out) every time"
+# A postponed message comes back this much later, to an invocation with time to spare.
+POSTPONE_DELAY_SECONDS = 1
 
 
 class CountingIncomplete(Exception):
@@ -291,6 +295,10 @@ class WebhookSender:
         self.queues.retry_delivery(message.model_copy(update={"attempt": message.attempt + 1}),
                                    self.retry.delay_seconds(message.attempt))
         return "retrying"
+
+    def postpone(self, message: DeliveryMessage) -> None:
+        """Put a message this invocation has no time for back on the queue, untried and as it was."""
+        self.queues.retry_delivery(message, POSTPONE_DELAY_SECONDS)
 
     def fail_dead_lettered(self, message: DeliveryMessage, now_ms: int) -> str:
         """A message from the delivery dead-letter queue: end its delivery as failed unless it has ended

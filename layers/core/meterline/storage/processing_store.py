@@ -33,8 +33,9 @@ class ProcessingLagStore(TableAdapter):
 
     def samples(self, since_minute_ms: int) -> list[LagSample]:
         items: list[dict[str, Any]] = list(self.query_items({
-            "KeyConditionExpression": "pk = :pk AND sk >= :since",
-            "ExpressionAttributeValues": {":pk": {"S": LAG_PARTITION}, ":since": {"S": f"{since_minute_ms:015d}"}},
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :since AND :last",
+            "ExpressionAttributeValues": {":pk": {"S": LAG_PARTITION}, ":since": {"S": f"{since_minute_ms:015d}"},
+                                          ":last": {"S": "9" * 15}},
             "ConsistentRead": True,
         }))
         return [LagSample(int(item["sk"]["S"]), int(item["oldest"]["N"])) for item in items]

@@ -26,12 +26,15 @@ def category(table: str, pk: str) -> str:
     parts = pk.split("#")
     if len(parts) >= 3 and parts[1] in SLOT_CATEGORIES:
         return SLOT_CATEGORIES[parts[1]]
+    if len(parts) >= 3 and parts[1][:1] == "z" and parts[1][1:].isdigit():
+        return "zone_day_slots"  # z{phase in minutes}
     return "other"
 
 
 def catalog_category(pk: str) -> str:
-    """Meters (and backfill markers), API keys, reports, report runs with their deliveries, window claims."""
-    if pk.endswith("#meter") or pk.startswith("backfill#"):
+    """Meters (and backfill markers, zone day requests), API keys, reports, report runs with their deliveries,
+    window claims."""
+    if pk.endswith("#meter") or pk.startswith(("backfill#", "zonedays#")):
         return "catalog_meters"
     if pk.startswith("$apikey#") or pk.endswith("#apikey"):
         return "catalog_keys"

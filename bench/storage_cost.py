@@ -21,14 +21,25 @@ Each result is checked against a recount of the generated events.
 Steady state (`*_steady`): one full UTC quarter (900,000 events at 1,000 events/s) through the processor
 and the compactor, so quarter slots amortise over a quarter as under continuous traffic. Event puts are
 not replayed (same cost per event by construction). Hour slots are written once per subject and hour,
-day slots once per subject and day: the figures are the roll-ups of that quarter / 4 and / 96. Also:
+day slots once per subject and day: the figures are the roll-ups of that quarter / 4 and / 96. Then
+queries ask for the zone days of three phases (Asia/Kolkata 18:30, Asia/Kathmandu 18:15, America/New_York
+in May 04:00) and the compactor builds the ones holding the quarter (and the empty ones of the 30 days
+before): `wru_zone_day_slots_per_event_steady_per_phase` is that / 96 / 3 (a zone day's slots, like a
+day's, are written once per subject and day; not in `wru_per_event_steady`, which has no phase asked for).
+Also:
 - `query_rru_to_now_steady`: the 30-day query with `to` = now, at the end of that quarter (the usual
-  dashboard query: the quarter not yet compacted is read through its manifest and raw rows);
-- `query_rru_30d_day_steady`, `query_rru_30d_day_kolkata_steady`, `query_rru_30d_day_kathmandu_steady`:
-  the 30-day queries over 30 days of steady traffic for `customer-1`, approximated by copying its
-  compacted quarter, hour and day slots (packed and split items) into every quarter, hour and day of the
-  range (its group vocabularies saturate within a quarter, so a day slot is about as large as a quarter
-  slot). No recount check there (the copies are not events).
+  dashboard query: the quarter not yet compacted is read through its manifest and raw rows; the
+  compactor's horizons have not been settled long enough for eventually consistent reads);
+- `query_rru_30d_day_steady`, `query_rru_30d_day_{kolkata,kathmandu,new_york}_steady`: the 30-day queries
+  (from and to at UTC midnights, so in a zone the first and last windows are part days) over 30 days of
+  steady traffic for `customer-1`, approximated by copying its compacted quarter, hour, day and zone day
+  slots (packed and split items) into every quarter, hour, day and zone day of the range (its group
+  vocabularies saturate within a quarter, so a day slot is about as large as a quarter slot), under a
+  compactor that is up to date, keeps the three phases and has been up to date for more than SETTLE_MS
+  (settled horizons: slots are read eventually consistently). Each lever alone: `..._consistent` (zone
+  days, every read strongly consistent: the figures before eventually consistent reads) and
+  `query_rru_30d_day_kolkata_steady_without_zone_days` (eventually consistent reads of UTC slots). No
+  recount check there (the copies are not events).
 
 All-in cost per million events at 1, 4, 40 and 1,000 events/s (bench/all_in.py, run side by side with the
 above in processes of their own): `usd_per_million_all_in_<rate>eps` (DynamoDB writes and reads of every
@@ -58,18 +69,20 @@ from bench.workload import FIRST_SEQUENCE, NAMESPACE, example_catalog, generate,
 from functions.processor import handler as processor  # noqa: E402
 from meterline.domain.events import CloudEvent  # noqa: E402
 from meterline.domain.meters import MeterCatalog  # noqa: E402
-from meterline.domain.slots import DAY, HOUR, QUARTER, floor_to  # noqa: E402
-from meterline.domain.timeutil import (
+from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons, ZoneDays, ZoneRange, floor_to  # noqa: E402
+from meterline.domain.timeutil import (  # noqa: E402
     DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
     QUARTER_MS,
-    format_ms,  # noqa: E402
+    format_ms,
 )
 from meterline.services.compaction import Compactor  # noqa: E402
 from meterline.services.usage_query import UsageQueryParameters, UsageReader  # noqa: E402
 from meterline.settings import CompactionTiming  # noqa: E402
 from meterline.storage.events_store import EventsStore, is_manifest  # noqa: E402
 from meterline.storage.tables import EVENT_TIME_INDEX  # noqa: E402
-from meterline.storage.usage_store import COMPACTION_KEY, UsageStore, slot_key, slot_partition  # noqa: E402
+from meterline.storage.usage_store import UsageStore, slot_key, slot_partition  # noqa: E402
 from meterline_local.lambda_runtime import LocalLambdaContext  # noqa: E402
 from tests.fakes import DYNAMODB_ITEM_LIMIT, CostModelDynamoDB  # noqa: E402
 
@@ -92,6 +105,11 @@ QUARTERS_PER_DAY = DAY_MS // QUARTER_MS
 WRITE_CATEGORIES = ["event_puts", "time_index", "event_index", "raw_rows", "manifests", "quarter_slots", "hour_slots",
                     "day_slots", "compaction_state"]
 STEADY_CATEGORIES = ("event_index", "raw_rows", "manifests", "quarter_slots", "hour_slots", "day_slots")
+# The zone day phases the steady state's queries ask for: Asia/Kolkata (+05:30), Asia/Kathmandu (+05:45) and
+# New York in May (EDT, -04:00)
+ZONE_PHASES = {"kolkata": 18 * HOUR_MS + 30 * MINUTE_MS, "kathmandu": 18 * HOUR_MS + 15 * MINUTE_MS,
+               "new_york": 4 * HOUR_MS}
+ZONE_NAMES = {"kolkata": "Asia/Kolkata", "kathmandu": "Asia/Kathmandu", "new_york": "America/New_York"}
 TIME_INDEX = {EVENTS_TABLE: ((EVENT_TIME_INDEX.partition_key, EVENT_TIME_INDEX.sort_key),)}
 
 
@@ -153,9 +171,13 @@ def process(client: CostModelDynamoDB, catalog: MeterCatalog, records: Iterable[
         flush()
 
 
-def compact(client: CostModelDynamoDB, catalog: MeterCatalog, now_ms: int, phase: str = "compactor") -> None:
+def compact(client: CostModelDynamoDB, catalog: MeterCatalog, now_ms: int, phase: str = "compactor",
+            zone_phases: tuple[int, ...] = ()) -> None:
+    """The real compactor, caught up at now_ms; asked for the zone days of `zone_phases`."""
     client.phase = phase
-    report = Compactor(usage_store(client), lambda namespace: catalog, TIMING).run_until_caught_up(now_ms)
+    requested = dict.fromkeys(zone_phases, now_ms)
+    report = Compactor(usage_store(client), lambda namespace: catalog, TIMING,
+                       lambda now: requested).run_until_caught_up(now_ms)
     assert report.caught_up, report
 
 
@@ -255,7 +277,13 @@ def steady(catalog: MeterCatalog, event_puts: float, figures: dict[str, float]) 
         client, catalog, "query_to_now", now, **{"from": format_ms(floor_to(now, DAY_MS) - 29 * DAY_MS),
                                                  "to": format_ms(now)}), recount.totals)
     compact(client, catalog, closed_now(end - 1))
-    compact(client, catalog, floor_to(end, DAY_MS) + DAY_MS + TIMING.grace_ms + 60_000, phase="day_fold")
+    day_fold_at = floor_to(end, DAY_MS) + DAY_MS + TIMING.grace_ms + 60_000
+    compact(client, catalog, day_fold_at, phase="day_fold")
+    # Then queries ask for zone days: the compactor builds the one holding this quarter (and, backwards, the
+    # empty ones before it), one per phase, once the hour horizon has passed its end (New York's, 04:00).
+    zone_days_end = max(ZoneDays(phase).containing(STEADY_QUARTER_START_MS) + DAY_MS for phase in ZONE_PHASES.values())
+    compact(client, catalog, max(day_fold_at, zone_days_end + TIMING.grace_ms + 60_000) + 60_000, phase="zone_fold",
+            zone_phases=tuple(ZONE_PHASES.values()))
 
     breakdown = {name: client.by_category("WRU", "processor").get(name, 0.0) / STEADY_EVENTS
                  + client.by_category("WRU", "compactor").get(name, 0.0) / STEADY_EVENTS
@@ -267,6 +295,9 @@ def steady(catalog: MeterCatalog, event_puts: float, figures: dict[str, float]) 
     # compaction state: a few 1-WRU writes per quarter (~1e-5 per event)
     figures["wru_per_event_steady"] = sum(breakdown.values())
     figures.update({f"wru_{name}_per_event_steady": breakdown[name] for name in STEADY_CATEGORIES})
+    # a zone day's slots are written once per subject and day, like a day's: per phase asked for
+    figures["wru_zone_day_slots_per_event_steady_per_phase"] = client.total(
+        "WRU", "zone_fold", "zone_day_slots") / len(ZONE_PHASES) / QUARTERS_PER_DAY / STEADY_EVENTS
     # the day fold phase reads the hour's quarters (once per 4 quarters) and the day's hours (once per 96)
     day_fold_rru = client.by_category("RRU", "day_fold")
     figures["rru_compaction_per_event_steady"] = (
@@ -278,32 +309,54 @@ def steady(catalog: MeterCatalog, event_puts: float, figures: dict[str, float]) 
 
 def history(catalog: MeterCatalog, steady_client: CostModelDynamoDB, figures: dict[str, float]) -> None:
     """30 days of steady traffic for TOP_SUBJECT: its compacted slots of the steady quarter (its quarter,
-    hour and day slots, packed and split items), copied into every quarter, hour and day of the queried
-    range, under an up-to-date compactor."""
+    hour, day and zone day slots, packed and split items), copied into every quarter, hour, day and zone day
+    of the queried range, under a compactor that is up to date and has been for more than SETTLE_MS."""
     usage = steady_client.tables[USAGE_TABLE]
     client = new_client()
-    for level in (QUARTER, HOUR, DAY):
-        period = level.period(STEADY_QUARTER_START_MS)
-        key = slot_key(TOP_SUBJECT, level, level.index(STEADY_QUARTER_START_MS))
-        base = slot_partition(NAMESPACE, level, period)
+    levels = [QUARTER, HOUR, DAY, *(ZoneDays(phase) for phase in ZONE_PHASES.values())]
+    for level in levels:
+        start_ms = level.containing(STEADY_QUARTER_START_MS) if isinstance(level, ZoneDays) else STEADY_QUARTER_START_MS
+        key = slot_key(TOP_SUBJECT, level, level.index(start_ms))
+        base = slot_partition(NAMESPACE, level, level.period(start_ms))
         found = {pk[len(base):]: items[key] for pk, items in usage.items()
                  if (pk == base or pk.startswith(base + "#")) and key in items}
         assert "" in found, (level, key)
-        for start in range(DAY_END_MS - 30 * DAY_MS, DAY_END_MS, level.length_ms):
+        first = DAY_END_MS - 30 * DAY_MS
+        if isinstance(level, ZoneDays):
+            first = level.containing(first)
+        for start in range(first, DAY_END_MS, level.length_ms):
             for suffix, item in found.items():
                 client.seed(USAGE_TABLE, {**item, "pk": {"S": slot_partition(NAMESPACE, level, level.period(start))
                                                          + suffix},
                                           "sk": {"S": slot_key(TOP_SUBJECT, level, level.index(start))}})
     now = DAY_END_MS + 4 * 60_000
-    client.seed(USAGE_TABLE, {
-        **COMPACTION_KEY, "quarterHorizon": {"N": str(DAY_END_MS)}, "hourHorizon": {"N": str(DAY_END_MS)},
-        "dayHorizon": {"N": str(DAY_END_MS)}, "lateThrough": {"N": str(DAY_END_MS)}})
+    zones = {phase: ZoneRange(ZoneDays(phase).containing(DAY_END_MS - 30 * DAY_MS),
+                              ZoneDays(phase).containing(DAY_END_MS), 0, 0) for phase in ZONE_PHASES.values()}
+    folded = Horizons(quarter=DAY_END_MS, hour=DAY_END_MS, day=DAY_END_MS, late_through=DAY_END_MS, zones=zones)
+    store = usage_store(client)
     day_query = {"from": format_ms(DAY_END_MS - 30 * DAY_MS), "to": format_ms(DAY_END_MS)}
+
+    def state(settled: bool, zone_days: bool) -> None:
+        horizons = folded.plain()
+        horizons.zones = folded.zones if zone_days else {}
+        horizons.settled = horizons.plain() if settled else None  # the same horizons, SETTLE_MS ago
+        client.phase = "setup"
+        store.set_compaction_state(horizons)
+
+    state(settled=True, zone_days=True)
     figures["query_rru_30d_day_steady"] = run_query(client, catalog, "history", now, **day_query)[0]
-    figures["query_rru_30d_day_kolkata_steady"] = run_query(
-        client, catalog, "history_kolkata", now, windowTimeZone="Asia/Kolkata", **day_query)[0]
-    figures["query_rru_30d_day_kathmandu_steady"] = run_query(
-        client, catalog, "history_kathmandu", now, windowTimeZone="Asia/Kathmandu", **day_query)[0]
+    for name, zone in ZONE_NAMES.items():
+        figures[f"query_rru_30d_day_{name}_steady"] = run_query(
+            client, catalog, f"history_{name}", now, windowTimeZone=zone, **day_query)[0]
+    # each lever alone: strongly consistent reads, or no zone days
+    state(settled=False, zone_days=True)
+    figures["query_rru_30d_day_kolkata_steady_consistent"] = run_query(
+        client, catalog, "history_consistent", now, windowTimeZone="Asia/Kolkata", **day_query)[0]
+    figures["query_rru_30d_day_steady_consistent"] = run_query(
+        client, catalog, "history_consistent_utc", now, **day_query)[0]
+    state(settled=True, zone_days=False)
+    figures["query_rru_30d_day_kolkata_steady_without_zone_days"] = run_query(
+        client, catalog, "history_without_zone_days", now, windowTimeZone="Asia/Kolkata", **day_query)[0]
 
 
 def main() -> None:
@@ -326,10 +379,12 @@ def main() -> None:
     order = ["wru_per_event", *(f"wru_{name}_per_event" for name in WRITE_CATEGORIES), "failed_conditional_writes",
              "rru_compaction_per_event", "wru_per_event_batch100", "wru_per_event_steady",
              *(f"wru_{name}_per_event_steady" for name in STEADY_CATEGORIES),
-             "rru_compaction_per_event_steady",
+             "rru_compaction_per_event_steady", "wru_zone_day_slots_per_event_steady_per_phase",
              "query_rru_30d_day", "query_rru_30d_day_fresh", "query_rru_30d_day_kolkata",
              "query_rru_30d_day_through_today", "query_rru_to_now_steady", "query_rru_30d_day_steady",
-             "query_rru_30d_day_kolkata_steady", "query_rru_30d_day_kathmandu_steady"]
+             "query_rru_30d_day_kolkata_steady", "query_rru_30d_day_kathmandu_steady",
+             "query_rru_30d_day_new_york_steady", "query_rru_30d_day_steady_consistent",
+             "query_rru_30d_day_kolkata_steady_consistent", "query_rru_30d_day_kolkata_steady_without_zone_days"]
     assert sorted(order) == sorted(figures), set(order) ^ set(figures)
     for name in order:
         print(f"{name} {figures[name]:.4f}".rstrip("0").rstrip("."))

@@ -1,5 +1,8 @@
 """The numbers: after duplicates, redelivered and bisected stream batches, late events and any mix of
-compaction, every usage query equals a recount computed directly from the raw events."""
+compaction, every usage query equals a recount computed directly from the raw events: in UTC, in zones off
+the whole hour (Asia/Kolkata +05:30, Asia/Kathmandu +05:45) and across a DST change (America/New_York), with
+zone days built and late events landing in them afterwards, and with eventually consistent reads served by a
+replica that lags behind."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from hypothesis import strategies as st
 
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog, parse_meters, parse_number
-from meterline.domain.query_plan import UsageQuery
+from meterline.domain.query_plan import UsageQuery, plan
 from meterline.domain.slots import Horizons
 from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize, plan_windows, resolve_time_zone
@@ -28,6 +31,7 @@ from meterline.services.compaction import Compactor
 from meterline.services.usage_query import UsageReader
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import UsageStore
+from tests.fakes import CostModelDynamoDB
 
 T0 = to_epoch_ms(parse_rfc3339("2024-03-09T20:00:00Z"))  # New York springs forward on 2024-03-10
 HOUR = 3_600_000
@@ -154,14 +158,15 @@ def make_events(draw_seed: int, n: int) -> list[StoredEvent]:
     return events
 
 
-def process(store: UsageStore, events: list[StoredEvent], rng: random.Random, compact_times: list[int]) -> None:
+def process(store: UsageStore, events: list[StoredEvent], rng: random.Random, compact_times: list[int],
+            zone_phases: tuple[int, ...] = ()) -> None:
     """Deliver events in ingestion order in random batches, redelivering and bisecting some, and run the
-    compactor at given moments of processing time."""
+    compactor at given moments of processing time (asked for the zone days of `zone_phases`)."""
     first_wins: dict[tuple[str, str], StoredEvent] = {}
     for event in events:
         first_wins.setdefault((event.source, event.id), event)
     stream = sorted(first_wins.values(), key=lambda e: e.ingested_ms)
-    compactor = Compactor(store, catalogs, TIMING)
+    compactor = Compactor(store, catalogs, TIMING, requested(zone_phases))
     pending = sorted(compact_times)
     i = 0
     while i < len(stream):
@@ -177,6 +182,11 @@ def process(store: UsageStore, events: list[StoredEvent], rng: random.Random, co
         i += size
     for moment in pending:
         compactor.run_until_caught_up(moment)
+
+
+def requested(phases: tuple[int, ...]) -> Any:
+    """A zone_requests source asking for `phases` (as queries would have, at T0)."""
+    return lambda now_ms: dict.fromkeys(phases, T0)
 
 
 QUERY = st.fixed_dictionaries({
@@ -196,7 +206,6 @@ def scenario():
     """One stack state per module, on the in-memory cost-model DynamoDB (tests/fakes.py): the property
     runs many queries, and the same scenario runs once on DynamoDB Local below, for fidelity."""
     from meterline.storage.tables import USAGE_TABLE
-    from tests.fakes import CostModelDynamoDB
 
     name = os.environ["USAGE_TABLE"]
     client = CostModelDynamoDB({name: (USAGE_TABLE.partition_key, USAGE_TABLE.sort_key)})
@@ -462,5 +471,296 @@ def test_queries_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
     rng = random.Random(3)
     for _ in range(12):
         meter, query = random_query(rng, final_run)
+        rows = UsageReader(store).query("default", meter, query, final_run)
+        assert_same(as_result(rows), recount(meter, events, query))
+
+
+# --- zone days over several days, late events landing in them, DST --------------------------------------
+
+MINUTE = 60_000
+DAY = 24 * HOUR
+# Asia/Kolkata's days start at 18:30 UTC, Asia/Kathmandu's at 18:15, New York's at 05:00 (EST) and 04:00 (EDT)
+ZONE_PHASES = (18 * HOUR + 30 * MINUTE, 18 * HOUR + 15 * MINUTE, 5 * HOUR, 4 * HOUR)
+DAYS_FROM = T0 - 28 * HOUR  # 2024-03-08T16:00Z
+DAYS_TO = T0 + 68 * HOUR  # 2024-03-12T16:00Z
+MULTI_DAY_ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"]
+
+
+def make_multi_day_events(seed: int, n: int) -> list[StoredEvent]:
+    """Events over four days around New York's spring-forward; one in five arrives late, up to 40 hours
+    after its time (often after the zone day holding it was built), some are duplicates."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        time_ms = DAYS_FROM + rng.randrange(0, DAYS_TO - DAYS_FROM, 1000) + rng.randrange(1000)
+        delay = rng.randrange(0, 40 * HOUR) if rng.random() < 0.2 else rng.randrange(0, 5000)
+        data = {"v": rng.choice(VALUES), "model": rng.choice(["gpt", "llama", ""]), "tier": rng.choice(["a", "b"])}
+        event = StoredEvent("default", f"d{i}", rng.choice(["s1", "s2"]), "use", rng.choice(SUBJECTS), time_ms,
+                            time_ms + delay, data)
+        events.append(event)
+        if rng.random() < 0.05:
+            events.append(StoredEvent("default", event.id, event.source, "use", "mallory", time_ms, time_ms,
+                                      {"v": 999}))
+    return events
+
+
+def late_in_built_zone_days(events: list[StoredEvent]) -> int:
+    """Events processed after the zone day holding them was built (its end, plus the compactor's grace and
+    its half-hour schedule)."""
+    return sum(1 for e in events for phase in ZONE_PHASES[:2]
+               if e.ingested_ms > e.time_ms - (e.time_ms - phase) % DAY + DAY + TIMING.grace_ms + 30 * MINUTE)
+
+
+@pytest.fixture(scope="module")
+def multi_day():
+    from meterline.storage.tables import USAGE_TABLE
+
+    name = os.environ["USAGE_TABLE"]
+    store = UsageStore(client=CostModelDynamoDB({name: (USAGE_TABLE.partition_key, USAGE_TABLE.sort_key)}), table=name)
+    events = make_multi_day_events(17, 400)
+    end = max(e.ingested_ms for e in events)
+    compact_times = list(range(DAYS_FROM - HOUR, end + 2 * HOUR, 30 * MINUTE))
+    process(store, events, random.Random(19), compact_times, ZONE_PHASES)
+    return Scenario(store, events, compact_times[-1])
+
+
+def _local_midnight(zone: str, ms: int) -> int:
+    """The first window start at or before `ms` of DAY windows in `zone`."""
+    return plan_windows(ms - 2 * DAY, ms + 1, WindowSize.DAY, resolve_time_zone(zone))[-1][0]
+
+
+MULTI_DAY_QUERY = st.fixed_dictionaries({
+    "meter": st.sampled_from(METERS),
+    "day": st.integers(0, 4),
+    "days": st.integers(1, 4),
+    "edge": st.sampled_from([0, 0, 0, 15 * MINUTE, -7 * MINUTE - 3_000, 5 * HOUR]),
+    "window": st.sampled_from([WindowSize.DAY, WindowSize.DAY, WindowSize.MONTH, None, WindowSize.HOUR]),
+    "zone": st.sampled_from(MULTI_DAY_ZONES),
+    "subjects": st.sampled_from([None, ["alice"], ["bob", "carol#1"]]),
+    "group_by": st.sampled_from([[], ["model"], ["subject", "tier"], ["model", "tier"]]),
+    "filters": st.sampled_from([{}, {"model": ["gpt"]}, {"tier": ["b"], "model": ["", "llama"]}]),
+})
+
+
+@settings(max_examples=400, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(q=MULTI_DAY_QUERY)
+def test_local_days_in_any_zone_equal_a_recount_after_late_events(multi_day, q) -> None:
+    """Queries mostly of whole local days (zone days where the compactor built them), in UTC, Kolkata,
+    Kathmandu and New York across its DST change, after events that arrived up to 40 hours late."""
+    start = _local_midnight(q["zone"], DAYS_FROM + q["day"] * DAY) + q["edge"]
+    query = UsageQuery(start, start + q["days"] * DAY, q["window"], q["zone"], q["subjects"], q["group_by"],
+                       q["filters"])
+    rows = UsageReader(multi_day.store).query("default", q["meter"], query, multi_day.now_ms)
+    assert_same(as_result(rows), recount(q["meter"], multi_day.events, query))
+
+
+def test_the_multi_day_scenario_reads_zone_days_that_late_events_changed(multi_day) -> None:
+    """What the property above stands on: late events after zone days were built, and DAY queries of every
+    zone read one zone day per whole local day (New York's 23-hour day from hours)."""
+    assert late_in_built_zone_days(multi_day.events) >= 20
+    state = multi_day.store.get_compaction_state()
+    assert sorted(state.zones) == sorted(ZONE_PHASES)
+    meter = next(m for m in METERS if m.slug == "m_sum")
+    for zone, whole_days in (("Asia/Kolkata", 3), ("Asia/Kathmandu", 3), ("America/New_York", 2), ("UTC", 3)):
+        start = _local_midnight(zone, DAYS_FROM + DAY)
+        query = UsageQuery(start, _local_midnight(zone, DAYS_TO), WindowSize.DAY, zone, None, ["subject", "model"])
+        chosen = plan(query, state)
+        zone_days = sum(len(starts) for (level, _), starts in chosen.slots.items() if level.key.startswith("z"))
+        assert zone_days == (0 if zone == "UTC" else whole_days), (zone, chosen.slots.keys())
+        rows = UsageReader(multi_day.store).query("default", meter, query, multi_day.now_ms)
+        assert_same(as_result(rows), recount(meter, multi_day.events, query))
+
+
+# --- eventually consistent reads from a replica that lags -----------------------------------------------
+
+class StaleReplicaDynamoDB(CostModelDynamoDB):
+    """The cost model, where eventually consistent reads (Query, GetItem with ConsistentRead false) are
+    served by a replica that has applied, in order, only the writes made at least `lag_ms` before the
+    simulated `clock_ms`: what DynamoDB allows, with a lag far beyond its usual second."""
+
+    def __init__(self, key_schemas: dict[str, tuple[str, str | None]], lag_ms: int) -> None:
+        super().__init__(key_schemas)
+        self.lag_ms = lag_ms
+        self.replica = CostModelDynamoDB(key_schemas)
+        self.log: list[tuple[int, str, str, str, dict[str, Any] | None]] = []
+        self.applied = 0
+        self.eventual_reads = 0
+
+    def _store(self, table: str, pk: str, sk: str, item: dict[str, Any]) -> None:
+        super()._store(table, pk, sk, item)
+        self.log.append((self.clock_ms or 0, table, pk, sk, dict(item)))
+
+    def _remove(self, table: str, pk: str, sk: str) -> None:
+        super()._remove(table, pk, sk)
+        self.log.append((self.clock_ms or 0, table, pk, sk, None))
+
+    def _caught_up(self) -> CostModelDynamoDB:
+        while self.applied < len(self.log) and self.log[self.applied][0] <= (self.clock_ms or 0) - self.lag_ms:
+            _, table, pk, sk, item = self.log[self.applied]
+            if item is None:
+                self.replica._remove(table, pk, sk)
+            else:
+                self.replica._store(table, pk, sk, item)
+            self.applied += 1
+        self.eventual_reads += 1
+        return self.replica
+
+    def query(self, **request: Any) -> dict[str, Any]:  # type: ignore[override]
+        if request.get("ConsistentRead"):
+            return super().query(**request)
+        return self._caught_up().query(**request)
+
+    def get_item(self, **request: Any) -> dict[str, Any]:  # type: ignore[override]
+        if request.get("ConsistentRead"):
+            return super().get_item(**request)
+        return self._caught_up().get_item(**request)
+
+
+def run_with_a_lagging_replica(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
+    """Events over two days (a fifth of them late, some batches redelivered), the compactor every minute
+    with zone days, and queries of the local days of events just processed, against a replica 4 minutes
+    behind (SETTLE_MS is 5). Returns (queries, queries differing from a recount of the events processed,
+    eventually consistent reads)."""
+    from meterline.domain import slots
+    from meterline.storage.tables import USAGE_TABLE
+
+    assert slots.SETTLE_MS == 5 * MINUTE
+    name = os.environ["USAGE_TABLE"]
+    client = StaleReplicaDynamoDB({name: (USAGE_TABLE.partition_key, USAGE_TABLE.sort_key)}, lag_ms=4 * MINUTE)
+    store = UsageStore(client=client, table=name)
+    rng = random.Random(23)
+    events = [e for e in make_multi_day_events(29, 400) if e.time_ms < DAYS_FROM + 2 * DAY]
+    first_wins: dict[tuple[str, str], StoredEvent] = {}
+    for event in events:
+        first_wins.setdefault((event.source, event.id), event)
+    stream = sorted(first_wins.values(), key=lambda e: e.ingested_ms)
+    compactor = Compactor(store, catalogs, TIMING, requested(ZONE_PHASES))
+    next_run = DAYS_FROM - HOUR
+    processed: list[StoredEvent] = []
+    queries = wrong = 0
+    i = 0
+    now = stream[0].ingested_ms
+    while i < len(stream):
+        size = rng.randint(1, 5)
+        batch = stream[i:i + size]
+        now = max(now, batch[-1].ingested_ms + rng.randrange(0, 5000))
+        while next_run <= now:
+            client.clock_ms = next_run
+            compactor.run(next_run)
+            next_run += MINUTE
+        client.clock_ms = now
+        count_events(batch, catalogs, store, f"b{i}-{size}", now, TIMING)
+        if rng.random() < 0.2:
+            count_events(batch, catalogs, store, f"r{i}-{size}", now, TIMING)
+        processed.extend(batch)
+        i += size
+        for _ in range(3):
+            zone = rng.choice(MULTI_DAY_ZONES)
+            # the local day of an event processed lately (often a late one, in slots just folded again)
+            start = _local_midnight(zone, rng.choice(processed[-30:]).time_ms)
+            query = UsageQuery(start, start + rng.choice([1, 2]) * DAY, rng.choice([WindowSize.DAY, None]), zone,
+                               rng.choice([None, ["alice"]]), rng.choice([[], ["subject", "tier"]]))
+            meter = rng.choice(METERS)
+            rows = UsageReader(store).query("default", meter, query, now)
+            queries += 1
+            got, want = as_result(rows), recount(meter, processed, query)
+            if got.keys() != want.keys() or any(not math.isclose(got[k], v, abs_tol=1e-9) for k, v in want.items()):
+                wrong += 1
+    return queries, wrong, client.eventual_reads
+
+
+def test_eventually_consistent_reads_of_settled_slots_equal_a_recount(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots, zone days included, are read eventually consistently once settled (below the horizons of
+    at least SETTLE_MS ago, and not re-folded from late rows since): against a replica 4 minutes behind,
+    every query made while events (late ones included) arrive and the compactor runs equals a recount, and
+    many reads were eventually consistent."""
+    queries, wrong, eventual = run_with_a_lagging_replica(monkeypatch)
+    assert wrong == 0 and queries > 200 and eventual > queries, (queries, wrong, eventual)
+
+
+@pytest.mark.parametrize("unsafe", ["every slot", "no late lists", "no settling"])
+def test_eventually_consistent_reads_of_slots_not_settled_get_numbers_wrong(monkeypatch: pytest.MonkeyPatch,
+                                                                          unsafe: str) -> None:
+    """The same against the replica, with one part of the rule left out: reading every slot eventually
+    consistently; ignoring the late lists between the settled and the current `lateThrough` (slots just
+    folded again from late rows); or settling the horizons at once instead of SETTLE_MS later."""
+    from meterline.services import compaction, usage_query
+
+    if unsafe == "every slot":
+        planned = usage_query.plan
+
+        def plan_everything_eventual(*args: Any, **kwargs: Any) -> Any:
+            chosen = planned(*args, **kwargs)
+            chosen.eventual = set(chosen.slots)
+            return chosen
+
+        monkeypatch.setattr(usage_query, "plan", plan_everything_eventual)
+    elif unsafe == "no late lists":
+        late_quarters = usage_query.UsageReader._late_quarters
+
+        def pending_only(self: Any, *args: Any) -> tuple[frozenset[int], frozenset[int]]:
+            return late_quarters(self, *args)[0], frozenset()
+
+        monkeypatch.setattr(usage_query.UsageReader, "_late_quarters", pending_only)
+    else:
+        monkeypatch.setattr(compaction, "SETTLE_MS", 0)
+    _, wrong, _ = run_with_a_lagging_replica(monkeypatch)
+    assert wrong > 0
+
+
+def test_zone_days_asked_for_after_the_events_are_built_back_over_the_days_before() -> None:
+    """The same events counted with no zone days asked for; then queries ask for Kolkata's and Adelaide's
+    (+10:30 in March: days from 13:30 UTC), and the compactor builds them back over the days before, a few
+    per run: DAY queries then read them and equal a recount."""
+    from meterline.storage.tables import USAGE_TABLE
+
+    name = os.environ["USAGE_TABLE"]
+    store = UsageStore(client=CostModelDynamoDB({name: (USAGE_TABLE.partition_key, USAGE_TABLE.sort_key)}), table=name)
+    events = make_multi_day_events(31, 300)
+    end = max(e.ingested_ms for e in events)
+    process(store, events, random.Random(37), list(range(DAYS_FROM - HOUR, end + 2 * HOUR, 30 * MINUTE)))
+    assert store.get_compaction_state().zones == {}
+    now = end + 3 * HOUR
+    phases = (18 * HOUR + 30 * MINUTE, 13 * HOUR + 30 * MINUTE)
+    compactor = Compactor(store, catalogs, TIMING, requested(phases))
+    runs = 1
+    while not compactor.run(now).caught_up:
+        runs += 1
+    assert runs > 2  # a few zone days per run
+    state = store.get_compaction_state()
+    meter = next(m for m in METERS if m.slug == "m_unique_count")
+    for zone in ("Asia/Kolkata", "Australia/Adelaide"):
+        query = UsageQuery(_local_midnight(zone, DAYS_FROM), _local_midnight(zone, DAYS_TO + DAY), WindowSize.DAY,
+                           zone, None, ["subject", "model"])
+        chosen = plan(query, state)
+        assert sum(len(starts) for (level, _), starts in chosen.slots.items() if level.key.startswith("z")) == 5
+        rows = UsageReader(store).query("default", meter, query, now)
+        assert_same(as_result(rows), recount(meter, events, query))
+
+
+def test_zone_days_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
+    """The multi-day scenario (fewer events, the compactor every 2 hours) on the local stack's engine: zone
+    days, the compaction state's settled horizons and eventually consistent reads as DynamoDB takes them."""
+    from meterline.storage.tables import USAGE_TABLE
+
+    client = dynamodb_local.client()
+    name = "test-usage-zone-days"
+    if name in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=name)
+    client.create_table(**USAGE_TABLE.create_table_request(name))
+    store = UsageStore(client=client, table=name)
+    events = make_multi_day_events(41, 120)
+    end = max(e.ingested_ms for e in events)
+    final_run = end + 2 * HOUR
+    process(store, events, random.Random(43), [*range(DAYS_FROM - HOUR, end, 2 * HOUR), final_run], ZONE_PHASES)
+    state = store.get_compaction_state()
+    assert sorted(state.zones) == sorted(ZONE_PHASES) and state.settled is not None
+    rng = random.Random(47)
+    for zone in MULTI_DAY_ZONES * 3:
+        start = _local_midnight(zone, DAYS_FROM + rng.randrange(0, 3 * DAY))
+        query = UsageQuery(start, start + rng.choice([1, 2, 3]) * DAY, rng.choice([WindowSize.DAY, WindowSize.MONTH]),
+                           zone, rng.choice([None, ["alice"]]), rng.choice([[], ["subject", "tier"]]))
+        meter = rng.choice(METERS)
         rows = UsageReader(store).query("default", meter, query, final_run)
         assert_same(as_result(rows), recount(meter, events, query))

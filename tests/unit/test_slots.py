@@ -1,8 +1,10 @@
-"""Slot levels and keys, the packed/split slot layout (with chunks and slices near the item limit), the query
-plan across levels, and the compactor's lag."""
+"""Slot levels and keys (zone days included), the packed/split slot layout (with chunks and slices near the
+item limit), the query plan across levels (zone days, eventually consistent reads), the compactor's state and
+its lag."""
 
 from __future__ import annotations
 
+import bisect
 import random
 import string
 import zlib
@@ -10,10 +12,12 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meterline.domain.query_plan import UsageQuery, plan
-from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, parse_rfc3339, to_epoch_ms
+from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons, ZoneDays, ZoneRange, lower_parts
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
 from meterline.services.compaction import compaction_lag
 from meterline.settings import CompactionTiming
@@ -239,3 +243,191 @@ def test_lists_too_large_for_one_item_are_written_in_slices_their_readers_join()
     assert store.read_manifests(T, "ns") == store.read_manifests(T) == parts
     assert store.read_late(T) == store.read_late_since("ns", T) == parts
     _assert_items_fit(store)
+
+
+# --- zone days -----------------------------------------------------------------------------------------
+
+KOLKATA, KATHMANDU, NEW_YORK_WINTER = 18 * HOUR_MS + 30 * 60_000, 18 * HOUR_MS + 15 * 60_000, 5 * HOUR_MS
+
+
+def test_zone_days_are_numbered_by_the_utc_day_they_start_in() -> None:
+    level = ZoneDays(KOLKATA)
+    start = ms("2024-05-31T18:30:00Z")  # Kolkata's 1 June
+    assert (level.key, level.period(start), level.index(start)) == ("z1110", ms("2024-05-01T00:00:00Z"), 30)
+    assert level.start(level.period(start), 30) == start
+    assert level.containing(ms("2024-06-01T18:29:59.999Z")) == start
+    assert level.containing(ms("2024-06-01T18:30:00Z")) == start + DAY_MS
+    assert ZoneDays(NEW_YORK_WINTER).key == "z300" and not ZoneDays(NEW_YORK_WINTER).needs_quarters()
+    assert level.needs_quarters() and ZoneDays(KATHMANDU).needs_quarters()
+    for bad in (0, DAY_MS, 7 * 60_000, -QUARTER_MS):
+        with pytest.raises(ValueError, match="multiple of 15 minutes"):
+            ZoneDays(bad)
+
+
+@pytest.mark.parametrize(("phase", "start", "parts"), [
+    # Kolkata: the last 2 quarters of 18:00, hours 19-23 and 0-17 of two UTC days, the first 2 quarters of 18:00
+    (KOLKATA, "2024-05-13T18:30:00Z", [("q", "2024-05-13T18:00:00Z", 2, 3), ("h", "2024-05-13T00:00:00Z", 19, 23),
+                                      ("h", "2024-05-14T00:00:00Z", 0, 17), ("q", "2024-05-14T18:00:00Z", 0, 1)]),
+    (KATHMANDU, "2024-05-13T18:15:00Z", [("q", "2024-05-13T18:00:00Z", 1, 3), ("h", "2024-05-13T00:00:00Z", 19, 23),
+                                        ("h", "2024-05-14T00:00:00Z", 0, 17), ("q", "2024-05-14T18:00:00Z", 0, 0)]),
+    (NEW_YORK_WINTER, "2024-01-10T05:00:00Z", [("h", "2024-01-10T00:00:00Z", 5, 23),
+                                              ("h", "2024-01-11T00:00:00Z", 0, 4)]),
+    # a phase in the last hour of the UTC day: its whole hours are all in the next UTC day
+    (23 * HOUR_MS + 45 * 60_000, "2024-05-13T23:45:00Z", [("q", "2024-05-13T23:00:00Z", 3, 3),
+                                                          ("h", "2024-05-14T00:00:00Z", 0, 22),
+                                                          ("q", "2024-05-14T23:00:00Z", 0, 2)]),
+])
+def test_a_zone_day_folds_from_the_hours_and_edge_quarters_it_covers(phase: int, start: str, parts: list) -> None:
+    found = lower_parts(ZoneDays(phase), ms(start))
+    assert [(level.key, period, first, last) for level, period, first, last in found] == [
+        (key, ms(period), first, last) for key, period, first, last in parts]
+    covered = sum((last - first + 1) * level.length_ms for level, _, first, last in found)
+    assert covered == DAY_MS
+    assert lower_parts(HOUR, T) == [(QUARTER, T, 0, 3)] and lower_parts(DAY, T - 18 * HOUR_MS) == [
+        (HOUR, T - 18 * HOUR_MS, 0, 23)]
+
+
+def _zones(*phases: int, through: str = "2024-05-20T00:00:00Z", created: int = 1) -> dict[int, ZoneRange]:
+    zones = {}
+    for phase in phases:
+        level = ZoneDays(phase)
+        zones[phase] = ZoneRange(level.containing(ms("2024-05-01T12:00:00Z")),
+                                 level.containing(ms(through)) - DAY_MS, T, created)
+    return zones
+
+
+def test_kolkata_days_read_zone_day_slots_where_the_compactor_keeps_them() -> None:
+    horizons = Horizons(quarter=ms("2024-05-20T00:00:00Z"), hour=ms("2024-05-20T00:00:00Z"),
+                        day=ms("2024-05-20T00:00:00Z"), late_through=ms("2024-05-20T00:00:00Z"))
+    query = UsageQuery(ms("2024-05-09T18:30:00Z"), ms("2024-05-14T18:30:00Z"), WindowSize.DAY, "Asia/Kolkata")
+    assert _slots_by_level(plan(query, horizons)) == {"q": 20, "h": 115}  # 5 days of 23 hours and 4 quarters
+    horizons.zones = _zones(KOLKATA)
+    chosen = plan(query, horizons)
+    assert _slots_by_level(chosen) == {"z1110": 5} and not chosen.raw_ranges
+    assert chosen.day_phases == {KOLKATA}
+    # a pending late quarter inside a day: that day from hours, quarters and the quarter's raw rows
+    pending = frozenset({ms("2024-05-11T03:15:00Z")})
+    chosen = plan(query, horizons, pending)
+    assert _slots_by_level(chosen) == {"z1110": 4, "h": 22, "q": 7}
+    assert chosen.raw_ranges == [(min(pending), min(pending) + QUARTER_MS)]
+    # days past the zone range (and an edge window that is not a whole day) from UTC slots
+    clipped = UsageQuery(ms("2024-05-16T20:00:00Z"), ms("2024-05-20T00:00:00Z"), WindowSize.DAY, "Asia/Kolkata")
+    assert _slots_by_level(plan(clipped, horizons)) == {"z1110": 1, "h": 22 + 23 + 5, "q": 2 + 4 + 2}
+    # MONTH windows: their whole local days; Kathmandu's days are not kept
+    month = UsageQuery(ms("2024-04-30T18:30:00Z"), ms("2024-05-19T18:30:00Z"), WindowSize.MONTH, "Asia/Kolkata")
+    assert _slots_by_level(plan(month, horizons)) == {"z1110": 18, "h": 23, "q": 4}  # the 19th is not kept yet
+    kathmandu = UsageQuery(ms("2024-05-09T18:15:00Z"), ms("2024-05-10T18:15:00Z"), WindowSize.DAY, "Asia/Kathmandu")
+    assert _slots_by_level(plan(kathmandu, horizons)) == {"q": 4, "h": 23}
+    assert plan(kathmandu, horizons).day_phases == {KATHMANDU}
+    # UTC days, whole-hour windows and queries without windows never use zone days
+    assert _slots_by_level(plan(UsageQuery(query.from_ms, query.to_ms, None, "Asia/Kolkata"), horizons)) == {
+        "q": 4, "h": 23, "d": 4}
+    assert plan(UsageQuery(T, T + DAY_MS, WindowSize.DAY), horizons).day_phases == set()
+
+
+def test_new_york_days_around_dst_read_zone_days_of_both_phases() -> None:
+    horizons = Horizons(quarter=ms("2024-03-20T00:00:00Z"), hour=ms("2024-03-20T00:00:00Z"),
+                        day=ms("2024-03-20T00:00:00Z"), late_through=ms("2024-03-20T00:00:00Z"))
+    horizons.zones = {phase: ZoneRange(ZoneDays(phase).containing(ms("2024-03-01T12:00:00Z")),
+                                       ZoneDays(phase).containing(ms("2024-03-19T12:00:00Z")), T, 1)
+                      for phase in (4 * HOUR_MS, 5 * HOUR_MS)}
+    # 8-12 March in New York: 9 March (EST, 05:00Z), 10 March (23 hours), 11 March (EDT, 04:00Z)
+    query = UsageQuery(ms("2024-03-08T05:00:00Z"), ms("2024-03-12T04:00:00Z"), WindowSize.DAY, "America/New_York")
+    chosen = plan(query, horizons)
+    assert _slots_by_level(chosen) == {"z300": 2, "h": 23, "z240": 1}
+    assert chosen.day_phases == {4 * HOUR_MS, 5 * HOUR_MS}
+
+
+def test_only_settled_slots_are_read_eventually_consistently() -> None:
+    day = ms("2024-05-14T00:00:00Z")
+    now = day + 10 * DAY_MS
+    horizons = Horizons(quarter=now, hour=now, day=now, late_through=now, zones=_zones(KOLKATA))
+    query = UsageQuery(day - 2 * DAY_MS, day + 8 * DAY_MS, WindowSize.DAY)
+    assert plan(query, horizons).eventual == set()  # nothing settled yet: all strongly consistent
+    horizons.settled = Horizons(quarter=day + 5 * DAY_MS, hour=day + 5 * DAY_MS, day=day + 5 * DAY_MS,
+                                late_through=day, zones=_zones(KOLKATA))
+    chosen = plan(query, horizons)
+    months = {DAY.period(start) for start in (day - 2 * DAY_MS, day + 7 * DAY_MS)}
+    assert len(months) == 1 and chosen.eventual == set()  # one partition read, not all of it settled
+    chosen = plan(UsageQuery(day - 2 * DAY_MS, day + 5 * DAY_MS, WindowSize.DAY), horizons)
+    assert chosen.eventual == set(chosen.slots)
+    # a quarter re-folded from late rows since the settled horizons: its day is read strongly
+    recent = frozenset({day + 3 * DAY_MS + 5 * QUARTER_MS})
+    chosen = plan(UsageQuery(day - 2 * DAY_MS, day + 5 * DAY_MS, WindowSize.DAY), horizons, recent=recent)
+    assert chosen.eventual == set()
+    # zone days: settled where the settled range holds them, in the same range as now
+    kolkata = UsageQuery(ms("2024-05-09T18:30:00Z"), ms("2024-05-14T18:30:00Z"), WindowSize.DAY, "Asia/Kolkata")
+    assert plan(kolkata, horizons).eventual == {(ZoneDays(KOLKATA), ms("2024-05-01T00:00:00Z"))}
+    horizons.zones = _zones(KOLKATA, created=2)  # dropped and requested again since: rebuilt lately
+    assert plan(kolkata, horizons).eventual == set()
+    horizons.zones = _zones(KOLKATA)
+    horizons.settled.zones = _zones(KOLKATA, through="2024-05-12T00:00:00Z")
+    assert plan(kolkata, horizons).eventual == set()
+
+
+# The plan's cover: every instant of the range from exactly one slot or raw range, inside its window, each
+# slot complete (below its level's horizon, or held by its zone range) and holding no pending quarter.
+ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham"]
+BASE = ms("2024-03-01T00:00:00Z")
+
+
+@st.composite
+def planned(draw: st.DrawFn) -> tuple[UsageQuery, Horizons, frozenset[int]]:
+    quarter = BASE + draw(st.integers(0, 60 * 96)) * QUARTER_MS
+    hour = floor_to(quarter, HOUR_MS) - draw(st.integers(0, 30)) * HOUR_MS
+    day = floor_to(hour, DAY_MS) - draw(st.integers(0, 3)) * DAY_MS
+    horizons = Horizons(quarter=quarter, hour=hour, day=day, late_through=quarter)
+    for phase in draw(st.sets(st.sampled_from([KOLKATA, KATHMANDU, 4 * HOUR_MS, 5 * HOUR_MS, 13 * HOUR_MS + 15 * 60_000,
+                                                10 * HOUR_MS + 30 * 60_000]))):
+        level = ZoneDays(phase)
+        through = level.containing(hour) - draw(st.integers(0, 20)) * DAY_MS
+        horizons.zones[phase] = ZoneRange(through - draw(st.integers(0, 40)) * DAY_MS, through, 0, 0)
+    pending = frozenset(BASE + q * QUARTER_MS for q in draw(st.sets(st.integers(0, 60 * 96), max_size=5)))
+    start = BASE + draw(st.integers(-2 * 96, 62 * 96)) * QUARTER_MS + draw(st.sampled_from([0, 0, 0, 7_000]))
+    query = UsageQuery(start, start + draw(st.integers(1, 45 * 96)) * QUARTER_MS,
+                       draw(st.sampled_from([None, WindowSize.DAY, WindowSize.MONTH, WindowSize.HOUR])),
+                       draw(st.sampled_from(ZONES)))
+    return query, horizons, pending
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=planned())
+def test_a_plan_reads_every_instant_once_from_complete_slots(case: tuple[UsageQuery, Horizons, frozenset[int]]
+                                                             ) -> None:
+    query, horizons, pending = case
+    chosen = plan(query, horizons, pending)
+    pieces = list(chosen.raw_ranges)
+    for (level, period), starts in chosen.slots.items():
+        for start in starts:
+            assert level.period(start) == period
+            end = start + level.length_ms
+            pieces.append((start, end))
+            assert not any(start <= q < end for q in pending)
+            if isinstance(level, ZoneDays):
+                assert horizons.zones[level.phase_ms].holds(start)
+            else:
+                assert end <= {QUARTER: horizons.quarter, HOUR: horizons.hour, DAY: horizons.day}[level]
+    pieces.sort()
+    assert pieces[0][0] == query.from_ms and pieces[-1][1] == query.to_ms
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))  # contiguous, no overlap
+    starts = [w[0] for w in chosen.windows]
+    for a, b in pieces:
+        window = chosen.windows[bisect.bisect_right(starts, a) - 1]
+        assert window[0] <= a < b <= window[1]
+
+
+def test_the_compaction_state_keeps_zone_days_and_settled_horizons() -> None:
+    store = _store()
+    horizons = Horizons(quarter=T, hour=T, day=T - 18 * HOUR_MS, late_through=T, zones=_zones(KOLKATA, KATHMANDU))
+    store.set_compaction_state(horizons)
+    assert store.get_compaction_state() == horizons
+    horizons.settled = horizons.plain()
+    horizons.snapshot = (T + 60_000, replace(horizons.plain(), quarter=T + QUARTER_MS))
+    store.set_compaction_state(horizons, "settled")
+    assert store.get_compaction_state() == horizons
+    horizons.settled = horizons.snapshot = None
+    store.set_compaction_state(horizons, "settled")  # nothing but removals
+    assert store.get_compaction_state() == horizons
+    horizons.zones = {}
+    store.set_compaction_state(horizons, "zones", "settled")
+    assert store.get_compaction_state() == horizons

@@ -135,8 +135,9 @@ def compactor() -> Compactor:
     from meterline.services.compaction import Compactor
     from meterline.services.meter_source import meter_catalog
     from meterline.settings import compaction_timing
+    from meterline.storage.zone_requests_store import ZoneRequests
 
-    return Compactor(usage_store(), meter_catalog, compaction_timing())
+    return Compactor(usage_store(), meter_catalog, compaction_timing(), ZoneRequests().requested)
 
 
 @cache

@@ -1,9 +1,11 @@
-"""Usage queries: windows in any IANA time zone, answered from day, hour and quarter-hour slots and raw
-rows, each part of time from exactly one of them.
+"""Usage queries: windows in any IANA time zone, answered from zone day, day, hour and quarter-hour slots
+and raw rows, each part of time from exactly one of them.
 
 Below the compactor's horizons the slots are complete; above them (the fresh tail) raw rows are read
 and de-duplicated by event identity. Window edges that are not on a UTC quarter-hour (a `from` of
-10:07:30, a MINUTE window) are read from raw rows too, filtered to the millisecond.
+10:07:30, a MINUTE window) are read from raw rows too, filtered to the millisecond. Slots that nothing
+has written for SETTLE_MS are read eventually consistently (meterline.domain.query_plan.is_settled). A
+DAY query off UTC asks the compactor for the zone days of its phase (meterline.domain.slots.ZoneDays).
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ from meterline.domain.counting import (
 )
 from meterline.domain.meters import Aggregation, Meter
 from meterline.domain.query_plan import Plan, UsageQuery, plan
-from meterline.domain.slots import QUARTER, Horizons, Resolution
+from meterline.domain.slots import QUARTER, ZONE_RENEW_MS, Horizons, SlotLevel, zone_days_kept_from
 from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, invalid
 from meterline.domain.windows import TooManyWindows, WindowSize, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
+from meterline.observability import logger
 from meterline.services.meters import get_meter
 from meterline.settings import QueryLimits
 from meterline.storage.dynamo import concurrently
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore, raw_partition
+from meterline.storage.zone_requests_store import ZoneRequests
 
 SUBJECT = "subject"
 
@@ -122,7 +126,9 @@ def query_usage(meters: MetersStore, store: UsageStore, namespace: str, id_or_sl
     """GET/POST /api/v1/meters/{idOrSlug}/query: the meter, the query as understood, and its rows."""
     meter = get_meter(meters, namespace, id_or_slug)
     query = parameters.query(meter, now_ms, default_range_ms)
-    return meter, query, UsageReader(store, limits).query(namespace, meter, query, now_ms)
+    # zone day requests live beside the meters, in the catalog table
+    reader = UsageReader(store, limits, ZoneRequests(meters.client, meters.table))
+    return meter, query, reader.query(namespace, meter, query, now_ms)
 
 
 def meter_subjects(meters: MetersStore, store: UsageStore, namespace: str, id_or_slug: str, now_ms: int,
@@ -135,9 +141,13 @@ def meter_subjects(meters: MetersStore, store: UsageStore, namespace: str, id_or
 
 
 class UsageReader:
-    def __init__(self, store: UsageStore, limits: QueryLimits | None = None) -> None:
+    def __init__(self, store: UsageStore, limits: QueryLimits | None = None,
+                 zone_requests: ZoneRequests | None = None) -> None:
+        """`zone_requests`: where a DAY query off UTC asks for zone days (None: it does not ask, but reads
+        the zone days others asked for)."""
         self.store = store
         self.limits = limits
+        self.zone_requests = zone_requests
         self._now = 0
 
     def query(self, namespace: str, meter: Meter, query: UsageQuery, now_ms: int | None = None
@@ -149,13 +159,14 @@ class UsageReader:
         # planning them.
         months = (query.to_ms - query.from_ms) // (28 * DAY_MS) + 1
         self._check_budget(months * (len(query.subjects) if query.subjects else 1))
-        pending = self._pending_quarters(namespace, counter_set, state)
+        pending, recent = self._late_quarters(namespace, counter_set, state)
         try:
-            the_plan = plan(query, state, pending)
+            the_plan = plan(query, state, pending, recent=recent, zone_days_from=self._zone_days_from())
         except TooManyWindows as exc:
             raise InvalidInput(str(exc), [FieldError("windowSize", str(exc))]) from None
         self._check_retention(query, the_plan)
-        slot_reads = self._slot_reads(the_plan.slots, query.subjects)
+        self._request_zone_days(the_plan, state)
+        slot_reads = self._slot_reads(the_plan.slots, query.subjects, the_plan.eventual)
         raw_reads = self._raw_reads(namespace, counter_set, the_plan.raw_ranges, query.subjects)
         self._check_budget(len(slot_reads) + len(raw_reads))
         aggregation = meter.aggregation
@@ -235,28 +246,47 @@ class UsageReader:
                   "range edges on UTC hour or day boundaries")
         raise InvalidInput(f"the query {reason}", [FieldError("from", reason)])
 
+    def _zone_days_from(self) -> int:
+        """The first zone day a query may read: the ones before expire (TTL) within the hour."""
+        return zone_days_kept_from(self._now, self.store.retention.zone_day_ms)
+
+    def _request_zone_days(self, the_plan: Plan, state: Horizons | None) -> None:
+        """Ask for the zone days of the plan's whole local days off UTC that the compactor does not keep,
+        or renew a request about to lapse (a failure only costs reads: logged, never an error)."""
+        if self.zone_requests is None:
+            return
+        for phase in sorted(the_plan.day_phases):
+            zone = state.zones.get(phase) if state else None
+            if zone is not None and zone.requested_ms >= self._now - ZONE_RENEW_MS:
+                continue
+            try:
+                self.zone_requests.request(phase, self._now)
+            except Exception:  # noqa: BLE001 - the query is answered all the same
+                logger.warning("could not request zone days", extra={"phase_ms": phase}, exc_info=True)
+
     @staticmethod
-    def _slot_reads(wanted: dict[tuple[Resolution, int], list[int]], subjects: Sequence[str] | None
-                    ) -> list[tuple[Resolution, int, str | None, dict[int, int]]]:
-        """One read per (level, period) and subject (or all subjects): level, period, subject, and the
-        wanted slots by index (their start)."""
+    def _slot_reads(wanted: dict[tuple[SlotLevel, int], list[int]], subjects: Sequence[str] | None,
+                    eventual: set[tuple[SlotLevel, int]]) -> list[_SlotRead]:
+        """One read per (level, period) and subject (or all subjects): level, period, subject, the wanted
+        slots by index (their start), and whether it must be strongly consistent."""
         reads = []
-        for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][1])):
+        for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][0].key,
+                                                                             kv[0][1])):
             by_index = {level.index(start): start for start in starts}
             for subject in [None] if subjects is None else subjects:
-                reads.append((level, period, subject, by_index))
+                reads.append((level, period, subject, by_index, (level, period) not in eventual))
         return reads
 
-    def _read_slots(self, namespace: str, counter_set: str,
-                    reads: list[tuple[Resolution, int, str | None, dict[int, int]]], add: Any) -> None:
+    def _read_slots(self, namespace: str, counter_set: str, reads: list[_SlotRead], add: Any) -> None:
         """The slots of every read, made concurrently and added in a fixed order (so floating-point sums
         come out the same whatever order the reads finish in)."""
-        def read(one: tuple[Resolution, int, str | None, dict[int, int]]) -> list[Any]:
-            level, period, subject, by_index = one
+        def read(one: _SlotRead) -> list[Any]:
+            level, period, subject, by_index, consistent = one
             first, last = (min(by_index), max(by_index)) if subject else (None, None)
-            return list(self.store.read_slots(namespace, level, period, [counter_set], subject, first, last))
+            return list(self.store.read_slots(namespace, level, period, [counter_set], subject, first, last,
+                                              consistent))
 
-        for (_, _, _, by_index), slots in zip(reads, concurrently(read, reads), strict=True):
+        for (_, _, _, by_index, _), slots in zip(reads, concurrently(read, reads), strict=True):
             for subject, by_slot in slots:
                 for index, states in by_slot.items():
                     start = by_index.get(index)
@@ -298,11 +328,21 @@ class UsageReader:
                 seen.add((row.source, row.id))
                 add(row.time_ms, row.subject, encode_groups(row.groups), fold(aggregation, None, row))
 
-    def _pending_quarters(self, namespace: str, counter_set: str, horizons: Horizons | None) -> frozenset[int]:
-        """Quarters with late rows not folded yet: those of the namespace's late lists from the
-        compactor's `lateThrough` on, however far behind it is (one Query)."""
+    def _late_quarters(self, namespace: str, counter_set: str, horizons: Horizons | None
+                       ) -> tuple[frozenset[int], frozenset[int]]:
+        """Quarters with late rows of the counter set (one Query of the namespace's late lists): pending,
+        not folded yet (lists from the compactor's `lateThrough` on, however far behind it is), and
+        recent, folded again since the settled horizons (lists from their `lateThrough` on)."""
         if horizons is None:
-            return frozenset()
-        return frozenset(floor_to(minute, QUARTER_MS)
-                         for _, cs, minute, _ in self.store.read_late_since(namespace, horizons.late_through)
-                         if cs == counter_set)
+            return frozenset(), frozenset()
+        since = min(horizons.late_through, horizons.settled.late_through) if horizons.settled else horizons.late_through
+        pending: set[int] = set()
+        recent: set[int] = set()
+        for listed, (_, cs, minute, _) in self.store.read_late_lists_since(namespace, since):
+            if cs == counter_set:
+                (pending if listed >= horizons.late_through else recent).add(floor_to(minute, QUARTER_MS))
+        return frozenset(pending), frozenset(recent)
+
+
+# level, period, subject (None: all), wanted slots by index (-> start), strongly consistent
+_SlotRead = tuple[SlotLevel, int, str | None, dict[int, int], bool]

@@ -1,5 +1,5 @@
 """The usage table: everything derived from the events: the event index, counting rows, manifests,
-quarter-hour and day slots, and the compactor's state."""
+quarter-hour, hour, day and zone day slots, and the compactor's state."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ from typing import Any
 import orjson
 
 from meterline.domain.event_index import EventRef, IndexPage
-from meterline.domain.slots import HORIZON_NAMES, QUARTER, Horizons, Resolution
+from meterline.domain.slots import (
+    HORIZON_NAMES,
+    QUARTER,
+    ZONE_DAYS_KEPT_MS,
+    Horizons,
+    SlotLevel,
+    ZoneDays,
+    ZoneRange,
+)
 from meterline.domain.timeutil import DAY_MS, DAY_S
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
@@ -36,7 +44,8 @@ def index_partition(namespace: str, day: str) -> str:
 #   pk "{ns}#late"  sk "{processing quarter ms, 13 digits}#{batch id}"  parts: the same, per namespace,
 #       so a reader finds every late part the compactor has not folded yet in one Query
 #   pk "work#{level}#{period ms}"  sk ns    namespaces with quarters to roll into an hour or a day
-# Slots (level q: quarter-hours, partitions per UTC day; h: hours and d: days, partitions per UTC month),
+# Slots (level q: quarter-hours, partitions per UTC hour; h: hours, per UTC day; d: days, per UTC month;
+# z{phase in minutes}: zone days, per UTC month of the UTC day they start in),
 # key "{subject byte length, 3 digits}#{subject}#{index in the partition}":
 #   packed: pk "{ns}#{level}#{period ms}"                  one attribute "c{counter set}" per small state
 #   split:  pk "{ns}#{level}#{period ms}#{counter set}"    attribute "s": one state of more than
@@ -47,7 +56,8 @@ def index_partition(namespace: str, day: str) -> str:
 #           0..n-1 and check the CRC; chunks from k = n on are left over from a larger state and ignored.
 #   A state lives in exactly one of them; if both exist (a state that shrank), the packed one is current.
 #   The length prefix keeps one subject's keys contiguous and its key ranges exact ("a" and "a#1").
-# Compaction state:  pk "compaction"  sk "state"
+# Compaction state:  pk "compaction"  sk "state"   the horizons (numbers), `zoneDays` (JSON: phase ->
+#       [from, through, requested, created]), `snapshot` (JSON: {at, horizons}) and `settled` (JSON horizons)
 #
 # Item size. DynamoDB refuses items over 400 KB. Lists (index refs, raw rows, manifest and late parts)
 # are packed into one blob per item; a list whose blob would make the item larger than MAX_ITEM_BYTES is
@@ -76,13 +86,19 @@ def raw_partition(namespace: str, counter_set: str, quarter_ms: int, bucket: int
     return f"{namespace}#{RAW}#{counter_set}#{quarter_ms}#{bucket}"
 
 
-def slot_partition(namespace: str, level: Resolution, period_ms: int, counter_set: str | None = None) -> str:
+def slot_partition(namespace: str, level: SlotLevel, period_ms: int, counter_set: str | None = None) -> str:
     base = f"{namespace}#{level.key}#{period_ms}"
     return base if counter_set is None else f"{base}#{counter_set}"
 
 
-def slot_key(subject: str, level: Resolution, index: int) -> str:
-    return f"{len(subject.encode()):03d}#{subject}#{index:0{level.width}d}"
+def slot_key(subject: str, level: SlotLevel, index: int) -> str:
+    return f"{subject_prefix(subject)}{index:0{level.width}d}"
+
+
+def subject_prefix(subject: str) -> str:
+    """What every slot key of `subject` starts with; slot partitions are in the order of these prefixes,
+    so streams of several partitions merge by it."""
+    return f"{len(subject.encode()):03d}#{subject}#"
 
 
 def parse_slot_key(key: str) -> tuple[str, int]:
@@ -159,8 +175,9 @@ _CHUNK_OVERHEAD = len("n") + 10 + len("h") + 10 + len("#") + 10
 class Retention:
     """How long derived usage items live. Index pages, hour and day slots: `days` (as events). Raw
     counting rows (the minute resolution): `minute_days`, counted from when they are written, which is
-    never before their events' time. Quarter-hour slots: `quarter_days` after the quarter. Queries that
-    would need an expired resolution are refused (meterline.services.usage_query), never answered short."""
+    never before their events' time. Quarter-hour slots: `quarter_days` after the quarter. Zone days:
+    `zone_day_ms` after their day. Queries that would need an expired resolution are refused
+    (meterline.services.usage_query), never answered short; expired zone days are not read."""
 
     days: int = 400
     minute_days: int | None = None
@@ -174,8 +191,14 @@ class Retention:
     def quarter_ms(self) -> int:
         return (self.quarter_days or self.days) * DAY_MS
 
-    def slot_expiry_s(self, level: Resolution, start_ms: int) -> int:
-        keep_ms = self.quarter_ms if level is QUARTER else self.days * DAY_MS
+    @property
+    def zone_day_ms(self) -> int:
+        """How long zone day slots are kept after their day (meterline.domain.slots.ZONE_DAYS_KEPT_MS)."""
+        return min(self.days * DAY_MS, ZONE_DAYS_KEPT_MS)
+
+    def slot_expiry_s(self, level: SlotLevel, start_ms: int) -> int:
+        keep_ms = self.quarter_ms if level is QUARTER else self.zone_day_ms if isinstance(
+            level, ZoneDays) else self.days * DAY_MS
         return (start_ms + level.length_ms + keep_ms) // 1000
 
 
@@ -301,25 +324,35 @@ class UsageStore(TableAdapter):
 
     def read_late_since(self, namespace: str, processing_quarter_ms: int) -> list[list[Any]]:
         """One namespace's late parts listed from a processing quarter on, in one Query."""
-        return self._read_parts(f"{namespace}#late", None, (f"{processing_quarter_ms:013d}", "9" * 13 + "~"))
+        return [part for _, part in self.read_late_lists_since(namespace, processing_quarter_ms)]
 
-    def _read_parts(self, pk: str, prefix: str | None, between: tuple[str, str] | None = None
-                    ) -> list[list[Any]]:
+    def read_late_lists_since(self, namespace: str, processing_quarter_ms: int) -> list[tuple[int, list[Any]]]:
+        """One namespace's late parts listed from a processing quarter on, each with the processing
+        quarter of its list, in one Query."""
+        parts: list[tuple[int, list[Any]]] = []
+        for item in self.query_items({
+                "TableName": self.table, "ConsistentRead": True,
+                "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+                "ExpressionAttributeValues": {":pk": {"S": f"{namespace}#late"},
+                                              ":lo": {"S": f"{processing_quarter_ms:013d}"},
+                                              ":hi": {"S": "9" * 13 + "~"}}}):
+            quarter = int(item["sk"]["S"][:13])
+            parts.extend((quarter, part) for part in unpack(item["parts"]["B"]))
+        return parts
+
+    def _read_parts(self, pk: str, prefix: str | None) -> list[list[Any]]:
         values: dict[str, Any] = {":pk": {"S": pk}}
         condition = "pk = :pk"
         if prefix is not None:
             condition += " AND begins_with(sk, :prefix)"
             values[":prefix"] = {"S": prefix}
-        elif between is not None:
-            condition += " AND sk BETWEEN :lo AND :hi"
-            values[":lo"], values[":hi"] = {"S": between[0]}, {"S": between[1]}
         parts: list[list[Any]] = []
         for item in self.query_items({"TableName": self.table, "KeyConditionExpression": condition,
                                  "ExpressionAttributeValues": values, "ConsistentRead": True}):
             parts.extend(unpack(item["parts"]["B"]))
         return parts
 
-    def put_slot(self, namespace: str, level: Resolution, start_ms: int, subject: str, states: dict[str, str]) -> int:
+    def put_slot(self, namespace: str, level: SlotLevel, start_ms: int, subject: str, states: dict[str, str]) -> int:
         """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
         items of their own first (chunked if need be), then the packed item gets the small ones and
         loses any stale copy of the large ones, in one write. Returns the number of writes."""
@@ -341,7 +374,7 @@ class UsageStore(TableAdapter):
             self._update_packed(packed_key, states, set(states), expires)
         return writes
 
-    def _put_split(self, namespace: str, level: Resolution, period: int, key: dict[str, str],
+    def _put_split(self, namespace: str, level: SlotLevel, period: int, key: dict[str, str],
                    states: dict[str, str], expires: dict[str, str]) -> int:
         """Each state in the item of its own (its chunks first, if it has any). Returns the number of writes."""
         writes = 0
@@ -386,22 +419,24 @@ class UsageStore(TableAdapter):
             TableName=self.table, Key=packed_key,
             UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
-    def read_slots(self, namespace: str, level: Resolution, period_ms: int, counter_sets: Sequence[str],
-                   subject: str | None = None, first: int | None = None, last: int | None = None
-                   ) -> Iterator[tuple[str, SlotStates]]:
+    def read_slots(self, namespace: str, level: SlotLevel, period_ms: int, counter_sets: Sequence[str],
+                   subject: str | None = None, first: int | None = None, last: int | None = None,
+                   consistent: bool = True) -> Iterator[tuple[str, SlotStates]]:
         """(subject, {slot index: {counter set: state}}) for every subject of a slot partition, or for one
         subject's slots first..last, one subject at a time in key order (streamed: a subject's slots
         are complete when it is yielded). Reads the packed items and, per counter set, its split items,
-        joining a chunked state's pieces (the text written, exactly)."""
+        joining a chunked state's pieces (the text written, exactly). `consistent=False` reads eventually
+        consistently (half the read units): only for slots nothing has written lately
+        (meterline.domain.query_plan.is_settled)."""
         if not counter_sets:
             return
         names = {f"#c{i}": f"c{cs}" for i, cs in enumerate(counter_sets)}
         packed = self._slot_items(slot_partition(namespace, level, period_ms), level, subject, first, last,
-                                  "sk, " + ", ".join(names), names)
+                                  "sk, " + ", ".join(names), names, consistent)
         streams = [_tagged(packed, "")]
         for counter_set in counter_sets:
             items = self._slot_items(slot_partition(namespace, level, period_ms, counter_set), level, subject,
-                                     first, last, None, None)
+                                     first, last, None, None, consistent)
             streams.append(_tagged(items, counter_set))
         current: str | None = None
         inline: SlotStates = {}
@@ -421,10 +456,10 @@ class UsageStore(TableAdapter):
         if current is not None:
             yield current, _combine(inline, split)
 
-    def _slot_items(self, partition: str, level: Resolution, subject: str | None, first: int | None,
-                    last: int | None, projection: str | None, names: dict[str, str] | None
+    def _slot_items(self, partition: str, level: SlotLevel, subject: str | None, first: int | None,
+                    last: int | None, projection: str | None, names: dict[str, str] | None, consistent: bool
                     ) -> Iterator[dict[str, Any]]:
-        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": consistent}
         if subject is None:
             request["KeyConditionExpression"] = "pk = :pk"
             request["ExpressionAttributeValues"] = {":pk": {"S": partition}}
@@ -441,34 +476,90 @@ class UsageStore(TableAdapter):
             request["ExpressionAttributeNames"] = names
         return self.query_items(request)
 
-    def put_work(self, level: Resolution, period_ms: int, namespace: str, now_ms: int) -> None:
+    def put_work(self, level: SlotLevel, period_ms: int, namespace: str, now_ms: int) -> None:
         """Note that a namespace has quarters to roll into the hour or day starting at period_ms."""
         self.client.put_item(TableName=self.table, Item={
             "pk": {"S": f"work#{level.key}#{period_ms}"}, "sk": {"S": namespace},
             "expiresAt": {"N": str(now_ms // 1000 + 31 * DAY_S)}})
 
-    def read_work(self, level: Resolution, period_ms: int) -> list[str]:
+    def read_work(self, level: SlotLevel, period_ms: int) -> list[str]:
         return [item["sk"]["S"] for item in self.partition_items(f"work#{level.key}#{period_ms}", True)]
 
     def get_compaction_state(self) -> Horizons | None:
-        """The compactor's horizons; None before its first run."""
+        """The compactor's horizons (with its zone days, snapshot and settled horizons); None before its
+        first run."""
         item = self.client.get_item(TableName=self.table, Key=COMPACTION_KEY, ConsistentRead=True).get("Item")
         if not item or any(name not in item for name in HORIZON_NAMES.values()):
             return None
-        return Horizons(**{field: int(item[name]["N"]) for field, name in HORIZON_NAMES.items()})
+        horizons = _horizons({field: int(item[name]["N"]) for field, name in HORIZON_NAMES.items()})
+        if "zoneDays" in item:
+            horizons.zones = _zones_from_json(orjson.loads(item["zoneDays"]["S"]))
+        if "settled" in item:
+            horizons.settled = _horizons_from_json(orjson.loads(item["settled"]["S"]))
+        if "snapshot" in item:
+            snapshot = orjson.loads(item["snapshot"]["S"])
+            horizons.snapshot = (int(snapshot["at"]), _horizons_from_json(snapshot["horizons"]))
+        return horizons
 
     def set_compaction_state(self, horizons: Horizons, *fields: str) -> None:
-        """Store the named fields of `horizons` (every field when none is named)."""
-        names = [HORIZON_NAMES[field] for field in fields or HORIZON_NAMES]
-        values = [getattr(horizons, field) for field in fields or HORIZON_NAMES]
-        self.client.update_item(
-            TableName=self.table, Key=COMPACTION_KEY,
-            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(names))),
-            ExpressionAttributeNames={f"#a{i}": name for i, name in enumerate(names)},
-            ExpressionAttributeValues={f":v{i}": {"N": str(value)} for i, value in enumerate(values)},
-        )
+        """Store the named fields of `horizons` (every field when none is named): its four horizons by
+        name, "zones" (the zone days), "settled" (the settled horizons and the snapshot, or their removal
+        when None)."""
+        sets: dict[str, dict[str, str]] = {}
+        removes: list[str] = []
+        for field in fields or (*HORIZON_NAMES, "zones", "settled"):
+            if field in HORIZON_NAMES:
+                sets[HORIZON_NAMES[field]] = {"N": str(getattr(horizons, field))}
+            elif field == "zones":
+                sets["zoneDays"] = {"S": orjson.dumps(_zones_json(horizons.zones)).decode()}
+            elif field == "settled":
+                for name, value in (("settled", None if horizons.settled is None else _horizons_json(horizons.settled)),
+                                    ("snapshot", None if horizons.snapshot is None else {
+                                        "at": horizons.snapshot[0], "horizons": _horizons_json(horizons.snapshot[1])})):
+                    if value is None:
+                        removes.append(name)
+                    else:
+                        sets[name] = {"S": orjson.dumps(value).decode()}
+            else:
+                raise ValueError(f"no compaction state field {field!r}")
+        names = [*sets, *removes]
+        clauses = []
+        if sets:
+            clauses.append("SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(sets))))
+        if removes:
+            clauses.append("REMOVE " + ", ".join(f"#a{i}" for i in range(len(sets), len(names))))
+        request: dict[str, Any] = {
+            "TableName": self.table, "Key": COMPACTION_KEY, "UpdateExpression": " ".join(clauses),
+            "ExpressionAttributeNames": {f"#a{i}": name for i, name in enumerate(names)}}
+        if sets:
+            request["ExpressionAttributeValues"] = {f":v{i}": value for i, value in enumerate(sets.values())}
+        self.client.update_item(**request)
 
 
+def _zones_json(zones: Mapping[int, ZoneRange]) -> dict[str, list[int]]:
+    return {str(phase): [z.from_ms, z.through_ms, z.requested_ms, z.created_ms] for phase, z in sorted(zones.items())}
+
+
+def _zones_from_json(value: Mapping[str, list[int]]) -> dict[int, ZoneRange]:
+    return {int(phase): ZoneRange(*(int(v) for v in bounds)) for phase, bounds in value.items()}
+
+
+def _horizons_json(horizons: Horizons) -> list[Any]:
+    """A snapshot's or the settled horizons, compactly (the state item stays under 1 KB, one write unit,
+    with a few zone day phases): [quarter, hour, day, late_through, {phase: [from, through, created]}]."""
+    return [horizons.quarter, horizons.hour, horizons.day, horizons.late_through,
+            {str(phase): [z.from_ms, z.through_ms, z.created_ms] for phase, z in sorted(horizons.zones.items())}]
+
+
+def _horizons_from_json(value: list[Any]) -> Horizons:
+    quarter, hour, day, late_through, zones = value
+    return Horizons(int(quarter), int(hour), int(day), int(late_through), {
+        int(phase): ZoneRange(int(start), int(through), 0, int(created))
+        for phase, (start, through, created) in zones.items()})
+
+
+def _horizons(by_field: Mapping[str, int]) -> Horizons:
+    return Horizons(by_field["quarter"], by_field["hour"], by_field["day"], by_field["late_through"])
 
 
 def _too_large(error: Exception) -> bool:

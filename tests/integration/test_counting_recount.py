@@ -452,17 +452,21 @@ def test_an_event_dated_up_to_the_ingestion_limit_ahead_counts_once_processed() 
             assert_same(as_result(reader.query("default", meter, query, now)), want)
 
 
-def test_queries_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
-    """The recount property's scenario on the local stack's engine, for fidelity: the same events,
-    batches, redeliveries and compactor runs, and a fixed sample of queries across the plan's paths."""
+def fresh_usage_table(dynamodb_local: Any, name: str) -> UsageStore:
+    """A new, empty usage table `name` on DynamoDB Local."""
     from meterline.storage.tables import USAGE_TABLE
 
     client = dynamodb_local.client()
-    name = "test-usage-recount"
     if name in client.list_tables()["TableNames"]:
         client.delete_table(TableName=name)
     client.create_table(**USAGE_TABLE.create_table_request(name))
-    store = UsageStore(client=client, table=name)
+    return UsageStore(client=client, table=name)
+
+
+def test_queries_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
+    """The recount property's scenario on the local stack's engine, for fidelity: the same events,
+    batches, redeliveries and compactor runs, and a fixed sample of queries across the plan's paths."""
+    store = fresh_usage_table(dynamodb_local, "test-usage-recount")
     events = make_events(7, 200)
     end = max(e.ingested_ms for e in events)
     final_run = end + 2 * HOUR
@@ -742,14 +746,7 @@ def test_zone_days_asked_for_after_the_events_are_built_back_over_the_days_befor
 def test_zone_days_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
     """The multi-day scenario (fewer events, the compactor every 2 hours) on the local stack's engine: zone
     days, the compaction state's settled horizons and eventually consistent reads as DynamoDB takes them."""
-    from meterline.storage.tables import USAGE_TABLE
-
-    client = dynamodb_local.client()
-    name = "test-usage-zone-days"
-    if name in client.list_tables()["TableNames"]:
-        client.delete_table(TableName=name)
-    client.create_table(**USAGE_TABLE.create_table_request(name))
-    store = UsageStore(client=client, table=name)
+    store = fresh_usage_table(dynamodb_local, "test-usage-zone-days")
     events = make_multi_day_events(41, 120)
     end = max(e.ingested_ms for e in events)
     final_run = end + 2 * HOUR

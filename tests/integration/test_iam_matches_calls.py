@@ -19,6 +19,8 @@ from tests.conftest import cloud_event, lambda_context, stream_records
 from tests.integration.http import call
 
 TABLES = {os.environ[spec.env_var]: spec.logical_name for spec in ALL_TABLES}
+TRANSACTION_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                       "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
 
 
 @pytest.fixture
@@ -27,8 +29,12 @@ def calls(aws: Any) -> Iterator[list[tuple[str, str]]]:
     seen: list[tuple[str, str]] = []
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if "TransactItems" in params:  # IAM authorizes a transaction item by item, by each item's own action
+            for item in params["TransactItems"]:
+                for kind, request in item.items():
+                    seen.append((TABLES[request["TableName"]], f"dynamodb:{TRANSACTION_ACTIONS[kind]}"))
+            return
         names = [params["TableName"]] if "TableName" in params else list(params.get("RequestItems", {}))
-        names += [item[kind]["TableName"] for item in params.get("TransactItems", []) for kind in item]
         for name in names:
             seen.append((TABLES[name], f"dynamodb:{model.name}"))
 
@@ -52,3 +58,37 @@ def test_ingest_and_the_processor_call_only_what_their_roles_allow(calls: list[t
     records = stream_records(os.environ["EVENTS_TABLE"])
     assert processor.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
     assert calls and set(calls) <= allowed("processor")
+
+
+def test_the_compactor_exporter_and_sender_call_only_what_their_roles_allow(
+        exports_aws: Any, calls: list[tuple[str, str]]) -> None:
+    """A window counted, folded by the compactor, exported on schedule and its webhooks delivered."""
+    from unittest import mock
+
+    from functions.compactor import handler as compactor
+    from tests.integration.test_exports import HOUR, T0, create_report, drain, fire, ingest_and_count, usage_events
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver()
+    try:
+        ingest_and_count(usage_events())
+        calls.clear()
+        with mock.patch("functions.compactor.handler.now_ms", return_value=T0 + 2 * HOUR):
+            compactor.handler({}, lambda_context())
+        assert calls and set(calls) <= allowed("compactor")
+
+        from meterline import bootstrap
+        from meterline.storage.meters_store import MetersStore
+
+        MetersStore().set_backfill("default", "tokens_total", {"status": "completed"})
+        report = create_report(bootstrap.reports_context(), receiver, T0)
+        calls.clear()
+        assert fire(report, T0 + 2 * HOUR) != []
+        assert ("Catalog", "dynamodb:PutItem") in calls  # the window's claim and its run (one transaction)
+        assert set(calls) <= allowed("exporter")
+
+        calls.clear()
+        assert drain(exports_aws) == 3  # hour 0: three subjects (hour 1 waits for its settle)
+        assert calls and set(calls) <= allowed("sender")
+    finally:
+        receiver.close()

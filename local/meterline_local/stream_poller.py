@@ -37,6 +37,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from meterline.aws.streams import lambda_record
+from meterline.processing.event_indexing import oldest_arrival_ms
 from meterline.settings import LOCAL_STREAM_BATCH_SIZE
 from meterline.storage.events_store import is_manifest
 
@@ -465,8 +466,9 @@ class StreamPoller(threading.Thread):
 
     def _may_retry(self, records: list[dict[str, Any]], attempts: int) -> bool:
         limit = self.settings.max_retries
-        oldest = min((r["dynamodb"].get("ApproximateCreationDateTime") or time.time()) for r in records)
-        if (limit is not None and attempts > limit) or time.time() - oldest > self.settings.max_record_age_s:
+        oldest_ms = oldest_arrival_ms(records)
+        too_old = oldest_ms is not None and time.time() * 1000 - oldest_ms > self.settings.max_record_age_s * 1000
+        if (limit is not None and attempts > limit) or too_old:
             log.error("batch of %d records given up after %d retries; sent to the on-failure destination",
                       len(records), attempts - 1)
             self.stats.failed_batches.append(records)

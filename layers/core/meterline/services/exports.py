@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from meterline.aws.queues import MAX_DELAY_SECONDS, ExportQueues
+from meterline.aws.queues import ExportQueues
 from meterline.aws.signing_secrets import SigningSecrets
 from meterline.domain.exports import Delivery, DeliveryMessage, ExportRequest, Run, RunPhase, Trigger, webhook_id
 from meterline.domain.meters import BackfillState, Meter
@@ -230,8 +230,9 @@ class Exporter:
 
 
 def _delay_seconds(retry_at_ms: int, now_ms: int) -> int:
-    """Until `retry_at_ms`, in whole seconds; SQS delays at most 15 minutes, so a longer wait takes hops."""
-    return max(1, min(MAX_DELAY_SECONDS, -(-(retry_at_ms - now_ms) // 1000)))
+    """Until `retry_at_ms`, in whole seconds (the queue caps a delay at SQS's 15 minutes: a longer wait
+    takes several hops)."""
+    return max(1, -(-(retry_at_ms - now_ms) // 1000))
 
 
 def _backfilling(meter: Meter | None) -> bool:

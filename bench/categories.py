@@ -17,8 +17,6 @@ def category(table: str, pk: str) -> str:
         return catalog_category(pk)
     if "#raw#" in pk:
         return "raw_rows"
-    if "#evidx#" in pk:
-        return "event_index"
     if pk.startswith(("manifest#", "late#")) or pk.endswith("#late"):
         return "manifests"
     if pk == "compaction" or pk.startswith("work#"):

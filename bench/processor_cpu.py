@@ -1,7 +1,7 @@
 """CPU per event of the stream processor (functions/processor/handler.py) on 1,000-record DynamoDB-stream
 batches of the benchmark workload (bench/workload.py) over the example meters. The usage table is an
 in-memory stand-in and the meter catalog is injected, so only Meterline's own work is measured:
-Powertools' batch processing, decoding the stream images, event index pages, counting rows and
+Powertools' batch processing, decoding the stream images, counting rows and
 manifests. Prints `processor_cpu_us_per_event <value>`; budget <= 60."""
 
 from __future__ import annotations

@@ -76,8 +76,9 @@ class MeterlineProps:
     stage: str = "dev"
     # How long events (and derived items) live: the events table's TTL, METERLINE_RETENTION_DAYS.
     retention_days: int = 400
-    # Shorter lives for minute rows and quarter-hour counters (METERLINE_MINUTE/QUARTER_RETENTION_DAYS);
-    # None: as long as events. See docs/architecture.md, "Retention".
+    # Lives of minute rows and quarter-hour counters (METERLINE_MINUTE/QUARTER_RETENTION_DAYS); None: the
+    # functions' default, 35 days (meterline.settings.FINE_RETENTION_DAYS; as long as events when events
+    # are kept 35 days or less). See docs/architecture.md, "Retention".
     minute_retention_days: int | None = None
     quarter_retention_days: int | None = None
     # Powertools / Lambda application log level.

@@ -86,8 +86,9 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "backfill": {
         # a namespace's manifests by hour (the EventTime index, INDEX_ACCESS), then manifests and events by key
         "Events": ("dynamodb:BatchGetItem",),
-        # raw rows and work lists (BatchWriteItem), as the processor writes them
-        "Usage": ("dynamodb:BatchWriteItem",),
+        # raw rows and work lists (BatchWriteItem), as the processor writes them; the recount requests the
+        # processors write (Query their one partition, DeleteItem each served one, conditionally)
+        "Usage": ("dynamodb:BatchWriteItem", "dynamodb:Query", "dynamodb:DeleteItem"),
         # the markers of due backfills and their meters; backfill progress and resume points
         "Catalog": (*_READ, "dynamodb:PutItem", "dynamodb:DeleteItem"),
     },

@@ -15,6 +15,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from functions.routes import REPORTS
+from infra.storage import POINT_IN_TIME_RECOVERY
 from meterline.settings import AuthMode
 
 if TYPE_CHECKING:
@@ -46,6 +47,11 @@ STREAM_FAILURE_QUEUE = (
     "This queue is the on-failure destination of the stream event source mapping: it is itself the "
     "dead-letter queue of the stream processor (retained 14 days, alarmed on depth), so a DLQ of its "
     "own would only move the same messages once more."
+)
+USAGE_TABLE_WITHOUT_BACKUPS = (
+    "The usage table holds only items derived from the events table (counting rows, slots, index pages, "
+    "work lists), which keeps point-in-time recovery: `meterline recount` rebuilds any range of it from the "
+    "events. Its continuous backups would cost about as much as its storage (docs/decisions.md)."
 )
 
 REPORT_SCHEDULES = (
@@ -80,6 +86,9 @@ def acknowledge(meterline: Meterline) -> None:
         _ack(meterline.api.http_api, "AwsSolutions-APIG4", UNAUTHENTICATED)
     _ack(meterline.processing.failure_queue, "AwsSolutions-SQS3", STREAM_FAILURE_QUEUE)
     _ack(meterline.api.portal_secret, "AwsSolutions-SMG4", PORTAL_SECRET_ROTATION)
+    for spec, table in meterline.storage.tables.items():
+        if not POINT_IN_TIME_RECOVERY[spec.logical_name]:
+            _ack(table, "AwsSolutions-DDB3", USAGE_TABLE_WITHOUT_BACKUPS)
     _ack(meterline.api.functions[REPORTS.name].role,
          report_schedules_finding(meterline.exports.schedule_group.schedule_group_name), REPORT_SCHEDULES)
 

@@ -20,9 +20,15 @@ _ATTRIBUTE_TYPES = {
 }
 
 
+# Point-in-time recovery per table. The usage table holds only what the events table derives (counting
+# rows, slots, index pages, work lists): `meterline recount` rebuilds a range of it from the events, so
+# its continuous backups would cost as much as the counters themselves (docs/decisions.md).
+POINT_IN_TIME_RECOVERY = {"Events": True, "Usage": False, "Catalog": True}
+
+
 class Storage(Construct):
-    """One on-demand table per spec, with point-in-time recovery; deletion protection and RETAIN in
-    production."""
+    """One on-demand table per spec, with point-in-time recovery where POINT_IN_TIME_RECOVERY says;
+    deletion protection and RETAIN in production."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, props: MeterlineProps, specs: Iterable[TableSpec] = ALL_TABLES
@@ -42,7 +48,7 @@ class Storage(Construct):
             sort_key=keys.get("RANGE"),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
+                point_in_time_recovery_enabled=POINT_IN_TIME_RECOVERY[spec.logical_name]
             ),
             deletion_protection=props.production,
             removal_policy=removal_policy(props),

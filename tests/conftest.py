@@ -36,6 +36,12 @@ os.environ.update(
         "METERLINE_METERS_FILE": str(EXAMPLE_METERS),
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_SERVICE_NAME": "meterline",
+        # The fixtures' events are dated 2024, now long past: keep every resolution as long as events, so
+        # their MINUTE windows and off-hour edges stay answerable. The 35-day defaults (meterline.settings
+        # FINE_RETENTION_DAYS) are tested where they matter: tests/unit/test_settings_retention.py,
+        # tests/integration/test_fine_retention.py, tests/integration/test_late_recount.py.
+        "METERLINE_MINUTE_RETENTION_DAYS": "400",
+        "METERLINE_QUARTER_RETENTION_DAYS": "400",
     }
 )
 

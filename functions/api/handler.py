@@ -36,7 +36,7 @@ def _namespace() -> str:
 def get_events() -> Response:
     query = query_model(app.current_event, ListEventsQuery, context={"now_ms": now_ms()})
     namespace = _namespace()
-    return json_response(list_events(namespace, query, usage_store(), events_store(), meter_catalog(namespace),
+    return json_response(list_events(namespace, query, events_store(), meter_catalog(namespace),
                                      query_limits().listing_budget))
 
 

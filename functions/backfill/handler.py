@@ -1,4 +1,5 @@
-"""Scheduled every minute: move pending meter backfills forward, each a recount of its meter over its
+"""Scheduled every minute: recount the hours the stream processor asked for (events too old to count
+themselves), move pending meter backfills forward, each a recount of its meter over its
 namespace's events read through the event time index, and stop early enough to stay inside the timeout;
 the next run resumes from the next hour. A function of its own, so folding never waits on a backfill.
 
@@ -24,5 +25,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     filled = backfill_worker().run(now_ms(), out_of_time=lambda: context.get_remaining_time_in_millis() < SAFETY_MS)
     if filled.hours:
         logger.info("backfill", extra={"hours": filled.hours, "events": filled.events,
-                                       "completed": filled.completed})
-    return {"hours": filled.hours, "events": filled.events, "completed": filled.completed}
+                                       "completed": filled.completed, "recounted": filled.recounted})
+    return {"hours": filled.hours, "events": filled.events, "completed": filled.completed,
+            "recounted": filled.recounted}

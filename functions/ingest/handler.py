@@ -14,7 +14,6 @@ from meterline.http.resolver import build_resolver, namespace_of
 from meterline.http.responses import problem_response
 from meterline.observability import http_handler, logger
 from meterline.services.ingest import ingest
-from meterline.settings import settings
 from meterline.storage.events_store import StorageUnavailable
 
 app = build_resolver()
@@ -35,8 +34,7 @@ def _storage_unavailable(error: StorageUnavailable) -> Response:
 def ingest_events() -> Response:
     namespace = namespace_of(app)
     received = now_ms()
-    events = parse_events(body_bytes(app.current_event), app.current_event.headers.get("content-type"), received,
-                          settings().max_event_age_ms)
+    events = parse_events(body_bytes(app.current_event), app.current_event.headers.get("content-type"), received)
     result = ingest(events_store(), namespace, events, received)
     logger.debug("ingested", extra={"stored": result.stored, "duplicates": result.duplicates})
     return Response(status_code=204)

@@ -1,5 +1,5 @@
 """`meterline recount --namespace NS [--meter SLUG] --from T1 --to T2`: rebuild a namespace's counting
-rows and event index pages for a time range from the stored events (meterline.services.recount), on a
+rows for a time range from the stored events (meterline.services.recount), on a
 local data directory or a deployed stack (meterline_local.targets). The compactor (the running stack's)
 then re-folds what it touched. Safe to repeat."""
 

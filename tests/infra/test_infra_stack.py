@@ -207,7 +207,8 @@ def test_backfills_run_every_minute_alone_reading_events_only_through_the_time_i
         arn(ids["Events"]): {"dynamodb:BatchGetItem"},  # manifests and events, by key (no Scan)...
         json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [ids["Events"], "Arn"]}, "/index/EventTime"]]},
                    sort_keys=True): {"dynamodb:Query"},  # ...found through the event time index alone
-        arn(ids["Usage"]): {"dynamodb:BatchWriteItem"},  # raw rows and work lists
+        # raw rows and work lists; the recount requests (one partition's Query, a conditional delete each)
+        arn(ids["Usage"]): {"dynamodb:BatchWriteItem", "dynamodb:Query", "dynamodb:DeleteItem"},
         arn(ids["Catalog"]): read | {"dynamodb:PutItem", "dynamodb:DeleteItem"},  # due markers, progress
     }
 
@@ -231,7 +232,9 @@ def test_tables_are_built_from_the_table_specs(dev: Synthesized) -> None:
         assert props["KeySchema"] == spec.key_schema()
         assert sorted(props["AttributeDefinitions"], key=str) == sorted(spec.attribute_definitions(), key=str)
         assert props["BillingMode"] == "PAY_PER_REQUEST"
-        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        # The usage table is derived from the events (recount rebuilds it): no continuous backups.
+        assert props["PointInTimeRecoverySpecification"] == {
+            "PointInTimeRecoveryEnabled": spec.logical_name != "Usage"}
         assert props.get("StreamSpecification") == (
             {"StreamViewType": spec.stream_view_type} if spec.stream_view_type else None
         )

@@ -2,14 +2,15 @@
 compaction, every usage query equals a recount computed directly from the raw events: in UTC, in zones off
 the whole hour (Asia/Kolkata +05:30, Asia/Kathmandu +05:45) and across a DST change (America/New_York), with
 zone days built and late events landing in them afterwards, and with eventually consistent reads served by a
-replica that lags behind."""
+replica that lags behind. Raw rows land in pages of their own and in shared pages, an event's row often in
+both (a batch and its redelivery lay their rows out differently)."""
 
 from __future__ import annotations
 
 import math
 import os
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,14 +24,15 @@ from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog, parse_meters, parse_number
 from meterline.domain.query_plan import UsageQuery, plan
 from meterline.domain.slots import Horizons
-from meterline.domain.timeutil import parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import QUARTER_MS, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize, plan_windows, resolve_time_zone
-from meterline.processing.counting import count_events
+from meterline.processing.counting import CountResult, count_events, counters_for
 from meterline.services import compaction
 from meterline.services.compaction import Compactor
 from meterline.services.usage_query import UsageReader
 from meterline.settings import CompactionTiming
-from meterline.storage.usage_store import UsageStore
+from meterline.storage.usage_store import RAW, SHARED, SHARED_PAGE_BELOW, UsageStore, unpack
+from tests.conftest import scan_all
 from tests.fakes import CostModelDynamoDB
 
 T0 = to_epoch_ms(parse_rfc3339("2024-03-09T20:00:00Z"))  # New York springs forward on 2024-03-10
@@ -51,6 +53,21 @@ def catalogs(_: str) -> MeterCatalog:
 
 
 CATALOG = MeterCatalog(METERS)
+# How one count_events call lays out its rows (UsageStore.shared_page_below, packed bytes): every group of
+# rows (counter set, minute, subject bucket) in a page of its own, as before shared pages; groups of one or
+# two rows in the shared page and larger ones in their own; the deployed threshold (with this few events per
+# minute, every group shared). A batch and its redelivery or bisected half draw theirs independently, so an
+# event's row often lands in a shared page once and in a page of its own another time.
+LAYOUTS = (0, 80, SHARED_PAGE_BELOW)
+
+
+def count(store: UsageStore, layout: random.Random, events: list[StoredEvent], batch_id: str, now_ms: int,
+          unlike_the_last: bool = False) -> CountResult:
+    """count_events with a layout drawn from LAYOUTS (`unlike_the_last`: pages of their own if the last call
+    had shared pages, else shared pages)."""
+    last = store.shared_page_below
+    store.shared_page_below = layout.choice([x for x in LAYOUTS if not unlike_the_last or (x == 0) != (last == 0)])
+    return count_events(events, catalogs, store, batch_id, now_ms, TIMING)
 
 
 def recount(meter: Any, events: list[StoredEvent], query: UsageQuery) -> dict[tuple, float]:
@@ -168,6 +185,7 @@ def process(store: UsageStore, events: list[StoredEvent], rng: random.Random, co
     stream = sorted(first_wins.values(), key=lambda e: e.ingested_ms)
     compactor = Compactor(store, catalogs, TIMING, requested(zone_phases))
     pending = sorted(compact_times)
+    layout = random.Random(len(stream))
     i = 0
     while i < len(stream):
         size = rng.randint(1, 40)
@@ -175,10 +193,13 @@ def process(store: UsageStore, events: list[StoredEvent], rng: random.Random, co
         now = batch[-1].ingested_ms + rng.randrange(0, 5000)
         while pending and pending[0] <= now:
             compactor.run_until_caught_up(pending.pop(0))
-        count_events(batch, catalogs, store, f"b{i}-{size}", now, TIMING)
+        count(store, layout, batch, f"b{i}-{size}", now)
         if rng.random() < 0.2:  # redelivered whole, or as a bisected half, with a new batch id
             half = batch[: max(1, len(batch) // 2)] if rng.random() < 0.5 else batch
-            count_events(half, catalogs, store, f"r{i}-{len(half)}", now + 1000, TIMING)
+            count(store, layout, half, f"r{i}-{len(half)}", now + 1000)
+        elif layout.random() < 0.3:  # retried bisected, its half laid out unlike the batch (shared or own pages)
+            half = batch[len(batch) // 2:]
+            count(store, layout, half, f"h{i}-{len(half)}", now + 1000, unlike_the_last=True)
         i += size
     for moment in pending:
         compactor.run_until_caught_up(moment)
@@ -326,6 +347,7 @@ def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch, 
         stream = sorted(first_wins.values(), key=lambda e: e.ingested_ms)
         compactor = Compactor(store, catalogs, TIMING)
         compactor.run_until_caught_up(stream[0].ingested_ms - HOUR)  # deployed before the first event
+        layout = random.Random(len(stream))
         monkeypatch.setattr(compaction, "MAX_QUARTERS_PER_RUN", 3)
         monkeypatch.setattr(compaction, "MAX_LATE_QUARTERS_PER_RUN", 4)
 
@@ -348,10 +370,13 @@ def test_queries_while_the_compactor_is_behind(monkeypatch: pytest.MonkeyPatch, 
                 finally:
                     store.__dict__.pop("put_slot", None)
                 next_run += COMPACTOR_EVERY_MS
-            count_events(batch, catalogs, store, f"b{i}-{size}", now, TIMING)
+            count(store, layout, batch, f"b{i}-{size}", now)
             if rng.random() < 0.3:  # redelivered whole or bisected, later, under another batch id
                 part = batch[len(batch) // 2:] if rng.random() < 0.5 else batch
-                count_events(part, catalogs, store, f"r{i}-{len(part)}", now + 1000, TIMING)
+                count(store, layout, part, f"r{i}-{len(part)}", now + 1000)
+            elif layout.random() < 0.3:  # a bisected half laid out unlike the batch
+                part = batch[len(batch) // 2:]
+                count(store, layout, part, f"h{i}-{len(part)}", now + 1000, unlike_the_last=True)
             processed.extend(batch)
             i += size
             if rng.random() < 0.6 or i >= len(stream):
@@ -477,6 +502,133 @@ def test_queries_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
         meter, query = random_query(rng, final_run)
         rows = UsageReader(store).query("default", meter, query, final_run)
         assert_same(as_result(rows), recount(meter, events, query))
+
+
+# --- raw rows in shared pages and pages of their own -----------------------------------------------------
+
+def raw_rows_by_place(items: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> dict[tuple[str, str, str], set[str]]:
+    """Where the rows of the usage table's raw pages lie: (counter set, source, id) -> {"own", "shared"}."""
+    places: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for item in items:
+        _, kind, counter_set, *_ = [*item["pk"]["S"].split("#"), "", ""]  # these tests' namespace has no "#"
+        if kind != RAW:
+            continue
+        page = unpack(item["rows"]["B"])
+        entries = page if counter_set == SHARED else [[counter_set, page]]
+        for cs, rows in entries:
+            for row in rows:
+                places[(cs, row[0], row[1])].add("shared" if counter_set == SHARED else "own")
+    return places
+
+
+def stored_items(store: UsageStore) -> list[dict[str, Any]]:
+    """Every item of a store on the cost model."""
+    return [item for partition in store.client.tables[store.table].values() for item in partition.values()]
+
+
+def test_the_scenarios_rows_lie_in_shared_and_own_pages(scenario, multi_day) -> None:
+    """What the properties above stand on: rows in shared pages, in pages of their own, and (a batch and its
+    redelivery laid out differently) rows of one event in both; and quarters with both kinds of partition."""
+    for case in (scenario, multi_day):
+        items = stored_items(case.store)
+        places = raw_rows_by_place(items)
+        layouts = Counter(frozenset(place) for place in places.values())
+        assert min(layouts[frozenset({"own"})], layouts[frozenset({"shared"})]) >= 100, layouts
+        assert layouts[frozenset({"own", "shared"})] >= 20, layouts
+        partitions: dict[tuple[str, str], set[bool]] = defaultdict(set)
+        for item in items:
+            _, kind, counter_set, quarter, bucket = [*item["pk"]["S"].split("#"), "", "", "", ""][:5]
+            if kind == RAW:
+                partitions[(quarter, bucket)].add(counter_set == SHARED)
+        assert sum(1 for kinds in partitions.values() if kinds == {True, False}) >= 10
+
+
+def _busy(i: int, start: int) -> StoredEvent:
+    """alice's busy minute: many events within ten seconds."""
+    time_ms = start + 3 * MINUTE + i * 50
+    return StoredEvent("default", f"busy{i}", "s1", "use", "alice", time_ms, time_ms + 20_000,
+                       {"v": i % 7, "model": ["gpt", "llama"][i % 2], "tier": "a"})
+
+
+def _quiet(i: int, start: int) -> StoredEvent:
+    """A quiet minute's event: two per minute, of one subject a minute."""
+    time_ms = start + (5 + i // 2) * MINUTE + 1234 * i
+    return StoredEvent("default", f"quiet{i}", "s2", "use", SUBJECTS[i // 2 % len(SUBJECTS)], time_ms,
+                       time_ms + 5_000, {"v": str(i), "model": "gpt", "tier": "b"})
+
+
+def test_rows_in_shared_and_own_pages_of_one_quarter_count_each_event_once() -> None:
+    """One quarter with the deployed threshold: alice's busy minute (a page of its own per counter set, rewritten
+    by a redelivery), its batch retried bisected down to a half small enough for the shared page (so the rows
+    of those events lie in both), quiet minutes (one shared page per subject bucket and minute for all seven
+    counter sets), then, after the quarter was folded, a late event whose rows go to a shared page. Queries with
+    MINUTE windows and edges off the quarter-hour (raw rows), over the pending late quarter (raw rows) and over
+    folded quarters all equal a recount."""
+    from meterline.domain.counting import subject_bucket
+
+    start = T0 + 2 * HOUR  # a quarter-hour: 22:00 UTC
+    counter_sets = sorted(c.counter_set for c in counters_for(CATALOG)["use"])
+    busy = [_busy(i, start) for i in range(200)]
+    quiet = [_quiet(i, start) for i in range(8)]
+    late = StoredEvent("default", "late", "s1", "use", "bob", start + 7 * MINUTE + 5, start + HOUR, {"v": 5})
+
+    def check(store: UsageStore, processed: list[StoredEvent], now: int) -> None:
+        reader = UsageReader(store)
+        for meter in METERS:
+            for query in (
+                    UsageQuery(start, start + QUARTER_MS, WindowSize.MINUTE, "UTC", None, ["subject", "model"]),
+                    UsageQuery(start + 3 * MINUTE + 4_025, start + 2 * HOUR + 7 * MINUTE, None, "UTC", ["alice"],
+                               ["model"]),
+                    UsageQuery(start - 7 * MINUTE - 3_000, start + 3 * HOUR, WindowSize.HOUR, "Asia/Kolkata", None,
+                               ["subject"])):
+                assert_same(as_result(reader.query("default", meter, query, now)), recount(meter, processed, query))
+
+    with usage_table("test-usage-layouts") as (client, store):
+        compactor = Compactor(store, catalogs, TIMING)
+        compactor.run_until_caught_up(start)
+        now = start + 4 * MINUTE
+        assert count_events(busy, catalogs, store, "busy", now, TIMING).pages == len(counter_sets)
+        raw_before = raw_pages(client, store)
+        assert {pk.split("#")[2] for pk, _ in raw_before} == set(counter_sets)  # all their own
+        # redelivered: the same pages, overwritten
+        assert count_events(busy, catalogs, store, "busy", now + 1_000, TIMING).pages == len(counter_sets)
+        assert raw_pages(client, store) == raw_before
+        # retried bisected, as Lambda does, under other batch ids: the last sixteenth packs small enough to share
+        for lo in (100, 150, 175, 188):
+            count_events(busy[lo:], catalogs, store, f"busy-{lo}", now + 2_000, TIMING)
+        places = raw_rows_by_place(scan_all(client, store.table))
+        assert all(places[(cs, "s1", f"busy{i}")] == {"own"} for cs in counter_sets for i in range(100))
+        assert all(places[(cs, "s1", f"busy{i}")] == {"own", "shared"} for cs in counter_sets for i in range(188, 200))
+        # quiet minutes: one page per (bucket, minute) touched (4), where pages of their own were one per
+        # counter set too (28)
+        pages = {(subject_bucket(e.subject), e.time_ms // MINUTE) for e in quiet}
+        assert count_events(quiet, catalogs, store, "quiet", start + 12 * MINUTE, TIMING).pages == len(pages) == 4
+        assert places_of(client, store, "quiet0") == {"shared"}
+        check(store, busy + quiet, start + 13 * MINUTE)  # raw rows
+
+        compactor.run_until_caught_up(start + QUARTER_MS + TIMING.grace_ms + MINUTE)  # folds the quarter
+        assert store.get_compaction_state().quarter > start
+        check(store, busy + quiet, start + QUARTER_MS + TIMING.grace_ms + MINUTE)
+
+        assert count_events([late], catalogs, store, "late", start + HOUR, TIMING).pages == 1
+        assert places_of(client, store, "late") == {"shared"}
+        assert {part[1] for part in store.read_late_since("default", start)} == set(counter_sets)
+        check(store, busy + quiet + [late], start + HOUR + 1_000)  # the late quarter pending: raw rows
+        compactor.run_until_caught_up(start + 2 * HOUR)
+        assert store.get_compaction_state().late_through > start + HOUR
+        check(store, busy + quiet + [late], start + 2 * HOUR)  # folded again, from both kinds of page
+
+
+def raw_pages(client: Any, store: UsageStore) -> dict[tuple[str, str], bytes]:
+    """The raw pages of a store: (partition, sort key) -> the packed rows."""
+    return {(item["pk"]["S"], item["sk"]["S"]): item["rows"]["B"] for item in scan_all(client, store.table)
+            if f"#{RAW}#" in item["pk"]["S"]}
+
+
+def places_of(client: Any, store: UsageStore, event_id: str) -> set[str]:
+    """Where one event's rows lie, in any counter set."""
+    return {place for (_, _, id_), found in raw_rows_by_place(scan_all(client, store.table)).items()
+            if id_ == event_id for place in found}
 
 
 # --- zone days over several days, late events landing in them, DST --------------------------------------
@@ -640,6 +792,7 @@ def run_with_a_lagging_replica(monkeypatch: pytest.MonkeyPatch) -> tuple[int, in
         first_wins.setdefault((event.source, event.id), event)
     stream = sorted(first_wins.values(), key=lambda e: e.ingested_ms)
     compactor = Compactor(store, catalogs, TIMING, requested(ZONE_PHASES))
+    layout = random.Random(len(stream))
     next_run = DAYS_FROM - HOUR
     processed: list[StoredEvent] = []
     queries = wrong = 0
@@ -654,9 +807,9 @@ def run_with_a_lagging_replica(monkeypatch: pytest.MonkeyPatch) -> tuple[int, in
             compactor.run(next_run)
             next_run += MINUTE
         client.clock_ms = now
-        count_events(batch, catalogs, store, f"b{i}-{size}", now, TIMING)
+        count(store, layout, batch, f"b{i}-{size}", now)
         if rng.random() < 0.2:
-            count_events(batch, catalogs, store, f"r{i}-{size}", now, TIMING)
+            count(store, layout, batch, f"r{i}-{size}", now)
         processed.extend(batch)
         i += size
         for _ in range(3):

@@ -1,4 +1,4 @@
-"""Ingest -> stream -> processor (event index) -> GET /api/v1/events, all real handlers on moto."""
+"""Ingest (the event time index) -> GET /api/v1/events, all real handlers on moto."""
 
 from __future__ import annotations
 
@@ -126,3 +126,44 @@ def test_bad_list_parameters_are_400_problems(aws, query: dict, field: str) -> N
     reply = list_events(**query)
     assert reply.status == 400 and reply.content_type == "application/problem+json"
     assert field in [e["field"] for e in reply.json()["errors"]]
+
+
+def post(events: list[dict]) -> None:
+    assert call(ingest, "POST", "/api/v1/events", body=events, content_type="application/json").status == 204
+
+
+def test_events_are_listed_as_soon_as_they_are_stored(aws) -> None:
+    # The time index is written by ingestion itself: no stream batch needs to have run.
+    post([cloud_event(1, time="2024-01-01T10:00:00Z"), cloud_event(2, time="2024-01-01T11:00:00Z")])
+    assert [e["event"]["id"] for e in list_events(**DAY).json()] == ["evt-2", "evt-1"]
+    assert processor.handler({"Records": stream_records(EVENTS)}, lambda_context()) == {"batchItemFailures": []}
+    # the stream processor writes counting rows only: no second index of the events
+    assert {item["pk"]["S"].split("#")[1] for item in scan_all(aws, USAGE) if item["pk"]["S"].startswith("default#")
+            } <= {"raw", "late"}
+
+
+def test_a_manifest_without_its_event_and_a_duplicate_at_another_time_are_not_listed(aws) -> None:
+    from meterline.bootstrap import events_store
+    from meterline.domain.events import CloudEvent
+
+    store = events_store()
+    post([cloud_event(1, time="2024-01-01T10:00:00Z"), cloud_event(2, time="2024-01-01T09:00:00Z")])
+    # a request whose manifest was written but whose event put then failed (a 503 the client gave up on)
+    lost = CloudEvent.model_validate(cloud_event(3, time="2024-01-01T12:00:00Z"))
+    store.put_batch(store.manifests("default", [lost], 1_704_110_400_000))
+    # the same id again with another time: a duplicate, stored once, at its first time
+    post([cloud_event(1, time="2024-01-01T13:00:00Z")])
+    listed = list_events(**DAY).json()
+    assert [(e["event"]["id"], e["event"]["time"]) for e in listed] == [
+        ("evt-1", "2024-01-01T10:00:00.000Z"), ("evt-2", "2024-01-01T09:00:00.000Z")]
+    # with a limit, refused entries make room for the next newest
+    assert [e["event"]["id"] for e in list_events(**DAY, limit="1").json()] == ["evt-1"]
+
+
+def test_a_retried_request_lists_each_event_once_with_its_first_ingestion(aws) -> None:
+    batch = [cloud_event(i, time=f"2024-01-01T{i:02d}:30:00Z") for i in range(5)]
+    post(batch)
+    first = list_events(**DAY).json()
+    post(batch)  # the client's retry: every event a duplicate, a second manifest naming them all
+    assert list_events(**DAY).json() == first
+    assert len(first) == 5

@@ -12,7 +12,7 @@ import pytest
 
 from functions.ingest import handler as ingest
 from functions.processor import handler as processor
-from infra.lambdas import TABLE_ACCESS
+from infra.lambdas import INDEX_ACCESS, TABLE_ACCESS
 from meterline.aws.clients import aws_client
 from meterline.storage.tables import ALL_TABLES
 from tests.conftest import cloud_event, lambda_context, stream_records
@@ -92,3 +92,44 @@ def test_the_compactor_exporter_and_sender_call_only_what_their_roles_allow(
         assert calls and set(calls) <= allowed("sender")
     finally:
         receiver.close()
+
+
+def test_a_recount_request_is_written_and_served_within_the_roles(
+        calls: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event too old for its quarter to be re-folded: the processor writes a recount request (usage
+    table), the backfill function reads the requests (one Query), recounts the hour and deletes the request."""
+    from functions.backfill import handler as backfill
+    from meterline import bootstrap
+    from meterline.domain.timeutil import DAY_MS, format_ms, now_ms
+    from meterline.services import backfill as backfill_service
+    from meterline.storage.usage_store import UsageStore
+
+    monkeypatch.setenv("METERLINE_MINUTE_RETENTION_DAYS", "7")
+    bootstrap.reset()
+    backfill.handler({}, lambda_context())  # the example meters' own backfills, before any event
+    old = cloud_event("old", time=format_ms(now_ms() - 20 * DAY_MS))
+    assert call(ingest, "POST", "/api/v1/events", body=old, content_type="application/json").status == 204
+    calls.clear()
+    records = stream_records(os.environ["EVENTS_TABLE"])
+    assert processor.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    assert len(UsageStore().recount_requests()) == 1
+    assert calls and set(calls) <= allowed("processor")
+
+    calls.clear()
+    indexes: list[str] = []  # the events table is queried through its time index alone (INDEX_ACCESS)
+
+    def record_index(params: dict[str, Any], **_: Any) -> None:
+        if TABLES.get(params.get("TableName", "")) == "Events":
+            indexes.append(params.get("IndexName", "the table itself"))
+
+    client = aws_client("dynamodb")
+    client.meta.events.register("provide-client-params.dynamodb.Query", record_index)
+    try:
+        monkeypatch.setattr(backfill_service, "RECOUNT_SETTLE_MS", 0)
+        assert len(backfill.handler({}, lambda_context())["recounted"]) == 1
+    finally:
+        client.meta.events.unregister("provide-client-params.dynamodb.Query", record_index)
+    assert {("Usage", "dynamodb:Query"), ("Usage", "dynamodb:DeleteItem")} <= set(calls)
+    assert indexes and set(indexes) == set(INDEX_ACCESS["backfill"]["Events"])
+    assert set(calls) - {("Events", "dynamodb:Query")} <= allowed("backfill")
+    bootstrap.reset()

@@ -71,11 +71,12 @@ def test_too_many_windows_is_400_naming_window_size(aws: Any) -> None:
 
 
 def test_a_query_beyond_its_read_budget_is_400(limits: Any) -> None:
-    limits(METERLINE_QUERY_READ_BUDGET="10")
+    limits(METERLINE_QUERY_READ_BUDGET="20")
     body = problem(query(windowSize="MINUTE", **{"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T01:00:00Z"}),
                    400, "from")
-    assert "METERLINE_QUERY_READ_BUDGET" in body["detail"] and "needs 32 reads" in body["detail"]
-    # one quarter-hour of raw rows: a Query per subject bucket, 8
+    assert "METERLINE_QUERY_READ_BUDGET" in body["detail"] and "needs 64 reads" in body["detail"]
+    # one quarter-hour of raw rows: two Queries (the meter's own raw partition and the shared one) per subject
+    # bucket, 16
     assert query(windowSize="MINUTE", **{"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T00:15:00Z"}).status == 200
 
 

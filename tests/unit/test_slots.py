@@ -29,6 +29,7 @@ from meterline.storage.usage_store import (
     item_bytes,
     parse_slot_key,
     raw_partition,
+    shared_raw_partition,
     slot_key,
 )
 from tests.fakes import CostModelDynamoDB, item_size
@@ -243,6 +244,51 @@ def test_lists_too_large_for_one_item_are_written_in_slices_their_readers_join()
     assert store.read_manifests(T, "ns") == store.read_manifests(T) == parts
     assert store.read_late(T) == store.read_late_since("ns", T) == parts
     _assert_items_fit(store)
+
+
+def test_small_groups_of_raw_rows_share_a_page_and_large_ones_have_their_own() -> None:
+    """put_raw_rows: a batch's rows of a counter set, minute and subject bucket smaller than
+    SHARED_PAGE_BELOW packed go, tagged with their counter set, to one shared page per (quarter, bucket,
+    minute); larger ones to a page of their own, exactly as put_raw_pages writes it. Shared pages too large
+    for one item are sliced like any list, and read back whole."""
+    store, rng = _store(), random.Random(7)
+    minute = T + 120_000
+
+    def rows(n: int, size: int = 8) -> list[list]:
+        return [["src", f"e{n}-{i}", "alice", [], _incompressible(rng, size), minute] for i in range(n)]
+
+    few = {f"m{i}.0000000{i}": rows(1) for i in range(5)}
+    many = rows(40, 20)
+    groups = {**{("ns", cs, minute, 3): r for cs, r in few.items()}, ("ns", "big.00000000", minute, 3): many,
+              ("ns", "m0.00000000", minute + 60_000, 3): rows(2), ("ns", "m0.00000000", minute, 5): rows(1)}
+    assert store.put_raw_rows(groups, "b1", T) == 4  # 2 shared pages in bucket 3, 1 in bucket 5, 1 own page
+    tables = store.client.tables["usage"]
+    shared = shared_raw_partition("ns", T, 3)
+    assert shared == f"ns#raw#shared#{T}#3" and list(tables[shared]) == [f"{minute:013d}#b1",
+                                                                          f"{minute + 60_000:013d}#b1"]
+    assert list(store.iter_shared_raw(shared, minute, minute)) == list(few.items())
+    assert store.read_raw(raw_partition("ns", "big.00000000", T, 3)) == many
+    assert store.read_raw(raw_partition("ns", "m0.00000000", T, 3)) == []  # its rows are all shared
+    assert dict(store.iter_shared_raw(shared_raw_partition("ns", T, 5))) == {"m0.00000000": groups[
+        ("ns", "m0.00000000", minute, 5)]}
+    own = _store()
+    own.put_raw_pages({(raw_partition("ns", "big.00000000", T, 3), minute): many}, "b1", T)
+    assert own.client.tables["usage"][raw_partition("ns", "big.00000000", T, 3)] == tables[
+        raw_partition("ns", "big.00000000", T, 3)]  # the page of its own is what it always was
+
+    store.shared_page_below = 0  # nothing is small: every group in a page of its own, as before shared pages
+    assert store.put_raw_rows(groups, "b2", T) == 8
+    store.shared_page_below = 1 << 30  # everything is small
+    assert store.put_raw_rows(groups, "b3", T) == 3
+
+    sliced = _store()
+    sliced.item_limit = 2_000
+    crowd = {("ns", f"m{i}.{i:08x}", minute, 0): rows(1, 150) for i in range(60)}  # ~10 KB of quiet counter sets
+    assert sliced.put_raw_rows(crowd, "b1", T) > 3
+    partition = shared_raw_partition("ns", T, 0)
+    assert list(sliced.client.tables["usage"][partition])[1] == f"{minute:013d}#b1#1"
+    assert list(sliced.iter_shared_raw(partition)) == [(key[1], r) for key, r in crowd.items()]
+    _assert_items_fit(sliced, 2_000)
 
 
 # --- zone days -----------------------------------------------------------------------------------------

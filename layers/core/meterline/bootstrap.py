@@ -101,11 +101,11 @@ def entitlement_gate() -> EntitlementGate:
 def access_log_meterer() -> AccessLogMeterer:
     from meterline.domain.access_logs import ACCESS_LOG_METERING_ENV, AccessLogMeteringConfig
     from meterline.services.access_log_metering import AccessLogMeterer
-    from meterline.settings import required_env, settings
+    from meterline.settings import required_env
 
     config = AccessLogMeteringConfig.model_validate_json(required_env(ACCESS_LOG_METERING_ENV,
                                                                       "what a stage's access logs are metered as"))
-    return AccessLogMeterer(events_store(), config, settings().max_event_age_ms)
+    return AccessLogMeterer(events_store(), config)
 
 
 @cache

@@ -13,7 +13,6 @@ from functools import cache
 from typing import Any
 
 from meterline.domain.processing_lag import LagPolicy
-from meterline.domain.timeutil import DAY_MS
 
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # The tables' own partitions that no namespace may shadow (storage keys begin with the namespace).
@@ -59,6 +58,7 @@ class Settings:
         retention = _count("METERLINE_RETENTION_DAYS", 400)
         minute = _count("METERLINE_MINUTE_RETENTION_DAYS", None)
         quarter = _count("METERLINE_QUARTER_RETENTION_DAYS", None)
+        minute, quarter = fine_retention_defaults(retention, minute, quarter)
         problems = retention_problems(retention, minute, quarter, RETENTION_ENV)
         if problems:
             raise RuntimeError("; ".join(problems))
@@ -80,16 +80,6 @@ class Settings:
         )
 
 
-    @property
-    def max_event_age_ms(self) -> int | None:
-        """With minute counters kept N days, events older than N - 1 days are refused: a late event makes
-        the compactor re-fold its quarter from raw rows, which must all still exist (one day of margin
-        for compaction lag)."""
-        if self.minute_retention_days is None:
-            return None
-        return (self.minute_retention_days - 1) * DAY_MS
-
-
 # Stream batches: on AWS a Lambda batch of up to 1,000 records (gathered for up to 5 s) keeps the cost
 # per event low; the local poller hands over 100 at a time so that a small local workload is counted
 # within a second or two.
@@ -99,6 +89,23 @@ LOCAL_STREAM_BATCH_SIZE = 100
 RETENTION_ENV = {"days": "METERLINE_RETENTION_DAYS", "minute": "METERLINE_MINUTE_RETENTION_DAYS",
                  "quarter": "METERLINE_QUARTER_RETENTION_DAYS"}
 MAX_RETENTION_DAYS = 3650
+# Minute rows and quarter-hour slots are kept this long unless configured otherwise: they serve MINUTE
+# windows and edges off the hour, which are asked of recent data; hours and days serve the rest for the
+# whole retention (docs/decisions.md, "Fine resolutions kept 35 days by default").
+FINE_RETENTION_DAYS = 35
+
+
+def fine_retention_defaults(days: int, minute_days: int | None, quarter_days: int | None
+                            ) -> tuple[int | None, int | None]:
+    """The minute and quarter retentions with their defaults filled in: FINE_RETENTION_DAYS when events
+    are kept longer, and never longer than a configured quarter retention. None: as long as events (also
+    what a retention equal to the events' means: rows and slots then outlive the events they count)."""
+    if days > FINE_RETENTION_DAYS:
+        if minute_days is None:
+            minute_days = min(FINE_RETENTION_DAYS, quarter_days if quarter_days is not None else days)
+        if quarter_days is None:
+            quarter_days = max(FINE_RETENTION_DAYS, minute_days)
+    return (None if minute_days == days else minute_days), (None if quarter_days == days else quarter_days)
 
 
 def retention_problems(days: int, minute_days: int | None, quarter_days: int | None,

@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from meterline.domain.timeutil import DAY_MS, format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
 from meterline.domain.validation import field_errors
 from meterline.errors import FieldError, InvalidInput, PayloadTooLarge
 
@@ -105,14 +105,13 @@ SubjectKey = Annotated[str, Field(min_length=1), AfterValidator(_subject_key)]
 _BATCH_ADAPTER = TypeAdapter(list[CloudEvent])
 
 
-def validate_events(payload: Any, kind: str, body_size: int, received_ms: int,
-                    max_age_ms: int | None = None) -> list[CloudEvent]:
+def validate_events(payload: Any, kind: str, body_size: int, received_ms: int) -> list[CloudEvent]:
     """Validate the decoded body of POST /api/v1/events, sent as media type `kind` in `body_size` bytes.
     Raises a MeterlineError on any problem.
 
     Every returned event has `time` resolved to UTC epoch milliseconds (the time of receipt if absent).
-    With `max_age_ms`, events older than that before their receipt are refused (see
-    meterline.settings.Settings.max_event_age_ms).
+    Any past time is taken: an event too old for its quarter to be re-folded from raw rows is counted by a
+    recount of its hour (meterline.processing.stream_batch.request_recounts).
     """
     is_batch = isinstance(payload, list)
     if kind == SINGLE and not isinstance(payload, dict):
@@ -148,10 +147,6 @@ def validate_events(payload: Any, kind: str, body_size: int, received_ms: int,
             future.append(FieldError("time", f"must be at most {MAX_FUTURE_MS // 60_000} minutes after the time "
                                      f"of receipt ({format_ms(received_ms)}); it is {format_ms(ev.time)}",
                                      index if is_batch else None))
-        elif max_age_ms is not None and ev.time < received_ms - max_age_ms:
-            future.append(FieldError("time", f"must be at most {max_age_ms // DAY_MS} days before the time of "
-                                     f"receipt ({format_ms(received_ms)}): minute counters are not kept longer; "
-                                     f"it is {format_ms(ev.time)}", index if is_batch else None))
     if future:
         raise _invalid_events(future)
     return events

@@ -77,11 +77,10 @@ def body_model(event: BaseProxyEvent, model: type[Model], what: str, *, prefix: 
                      context=context, prefix=prefix)
 
 
-def parse_events(body: bytes, content_type: str | None, received_ms: int,
-                 max_age_ms: int | None = None) -> list[CloudEvent]:
+def parse_events(body: bytes, content_type: str | None, received_ms: int) -> list[CloudEvent]:
     """The events of POST /api/v1/events, each with its time in UTC epoch ms (see validate_events)."""
     kind = media_type(content_type, ACCEPTED_CONTENT_TYPES)
-    return validate_events(load_json(body, MAX_BODY_BYTES), kind, len(body), received_ms, max_age_ms)
+    return validate_events(load_json(body, MAX_BODY_BYTES), kind, len(body), received_ms)
 
 
 def query_model(event: BaseProxyEvent, model: type[Model], *, context: Mapping[str, Any] | None = None) -> Model:

@@ -1,7 +1,9 @@
 """The stream processor's counting step: turn a batch's events into rows and write them.
 
-Rows are written, never added: each batch writes one raw page per (namespace, counter set, minute,
-subject bucket) it touches, keyed by the minute and the batch id, into a partition per quarter; then,
+Rows are written, never added: each batch writes its rows of each (namespace, counter set, minute,
+subject bucket) it touches into a raw page keyed by the minute and the batch id, in a partition per
+quarter: a page of their own, or, when they are few (UsageStore.put_raw_rows), the batch's shared page of
+the namespace, quarter, subject bucket and minute, with the other counter sets' few rows; then,
 once every page has landed, one manifest per event quarter and namespace (plus, for late data, a late
 list per namespace) telling the compactor which partitions to fold into slots. Both are batched writes
 (25 items per call). A redelivered batch rewrites pages (same or different
@@ -55,7 +57,7 @@ def is_late(quarter_ms: int, now_ms: int, timing: CompactionTiming) -> bool:
 
 def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterCatalog], store: UsageStore,
                  batch_id: str, now_ms: int, timing: CompactionTiming) -> CountResult:
-    pages: dict[tuple[str, int], list[list]] = defaultdict(list)
+    groups: dict[tuple[str, str, int, int], list[list]] = defaultdict(list)
     parts: dict[str, tuple[str, str, int, int]] = {}
     for event in events:
         counters = counters_for(catalogs(event.namespace)).get(event.type)
@@ -67,17 +69,18 @@ def count_events(events: Sequence[StoredEvent], catalogs: Callable[[str], MeterC
             row = counter.row(event)
             if row is None:
                 continue
-            partition = raw_partition(event.namespace, counter.counter_set, floor_to(minute, QUARTER_MS), bucket)
-            pages[(partition, minute)].append(row.as_list())
-            parts[partition] = (event.namespace, counter.counter_set, minute, bucket)
-    result = CountResult(rows=sum(len(rows) for rows in pages.values()))
-    if not pages:
+            group = (event.namespace, counter.counter_set, minute, bucket)
+            groups[group].append(row.as_list())
+            parts[raw_partition(event.namespace, counter.counter_set, floor_to(minute, QUARTER_MS), bucket)] = group
+    result = CountResult(rows=sum(len(rows) for rows in groups.values()))
+    if not groups:
         return result
-    result.pages = store.put_raw_pages(pages, batch_id, now_ms)
+    result.pages = store.put_raw_rows(groups, batch_id, now_ms)
 
     # manifest#{quarter} lists every raw partition of a quarter (the compactor's on-time work, and the
-    # directory a query reads raw rows through), under the namespace's key range; late parts, whose
-    # quarters the compactor may already have folded, are also listed by processing quarter.
+    # directory a query reads raw rows through), under the namespace's key range, whether the batch wrote its
+    # rows there or in the shared page (readers read both); late parts, whose quarters the compactor may
+    # already have folded, are also listed by processing quarter.
     manifests: dict[tuple[int, str], list[list]] = defaultdict(list)
     late: dict[str, list[list]] = defaultdict(list)
     for namespace, counter_set, minute, bucket in parts.values():

@@ -1,5 +1,5 @@
-"""The stream processor's work on one batch of events-table records: decode the new events and
-write the event index. Collaborators are injected so tests can hand in fakes."""
+"""Reading a batch of events-table stream records: the new events they carry, the batch's identity and
+how old its oldest record is."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from meterline.domain.event_index import build_pages
 from meterline.domain.events import StoredEvent
 from meterline.storage.events_store import is_manifest, stored_event_from_item
-from meterline.storage.usage_store import UsageStore
 
 
 def decode_insert(record: dict[str, Any]) -> StoredEvent | None:
@@ -34,11 +32,3 @@ def oldest_arrival_ms(records: Sequence[dict[str, Any]]) -> int | None:
     known = [float(arrival) for arrival in arrivals if arrival is not None]
     return int(min(known) * 1000) if known else None
 
-
-def index_events(records: Sequence[dict[str, Any]], events: Sequence[StoredEvent], store: UsageStore,
-                 now_ms: int) -> int:
-    if not events:
-        return 0
-    pages = build_pages(events, batch_id(records))
-    store.put_index_pages(pages, now_ms)
-    return len(pages)

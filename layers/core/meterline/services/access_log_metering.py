@@ -34,10 +34,9 @@ class AccessLogOutcome:
 
 
 class AccessLogMeterer:
-    def __init__(self, store: EventsStore, config: AccessLogMeteringConfig, max_event_age_ms: int | None) -> None:
+    def __init__(self, store: EventsStore, config: AccessLogMeteringConfig) -> None:
         self.store = store
         self.config = config
-        self.max_event_age_ms = max_event_age_ms
 
     def meter(self, lines: Iterable[str], received_ms: int) -> AccessLogOutcome:
         """Store the events of every metered request among `lines`; raises StorageUnavailable if a
@@ -60,7 +59,7 @@ class AccessLogMeterer:
             raw = list(record.events(self.config))
             try:
                 # one request at a time: a bad one (a subject too long for a key) spoils no other
-                events.extend(validate_events(raw, BATCH, len(orjson.dumps(raw)), received_ms, self.max_event_age_ms))
+                events.extend(validate_events(raw, BATCH, len(orjson.dumps(raw)), received_ms))
             except MeterlineError as error:
                 why = "; ".join(f"{e.field} {e.reason}" for e in error.errors) or str(error)
                 outcome.unreadable.append(f"request {record.request_id}: {why}")

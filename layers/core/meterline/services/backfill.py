@@ -7,6 +7,12 @@ de-duplicates, so the backfill may overlap live processing and may be resumed or
 without counting anything twice. It starts only once the stream processors have had time to load the
 meter (their catalog cache), so every event is counted by the processor, the backfill, or both. Each
 step stops when its caller's deadline says so and resumes from the next hour.
+
+The worker also serves recount requests, first (each is one hour): the stream processor asks for one
+instead of counting an event too old for its quarter to be re-folded from raw rows, which may have expired
+(meterline.processing.stream_batch.request_recounts). Recounting the hour for every meter of its namespace
+rewrites all its raw rows with a fresh expiry and lists its closed quarters as late, so the compactor
+re-folds its quarters, hour and day from complete rows.
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ from dataclasses import dataclass, field
 from meterline.domain.counting import counter_set_id
 from meterline.domain.events import MAX_FUTURE_MS
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import format_ms, parse_rfc3339, to_epoch_ms
+from meterline.domain.timeutil import HOUR_MS, format_ms, parse_rfc3339, to_epoch_ms
 from meterline.services.recount import Recounter
 from meterline.storage.events_store import EventsStore
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.usage_store import UsageStore
+
+# A recount request is served once nobody has asked for it again for this long: the events that asked are
+# then in the event time index the recount reads (a global secondary index, eventually consistent, usually
+# within a second).
+RECOUNT_SETTLE_MS = 60_000
 
 
 def _only(catalog: MeterCatalog) -> Callable[[str], MeterCatalog]:
@@ -34,6 +45,7 @@ class BackfillReport:
     hours: int = 0
     events: int = 0
     completed: list[str] = field(default_factory=list)
+    recounted: list[str] = field(default_factory=list)  # "{namespace}/{hour}" of the recount requests served
 
 
 class BackfillWorker:
@@ -45,6 +57,7 @@ class BackfillWorker:
 
     def run(self, now_ms: int, out_of_time: Callable[[], bool] = lambda: False) -> BackfillReport:
         report = BackfillReport()
+        self._serve_recount_requests(now_ms, out_of_time, report)
         for namespace, stored in self.meters.pending_backfills():
             meter = stored.meter
             backfill = meter.backfill
@@ -61,7 +74,7 @@ class BackfillWorker:
             start = cursor["nextMs"] if cursor else 0
             end = cursor["endMs"] if cursor else now_ms + MAX_FUTURE_MS
             recounter = Recounter(self.events, self.usage, _only(MeterCatalog([meter])))
-            step = recounter.run(namespace, start, end, now_ms, meter.slug, out_of_time, index=False)
+            step = recounter.run(namespace, start, end, now_ms, meter.slug, out_of_time)
             report.hours += step.hours
             report.events += step.events
             state = {"status": "completed" if step.complete else "running",
@@ -79,3 +92,23 @@ class BackfillWorker:
                 self.meters.save_backfill_cursor(namespace, counter_set, {"nextMs": step.next_ms, "endMs": end},
                                                  steps + 1)
         return report
+
+    def _serve_recount_requests(self, now_ms: int, out_of_time: Callable[[], bool], report: BackfillReport) -> None:
+        """Recount the hour of each settled recount request for every meter of its namespace (one Query finds
+        them all), then drop the request."""
+        catalogs: dict[str, MeterCatalog] = {}
+        for request in self.usage.recount_requests():
+            if request.at_ms > now_ms - RECOUNT_SETTLE_MS:
+                continue
+            if out_of_time():
+                return
+            if request.namespace not in catalogs:
+                catalogs[request.namespace] = MeterCatalog(self.meters.meters(request.namespace))
+            recounter = Recounter(self.events, self.usage, _only(catalogs[request.namespace]))
+            step = recounter.run(request.namespace, request.hour_ms, request.hour_ms + HOUR_MS, now_ms)
+            report.hours += step.hours
+            report.events += step.events
+            # Conditional: a request asked for again meanwhile (by an event this recount may not have read)
+            # stays, and is served again by a later run; recounting an hour twice changes nothing.
+            if self.usage.drop_recount_request(request):
+                report.recounted.append(f"{request.namespace}/{format_ms(request.hour_ms)}")

@@ -23,10 +23,11 @@ manifests (see processing/counting.py):
   takes a new one; readers read slots below the settled horizons eventually consistently
   (meterline.domain.query_plan.is_settled).
 
-Each fold streams: a quarter fold reads one subject bucket's rows per counter set, a roll-up reads one
-partition of the level below in key order and writes each subject's slot as soon as its slots are read.
-A quarter's manifest is read and indexed once per run; a late list needs no manifest (a raw partition
-holds a whole quarter of one counter set and subject bucket).
+Each fold streams: a quarter fold reads one subject bucket's shared raw pages once, then its rows per
+counter set (its own pages and its shared entries), a roll-up reads one partition of the level below in key
+order and writes each subject's slot as soon as its slots are read. A quarter's manifest is read and
+indexed once per run; a late list needs no manifest (a raw partition, own or shared, holds a whole quarter
+of one subject bucket).
 
 The compactor must not run concurrently with itself (reserved concurrency 1 on AWS, one thread
 locally).
@@ -62,7 +63,13 @@ from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to
 from meterline.observability import logger
 from meterline.processing.counting import counters_for
 from meterline.settings import CompactionTiming
-from meterline.storage.usage_store import SlotStates, UsageStore, raw_partition, subject_prefix
+from meterline.storage.usage_store import (
+    SlotStates,
+    UsageStore,
+    raw_partition,
+    shared_raw_partition,
+    subject_prefix,
+)
 
 # Bounds per run, so one invocation stays well inside a Lambda timeout; the next run continues.
 MAX_QUARTERS_PER_RUN = 96
@@ -142,6 +149,9 @@ class Compactor:
     def run(self, now_ms: int) -> CompactionReport:
         report = CompactionReport()
         self._indexes = {}
+        # Slots written in this run live at least a day from now, even a late pass's quarters older than their
+        # retention (a recount request): the hour and day are folded from them afterwards.
+        self.store.slots_written_at_ms = now_ms
         horizons = self.store.get_compaction_state()
         if horizons is None:  # the first run
             start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
@@ -289,16 +299,21 @@ class Compactor:
     def _fold_quarter(self, namespace: str, quarter: int, bucket: int, counter_sets: set[str],
                       report: CompactionReport) -> set[str]:
         """Recompute, from all their raw rows, the quarter slots of every subject of one subject bucket
-        for the given counter sets, one counter set's rows at a time; one packed write per subject
+        for the given counter sets, one counter set's rows at a time (its own pages, then its entries in
+        the shared pages, read once for all of them), de-duplicated together; one packed write per subject
         carries every small state. Returns the subjects written."""
         counters = self._counters(namespace)
+        shared: dict[str, list[list[Any]]] = defaultdict(list)
+        for counter_set, entry in self.store.iter_shared_raw(shared_raw_partition(namespace, quarter, bucket)):
+            if counter_set in counter_sets and counter_set in counters:
+                shared[counter_set].extend(entry)
         per_subject: dict[str, dict[str, str]] = defaultdict(dict)
         for counter_set in sorted(counter_sets):
             counter = counters.get(counter_set)
             if counter is None:
                 continue
-            rows = (Row.from_list(raw) for raw in self.store.iter_raw(
-                raw_partition(namespace, counter_set, quarter, bucket)))
+            rows = (Row.from_list(raw) for raw in itertools.chain(self.store.iter_raw(
+                raw_partition(namespace, counter_set, quarter, bucket)), shared.pop(counter_set, ())))
             for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
                 per_subject[subject][counter_set] = orjson.dumps(by_group).decode()
         for subject in sorted(per_subject):

@@ -7,17 +7,17 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
 
 from meterline.domain.event_index import EventRef
+from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog
-from meterline.domain.timeutil import DAY_MS, HOUR_MS, floor_to, format_ms, now_ms
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, format_ms, now_ms
 from meterline.domain.validation import EpochMs, QueryParameters, bounded_integer
 from meterline.errors import FieldError, InvalidInput
 from meterline.storage.events_store import EventsStore
-from meterline.storage.usage_store import UsageStore
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_RANGE_MS = 24 * HOUR_MS
-# The index is partitioned by UTC day; a listing reads at most this many day partitions.
+# A listing's range (its hours are one ranged Query of the time index).
 MAX_RANGE_DAYS = 400
 
 
@@ -64,17 +64,12 @@ class ListEventsQuery(QueryParameters):
         return self.subject_contains is None or self.subject_contains.lower() in ref.subject.lower()
 
 
-def list_events(namespace: str, query: ListEventsQuery, index: UsageStore, events: EventsStore,
-                meters: MeterCatalog, budget: int | None = None) -> list[dict[str, Any]]:
-    """At most `budget` index rows are scanned: a filter that matches little over a long range is a 400
+def list_events(namespace: str, query: ListEventsQuery, events: EventsStore, meters: MeterCatalog,
+                budget: int | None = None) -> list[dict[str, Any]]:
+    """At most `budget` index entries are scanned: a filter that matches little over a long range is a 400
     naming how far back the search got, not a walk through months of events."""
-    refs = _newest_refs(namespace, query, index, budget)
-    found = events.get_many(namespace, [(ref.source, ref.id) for ref in refs])
     listed = []
-    for ref in refs:
-        event = found.get((ref.source, ref.id))
-        if event is None:  # expired between index and read
-            continue
+    for event in _newest_events(namespace, query, events, budget):
         entry: dict[str, Any] = {
             "event": event.as_cloudevent(),
             "ingestedAt": format_ms(event.ingested_ms),
@@ -87,29 +82,44 @@ def list_events(namespace: str, query: ListEventsQuery, index: UsageStore, event
     return listed
 
 
-def _newest_refs(namespace: str, query: ListEventsQuery, index: UsageStore, budget: int | None
-                 ) -> list[EventRef]:
-    """Walk the index from `to` back to `from`, one UTC day partition at a time, stopping after the
-    first complete hour that brings the count to the limit (pages within an hour are unordered)."""
-    selected: dict[tuple[str, str], EventRef] = {}
+def _newest_events(namespace: str, query: ListEventsQuery, events: EventsStore, budget: int | None
+                   ) -> list[StoredEvent]:
+    """Walk the time index from `to` back to `from`, newest hour first, stopping after the first complete
+    hour that brings the count to the limit (entries within an hour are unordered)."""
+    selected: set[EventRef] = set()
+    shown: dict[EventRef, StoredEvent] = {}
+    refused: set[EventRef] = set()
     scanned = 0
-    day_start = floor_to(query.to_ms, DAY_MS)
-    while day_start >= floor_to(query.from_ms, DAY_MS) and len(selected) < query.limit:
-        day = format_ms(day_start)[:10]
-        max_hour = int(format_ms(query.to_ms)[11:13]) if day_start == floor_to(query.to_ms, DAY_MS) else 23
-        min_hour = int(format_ms(query.from_ms)[11:13]) if day_start == floor_to(query.from_ms, DAY_MS) else 0
-        for hour, refs in index.iter_index_hours(namespace, day, max_hour, min_hour):
-            for ref in refs:
-                if query.matches(ref):
-                    selected.setdefault((ref.source, ref.id), ref)
-            if len(selected) >= query.limit:
-                break
-            scanned += len(refs)
-            if budget is not None and scanned > budget:
-                reached = f"{day}T{hour:02d}:00:00Z"
-                reason = (f"the search scanned {scanned} events back to {reached} and found {len(selected)} "
-                          f"of the {query.limit} asked for; move from to {reached} or later, or narrow the filters")
-                raise InvalidInput(reason, [FieldError("from", reason)])
-        day_start -= DAY_MS
-    newest = sorted(selected.values(), key=EventRef.sort_key, reverse=True)
-    return newest[: query.limit]
+    for hour, manifests in events.hours(namespace, query.from_ms, query.to_ms + 1, newest_first=True):
+        refs = events.refs_of(namespace, manifests, hour)
+        selected.update(ref for ref in refs if query.matches(ref))
+        if len(selected) - len(refused) >= query.limit and len(
+                _checked(namespace, query.limit, selected, shown, refused, events)) >= query.limit:
+            break
+        scanned += len(refs)
+        if budget is not None and scanned > budget:
+            reached = format_ms(hour)
+            found = len(selected) - len(refused)
+            reason = (f"the search scanned {scanned} events back to {reached} and found {found} "
+                      f"of the {query.limit} asked for; move from to {reached} or later, or narrow the filters")
+            raise InvalidInput(reason, [FieldError("from", reason)])
+    return _checked(namespace, query.limit, selected, shown, refused, events)
+
+
+def _checked(namespace: str, limit: int, selected: set[EventRef], shown: dict[EventRef, StoredEvent],
+             refused: set[EventRef], events: EventsStore) -> list[StoredEvent]:
+    """The newest `limit` selected entries whose event is stored as the entry says. A manifest is written
+    before its request's events, so it may name an event whose put failed, or a duplicate with another
+    time: those entries are refused and the next newest take their place."""
+    while True:
+        newest = sorted(selected - refused, key=EventRef.sort_key, reverse=True)[:limit]
+        unread = [ref for ref in newest if ref not in shown]
+        if not unread:
+            return [shown[ref] for ref in newest]
+        stored = events.get_many(namespace, [(ref.source, ref.id) for ref in unread])
+        for ref in unread:
+            event = stored.get((ref.source, ref.id))
+            if event is not None and (event.time_ms, event.ingested_ms) == (ref.time_ms, ref.ingested_ms):
+                shown[ref] = event
+            else:
+                refused.add(ref)

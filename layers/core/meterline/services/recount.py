@@ -1,4 +1,4 @@
-"""Recount: the repair path. Rebuild a namespace's counting rows and event index pages for a time range
+"""Recount: the repair path. Rebuild a namespace's counting rows for a time range
 from the events table, read hour by hour (the hours that have events) through the time index, never a
 table scan; the compactor then re-folds every closed quarter they touch, so slots follow.
 
@@ -13,7 +13,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meterline.domain.event_index import build_pages
 from meterline.domain.meters import MeterCatalog
 from meterline.domain.timeutil import format_ms
 from meterline.errors import FieldError, NotFound
@@ -32,7 +31,6 @@ class RecountReport:
     hours: int = 0  # hours of the range that had events
     events: int = 0
     rows: int = 0
-    index_pages: int = 0
     next_ms: int | None = None  # where a recount stopped by its deadline resumes (None: complete)
 
     @property
@@ -47,17 +45,16 @@ class Recounter:
         self.catalogs = catalogs
 
     def run(self, namespace: str, from_ms: int, to_ms: int, now_ms: int, meter_slug: str | None = None,
-            out_of_time: Callable[[], bool] = lambda: False, index: bool = True) -> RecountReport:
-        """Recount [from, to) of `namespace` (every meter, or only `meter_slug`'s; without a meter the
-        event index is rebuilt for events of every type; `index=False` leaves it alone, as a backfill
-        does). Stops between hours once `out_of_time()`."""
+            out_of_time: Callable[[], bool] = lambda: False) -> RecountReport:
+        """Recount [from, to) of `namespace` (every meter, or only `meter_slug`'s), fetching only events of
+        the meters' types. Stops between hours once `out_of_time()`."""
         catalog = self.catalogs(namespace)
         meters = [m for m in catalog.meters if meter_slug is None or m.slug == meter_slug]
         if meter_slug is not None and not meters:
             raise NotFound(f"namespace {namespace} has no meter {meter_slug!r}",
                            [FieldError("meter", "no meter has this slug")])
         only = MeterCatalog(meters)
-        types = None if meter_slug is None else {m.event_type for m in meters}
+        types = {m.event_type for m in meters}
         selection = hashlib.blake2b(",".join(sorted(m.slug for m in meters)).encode(), digest_size=4).hexdigest()
         report = RecountReport()
         for hour, manifests in self.events.hours(namespace, from_ms, to_ms):
@@ -70,11 +67,8 @@ class Recounter:
                 batch = f"recount-{selection}-{hour}"
                 counted = count_events(events, lambda _namespace: only, self.usage, batch, now_ms,
                                        CLOSED_QUARTERS_ARE_LATE)
-                pages = build_pages(events, batch) if index else []
-                self.usage.put_index_pages(pages, now_ms)
                 report.events += len(events)
                 report.rows += counted.rows
-                report.index_pages += len(pages)
             report.hours += 1
         return report
 
@@ -85,5 +79,5 @@ def _count(number: int, what: str) -> str:
 
 def describe(report: RecountReport) -> str:
     done = (f"{_count(report.events, 'event')} in {_count(report.hours, 'hour')} with events: "
-            f"{_count(report.rows, 'counting row')}, {_count(report.index_pages, 'index page')}")
+            f"{_count(report.rows, 'counting row')}")
     return done if report.complete else f"{done}; stopped at {format_ms(report.next_ms or 0)}, run again from there"

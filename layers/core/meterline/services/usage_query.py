@@ -32,7 +32,7 @@ from meterline.domain.counting import (
 from meterline.domain.meters import Aggregation, Meter
 from meterline.domain.query_plan import Plan, UsageQuery, plan
 from meterline.domain.slots import QUARTER, ZONE_RENEW_MS, Horizons, SlotLevel, zone_days_kept_from
-from meterline.domain.timeutil import DAY_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
+from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, invalid
 from meterline.domain.windows import TooManyWindows, WindowSize, resolve_time_zone
 from meterline.errors import FieldError, InvalidInput
@@ -41,7 +41,7 @@ from meterline.services.meters import get_meter
 from meterline.settings import QueryLimits
 from meterline.storage.dynamo import concurrently
 from meterline.storage.meters_store import MetersStore
-from meterline.storage.usage_store import UsageStore, raw_partition
+from meterline.storage.usage_store import UsageStore, raw_partition, shared_raw_partition
 from meterline.storage.zone_requests_store import ZoneRequests
 
 SUBJECT = "subject"
@@ -164,7 +164,7 @@ class UsageReader:
             the_plan = plan(query, state, pending, recent=recent, zone_days_from=self._zone_days_from())
         except TooManyWindows as exc:
             raise InvalidInput(str(exc), [FieldError("windowSize", str(exc))]) from None
-        self._check_retention(query, the_plan)
+        self._check_retention(query, the_plan, pending)
         self._request_zone_days(the_plan, state)
         slot_reads = self._slot_reads(the_plan.slots, query.subjects, the_plan.eventual)
         raw_reads = self._raw_reads(namespace, counter_set, the_plan.raw_ranges, query.subjects)
@@ -217,15 +217,21 @@ class UsageReader:
             })
         return rows
 
-    def _check_retention(self, query: UsageQuery, the_plan: Plan) -> None:
+    def _check_retention(self, query: UsageQuery, the_plan: Plan, pending: frozenset[int] = frozenset()) -> None:
         """Refuse a query that needs minute rows or quarter slots older than they are kept: its answer
-        would silently miss usage."""
+        would silently miss usage. Pending late quarters are read from raw rows however old: their rows are
+        whole, as the compactor will fold them (a late event's quarter is young enough to re-fold,
+        Retention.refold_from_ms, and a recount rewrites every row of its hour). So are the other quarters of
+        their hours: one older than its retention was recounted, which lists every quarter that has rows, so
+        the others are empty."""
         retention = self.store.retention
+        pending_hours = {floor_to(quarter, HOUR_MS) for quarter in pending}
         needs = [("minute", retention.minute_days, retention.minute_ms, "METERLINE_MINUTE_RETENTION_DAYS",
-                  "quarter-hour", min((start for start, _ in the_plan.raw_ranges), default=None)),
+                  "quarter-hour", min((start for start, end in the_plan.raw_ranges
+                                       if not (start in pending and end == start + QUARTER_MS)), default=None)),
                  ("quarter-hour", retention.quarter_days, retention.quarter_ms, "METERLINE_QUARTER_RETENTION_DAYS",
                   "hour", min((start for (level, _), starts in the_plan.slots.items() if level is QUARTER
-                               for start in starts), default=None))]
+                               for start in starts if floor_to(start, HOUR_MS) not in pending_hours), default=None))]
         for name, configured, kept_ms, variable, coarser, oldest in needs:
             # Unless configured, fine resolutions live as long as the events (their expiry counts from
             # when they were written, so late events' rows outlive the events' own time).
@@ -296,8 +302,10 @@ class UsageReader:
                         add(start, subject, encoded_groups, state)
 
     def _raw_reads(self, namespace: str, counter_set: str, ranges: list[tuple[int, int]],
-                   subjects: Sequence[str] | None) -> list[tuple[str, int, int]]:
-        """Per quarter, one Query per subject bucket over the minutes wanted: (partition, first, last minute)."""
+                   subjects: Sequence[str] | None) -> list[_RawRead]:
+        """Per quarter and subject bucket, two Queries over the minutes wanted: the counter set's own raw
+        partition and the shared one (whose entries of other counter sets are dropped): (partition, first,
+        last minute, the counter set to keep of a shared partition, None for an own one)."""
         buckets = sorted({subject_bucket(s) for s in subjects} if subjects is not None else range(SUBJECT_BUCKETS))
         horizon = self._now + QUARTER_MS  # nothing is stored for later times (ingestion refuses them)
         minutes_by_quarter: dict[int, list[int]] = {}
@@ -309,16 +317,25 @@ class UsageReader:
                 lo, hi = max(first, quarter), min(last, quarter + QUARTER_MS - MINUTE_MS)
                 known = minutes_by_quarter.get(quarter)
                 minutes_by_quarter[quarter] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
-        return [(raw_partition(namespace, counter_set, quarter, bucket), first, last)
-                for quarter, (first, last) in sorted(minutes_by_quarter.items()) for bucket in buckets]
+        return [read for quarter, (first, last) in sorted(minutes_by_quarter.items()) for bucket in buckets
+                for read in ((raw_partition(namespace, counter_set, quarter, bucket), first, last, None),
+                             (shared_raw_partition(namespace, quarter, bucket), first, last, counter_set))]
 
-    def _read_raw(self, aggregation: Aggregation, reads: list[tuple[str, int, int]], ranges: list[tuple[int, int]],
+    def _read_raw(self, aggregation: Aggregation, reads: list[_RawRead], ranges: list[tuple[int, int]],
                   subjects: Sequence[str] | None, add: Any) -> None:
-        """Raw rows of the given time ranges, de-duplicated by event identity and cut to the millisecond
-        (read concurrently, added in quarter and bucket order)."""
+        """Raw rows of the given time ranges, own and shared pages alike, de-duplicated together by event
+        identity and cut to the millisecond (read concurrently, added in quarter and bucket order)."""
         wanted_subjects = set(subjects) if subjects is not None else None
         seen: set[tuple[str, str]] = set()
-        for rows in concurrently(lambda read: list(self.store.iter_raw(*read)), reads):
+
+        def read(one: _RawRead) -> list[list[Any]]:
+            partition, first, last, shared_of = one
+            if shared_of is None:
+                return list(self.store.iter_raw(partition, first, last))
+            return [row for counter_set, rows in self.store.iter_shared_raw(partition, first, last)
+                    if counter_set == shared_of for row in rows]
+
+        for rows in concurrently(read, reads):
             for raw in rows:
                 row = Row.from_list(raw)
                 if (row.source, row.id) in seen or not any(a <= row.time_ms < b for a, b in ranges):
@@ -346,3 +363,5 @@ class UsageReader:
 
 # level, period, subject (None: all), wanted slots by index (-> start), strongly consistent
 _SlotRead = tuple[SlotLevel, int, str | None, dict[int, int], bool]
+# raw partition, first and last minute, the counter set whose entries to keep (a shared partition) or None
+_RawRead = tuple[str, int, int, str | None]

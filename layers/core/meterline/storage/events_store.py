@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from meterline.domain.event_index import EventRef
 from meterline.domain.events import CloudEvent, StoredEvent
 from meterline.domain.timeutil import DAY_S, HOUR_MS, floor_to
 from meterline.storage.dynamo import MAX_CONCURRENT_CALLS, TableAdapter, concurrently
@@ -86,19 +87,22 @@ class EventsStore(TableAdapter):
         return item
 
     def manifests(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> list[dict[str, Any]]:
-        """The time index's manifests of one request: per UTC hour of event time, the keys of its events by
-        type (one small item per hour a request touches, whatever its types). The key ("{ns}#~m#{uuid}")
-        cannot be an event's: an event key's second part is a number."""
-        keys: dict[int, dict[str, list[list[str]]]] = defaultdict(lambda: defaultdict(list))
+        """The time index's manifests of one request: per UTC hour of event time, its events by type as
+        `[source, id, subject, ms into the hour]`, and the request's ingestion time (one small item per hour a
+        request touches, whatever its types): enough to list events by time without reading them. The key
+        ("{ns}#~m#{uuid}") cannot be an event's: an event key's second part is a number."""
+        entries: dict[int, dict[str, list[list[Any]]]] = defaultdict(lambda: defaultdict(list))
         for event in events:
             time_ms = ingested_ms if event.time is None else event.time
-            keys[floor_to(time_ms, HOUR_MS)][event.type].append([event.source, event.id])
+            hour = floor_to(time_ms, HOUR_MS)
+            entries[hour][event.type].append([event.source, event.id, event.subject, time_ms - hour])
         return [{"pk": {"S": f"{namespace}#~m#{uuid.uuid4().hex}"},
                  EVENT_TIME_INDEX.partition_key: {"S": namespace},
                  EVENT_TIME_INDEX.sort_key: {"N": str(hour)},
                  "keys": {"B": zlib.compress(orjson.dumps(by_type))},
+                 "ingestedAt": {"N": str(ingested_ms)},
                  "expiresAt": {"N": str(ingested_ms // 1000 + self._retention_s)}}
-                for hour, by_type in keys.items()]
+                for hour, by_type in entries.items()]
 
     def put_new(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> PutResult:
         """Store every event whose key is new; a duplicate changes nothing. The request's time-index
@@ -135,9 +139,11 @@ class EventsStore(TableAdapter):
             found[(event.source, event.id)] = event
         return found
 
-    def hours(self, namespace: str, from_ms: int, to_ms: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """The UTC hours of [from, to) in which the namespace has events, oldest first, each with the keys
-        of its manifests: one ranged Query of the time index, read lazily (stop iterating to stop reading)."""
+    def hours(self, namespace: str, from_ms: int, to_ms: int, newest_first: bool = False
+              ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """The UTC hours of [from, to) in which the namespace has events, oldest (or newest) first, each with
+        the keys of its manifests: one ranged Query of the time index, read lazily (stop iterating to stop
+        reading)."""
         current: int | None = None
         manifests: list[dict[str, Any]] = []
         for item in self.query_items({
@@ -145,7 +151,8 @@ class EventsStore(TableAdapter):
                 "KeyConditionExpression": "#ns = :ns AND #hour BETWEEN :first AND :last",
                 "ExpressionAttributeNames": {"#ns": EVENT_TIME_INDEX.partition_key, "#hour": EVENT_TIME_INDEX.sort_key},
                 "ExpressionAttributeValues": {":ns": {"S": namespace}, ":first": {"N": str(floor_to(from_ms, HOUR_MS))},
-                                              ":last": {"N": str(to_ms - 1)}}}):
+                                              ":last": {"N": str(to_ms - 1)}},
+                "ScanIndexForward": not newest_first}):
             hour = int(item[EVENT_TIME_INDEX.sort_key]["N"])
             if current is not None and hour != current:
                 yield current, manifests
@@ -155,20 +162,42 @@ class EventsStore(TableAdapter):
         if current is not None:
             yield current, manifests
 
+    def _entries(self, manifests: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[Any], int | None]]:
+        """(event type, entry, ingestion time) of every event the manifests name."""
+        for item in self.get_items(list(manifests)):
+            ingested = int(item["ingestedAt"]["N"]) if "ingestedAt" in item else None
+            for event_type, listed in orjson.loads(zlib.decompress(item["keys"]["B"])).items():
+                for entry in listed:
+                    yield event_type, entry, ingested
+
     def events_of(self, namespace: str, manifests: Sequence[dict[str, Any]], event_types: Collection[str] | None,
                   hour_ms: int) -> list[StoredEvent]:
         """The stored events of `event_types` (None: every type) that an hour's manifests name, in time order
         (a manifest may name a duplicate or an event whose put failed: only what is stored comes back)."""
-        keys: dict[tuple[str, str], None] = {}
-        for item in self.get_items(list(manifests)):
-            for event_type, listed in orjson.loads(zlib.decompress(item["keys"]["B"])).items():
-                if event_types is None or event_type in event_types:
-                    keys.update(((source, event_id), None) for source, event_id in listed)
+        keys = {(entry[0], entry[1]): None for event_type, entry, _ in self._entries(manifests)
+                if event_types is None or event_type in event_types}
         found = self.get_many(namespace, list(keys))
         return sorted((event for event in found.values()
                        if (event_types is None or event.type in event_types)
                        and hour_ms <= event.time_ms < hour_ms + HOUR_MS),
                       key=lambda event: (event.time_ms, event.source, event.id))
+
+    def refs_of(self, namespace: str, manifests: Sequence[dict[str, Any]], hour_ms: int) -> list[EventRef]:
+        """What an hour's manifests say of their events (time, ingestion, key, subject), as written: a
+        duplicate's or a failed put's entry is there too, so a listing checks what it shows against the
+        stored events. Manifests written before they carried subjects and times are read through the events."""
+        refs: list[EventRef] = []
+        older: list[tuple[str, str]] = []
+        for _, entry, ingested in self._entries(manifests):
+            if len(entry) == 4 and ingested is not None:
+                refs.append(EventRef(hour_ms + entry[3], ingested, entry[0], entry[1], entry[2]))
+            else:
+                older.append((entry[0], entry[1]))
+        if older:
+            refs.extend(EventRef(event.time_ms, event.ingested_ms, event.source, event.id, event.subject)
+                        for event in self.get_many(namespace, older).values()
+                        if hour_ms <= event.time_ms < hour_ms + HOUR_MS)
+        return refs
 
     def at_hour(self, namespace: str, event_types: Collection[str] | None, hour_ms: int) -> list[StoredEvent]:
         """The namespace's stored events of `event_types` (None: every type) in the UTC hour at `hour_ms`."""

@@ -83,7 +83,7 @@ EVENTS_TABLE = TableSpec(
     indexes=(EVENT_TIME_INDEX,),
 )
 
-# Everything derived from the events: the event index pages now, windowed counters later.
+# Everything derived from the events: counting rows, slots, work lists (docs/architecture.md).
 USAGE_TABLE = TableSpec(
     logical_name="Usage",
     env_var="USAGE_TABLE",

@@ -1,4 +1,4 @@
-"""The usage table: everything derived from the events: the event index, counting rows, manifests,
+"""The usage table: everything derived from the events: counting rows, manifests,
 quarter-hour, hour, day and zone day slots, and the compactor's state."""
 
 from __future__ import annotations
@@ -6,13 +6,12 @@ from __future__ import annotations
 import heapq
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from meterline.domain.event_index import EventRef, IndexPage
 from meterline.domain.slots import (
     HORIZON_NAMES,
     QUARTER,
@@ -22,21 +21,22 @@ from meterline.domain.slots import (
     ZoneDays,
     ZoneRange,
 )
-from meterline.domain.timeutil import DAY_MS, DAY_S
+from meterline.domain.timeutil import DAY_MS, DAY_S, QUARTER_MS
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
 
-_INDEX = "evidx"
-
-
-def index_partition(namespace: str, day: str) -> str:
-    return f"{namespace}#{_INDEX}#{day}"
-
-
 # --- counting ---------------------------------------------------------------------------------
-# Raw rows (the minute resolution, and what every coarser counter is recomputed from):
-#   pk "{ns}#raw#{counter set}#{quarter ms}#{bucket}"  sk "{minute ms}#{batch id}"  rows: list of Row lists
+# Raw rows (the minute resolution, and what every coarser counter is recomputed from), a batch's rows of one
+# (namespace, counter set, minute, subject bucket) in one of two places, by their packed size:
+#   own:    pk "{ns}#raw#{counter set}#{quarter ms}#{bucket}"  sk "{minute ms}#{batch id}"  rows: list of Row lists
 #       (a page per minute and batch; a Query over a minute range of one partition finds a subject's rows)
+#   shared: pk "{ns}#raw#shared#{quarter ms}#{bucket}"         sk "{minute ms}#{batch id}"
+#           rows: list of [counter set, list of Row lists]
+#       the rows of every counter set whose packed rows are smaller than SHARED_PAGE_BELOW, in one page per
+#       minute and batch ("shared" is never a counter set id: those are "{meter id}.{8 hex}"), so a quiet
+#       batch writes one item per (quarter, bucket, minute), not one per counter set. A counter set's rows
+#       are those of its own partition and its entries in the shared one: readers read both and
+#       de-duplicate them together (a retried batch may put an event's row in either, or both).
 # Manifests (what the compactor must look at, and the directory of a quarter's raw partitions):
 #   pk "manifest#{quarter ms}"  sk "{ns}#{batch id}"   parts: [[ns, counter set, minute, bucket]]
 #       on-time and late batches alike, by event quarter; a reader reads its namespace's key range only
@@ -59,13 +59,25 @@ def index_partition(namespace: str, day: str) -> str:
 # Compaction state:  pk "compaction"  sk "state"   the horizons (numbers), `zoneDays` (JSON: phase ->
 #       [from, through, requested, created]), `snapshot` (JSON: {at, horizons}) and `settled` (JSON horizons)
 #
-# Item size. DynamoDB refuses items over 400 KB. Lists (index refs, raw rows, manifest and late parts)
+# Item size. DynamoDB refuses items over 400 KB. Lists (raw rows, manifest and late parts)
 # are packed into one blob per item; a list whose blob would make the item larger than MAX_ITEM_BYTES is
 # written as consecutive slices, the first under the item's own sort key and slice k under "{sk}#{k}"
 # (every reader of them reads a key range and concatenates, so slicing changes nothing for them; a
 # leftover slice of an earlier, larger write of the same batch repeats rows readers de-duplicate).
 
 RAW = "raw"
+# The counter set field of shared raw partitions: no counter set id is without a dot.
+SHARED = "shared"
+# A batch's rows of one counter set, minute and subject bucket smaller than this when packed go to the shared
+# page of the batch's (quarter, bucket, minute) instead of a page of their own. An item costs a write unit
+# per started KB and 100 bytes of storage: rows under 300 bytes (with the ~150 bytes of keys and attributes,
+# an item using less than half its write unit) would mostly pay for the rounding up, while in a shared page
+# they add only their size. But every byte of a shared page is also read by the raw reads of the bucket's
+# other counter sets: at 700 bytes, 1,000 events/s in 1,000-record batches would share most groups, saving
+# 0.045 write units per event but making a 30-day query up to now of one subject read 587 units instead of
+# 228 (all subjects: 7,568 instead of 1,312). At 300 those stay 231 and 1,510, and low traffic, whose groups
+# are a row or three, saves all the same (docs/decisions.md).
+SHARED_PAGE_BELOW = 300
 COMPACTION_KEY = {"pk": {"S": "compaction"}, "sk": {"S": "state"}}
 # DynamoDB's item limit is 400 KB (409,600 bytes: attribute names and values, keys included); every item
 # the store writes stays under this, leaving margin.
@@ -84,6 +96,11 @@ def unpack(blob: bytes) -> Any:
 
 def raw_partition(namespace: str, counter_set: str, quarter_ms: int, bucket: int) -> str:
     return f"{namespace}#{RAW}#{counter_set}#{quarter_ms}#{bucket}"
+
+
+def shared_raw_partition(namespace: str, quarter_ms: int, bucket: int) -> str:
+    """The partition of the shared raw pages of a namespace's quarter and subject bucket."""
+    return raw_partition(namespace, SHARED, quarter_ms, bucket)
 
 
 def slot_partition(namespace: str, level: SlotLevel, period_ms: int, counter_set: str | None = None) -> str:
@@ -133,11 +150,11 @@ def _value_bytes(value: Mapping[str, Any]) -> int:
     return len(str(data))
 
 
-def _packed_pieces(values: list[Any], room: int) -> list[bytes]:
-    """`values` packed: one blob, or, if that is longer than `room` bytes, consecutive slices of
-    `values` packed one by one, each within `room` (a single value never comes near: an event is at most
-    64 KB)."""
-    blob, room = pack(values), max(room, 1)
+def _packed_pieces(values: list[Any], room: int, packed: bytes | None = None) -> list[bytes]:
+    """`values` packed (`packed`, if the caller has packed them already): one blob, or, if that is longer
+    than `room` bytes, consecutive slices of `values` packed one by one, each within `room` (a single value
+    never comes near: an event is at most 64 KB)."""
+    blob, room = pack(values) if packed is None else packed, max(room, 1)
     if len(blob) <= room or len(values) < 2:
         return [blob]
     step = -(-len(values) // min(len(values), len(blob) // room + 1))
@@ -171,6 +188,10 @@ SlotStates = dict[int, dict[str, str]]  # slot index -> counter set -> state (JS
 _CHUNK_OVERHEAD = len("n") + 10 + len("h") + 10 + len("#") + 10
 
 
+# A slot written now lives at least this long, whatever its level's retention (Retention.slot_expiry_s).
+SLOT_MIN_LIFE_MS = DAY_MS
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long derived usage items live. Index pages, hour and day slots: `days` (as events). Raw
@@ -196,16 +217,54 @@ class Retention:
         """How long zone day slots are kept after their day (meterline.domain.slots.ZONE_DAYS_KEPT_MS)."""
         return min(self.days * DAY_MS, ZONE_DAYS_KEPT_MS)
 
-    def slot_expiry_s(self, level: SlotLevel, start_ms: int) -> int:
+    def slot_expiry_s(self, level: SlotLevel, start_ms: int, written_ms: int | None = None) -> int:
+        """When a slot expires: its level's retention after its end, but, written at `written_ms`, never
+        less than SLOT_MIN_LIFE_MS after that (a recount re-folds quarters older than their retention, and
+        their hour is folded from them afterwards). Queries check retention by time, not by what exists."""
         keep_ms = self.quarter_ms if level is QUARTER else self.zone_day_ms if isinstance(
             level, ZoneDays) else self.days * DAY_MS
-        return (start_ms + level.length_ms + keep_ms) // 1000
+        expiry_ms = start_ms + level.length_ms + keep_ms
+        if written_ms is not None:
+            expiry_ms = max(expiry_ms, written_ms + SLOT_MIN_LIFE_MS)
+        return expiry_ms // 1000
+
+    def refold_from_ms(self, now_ms: int) -> int | None:
+        """The oldest event time whose quarter can still be re-folded from all its raw rows at `now_ms`: raw
+        rows live `minute_ms` after they are written (never before their event's time), less a day for
+        compaction lag. The stream processor leaves older events to a recount request. None when raw rows
+        are kept as long as events: written after their events, they outlive them, so a quarter's rows
+        cover every event of it still stored."""
+        if self.minute_ms >= self.days * DAY_MS:
+            return None
+        return now_ms - self.minute_ms + DAY_MS
+
+
+# Recount requests: pk "recount"  sk "{ns}#{UTC hour ms, 13 digits}"  at: when last asked for (ms),
+# batch: by which stream batch. A stream batch asks for one per (namespace, hour) of its events too old for
+# their quarter to be re-folded from raw rows (Retention.refold_from_ms), instead of counting them; the
+# backfill function recounts those hours (meterline.services.backfill). One small partition, read with one
+# Query; "recount" has no "#", so no namespace's key can be it.
+RECOUNT_REQUESTS = "recount"
+
+
+@dataclass(frozen=True)
+class RecountRequest:
+    namespace: str
+    hour_ms: int
+    at_ms: int  # when it was last asked for
+    batch: str  # by which stream batch
 
 
 class UsageStore(TableAdapter):
     spec = USAGE_TABLE
     # The largest item written (tests lower it to make every list and state chunked).
     item_limit = MAX_ITEM_BYTES
+    # Raw rows smaller than this (packed) go to shared pages (tests vary it: 0, every group in a page of its own).
+    shared_page_below = SHARED_PAGE_BELOW
+
+    # When the slots written now are written (the compactor sets its `now_ms` at the start of each run), so
+    # that none expires within SLOT_MIN_LIFE_MS of its write; None: by their level's retention alone.
+    slots_written_at_ms: int | None = None
 
     def __init__(self, client: Any = None, table: str | None = None, retention_days: int = 400,
                  retention: Retention | None = None) -> None:
@@ -222,50 +281,38 @@ class UsageStore(TableAdapter):
         return cls(retention=Retention(config.retention_days, config.minute_retention_days,
                                        config.quarter_retention_days))
 
-    def put_index_pages(self, pages: Sequence[IndexPage], now_ms: int) -> None:
-        """Write index pages. A page's key is derived from its batch, so a redelivered batch
-        overwrites its own pages instead of adding new ones."""
-        expires = {"N": str(now_ms // 1000 + self._retention_s)}
-        self.put_batch([item for page in pages for item in self._list_items(
-            index_partition(page.namespace, page.day), f"{page.hour:02d}#{page.page_id}", "refs",
-            [ref.as_row() for ref in page.refs], expires)])
-
-    def iter_index_hours(self, namespace: str, day: str, max_hour: int, min_hour: int
-                         ) -> Iterator[tuple[int, list[EventRef]]]:
-        """Yield (hour, refs of all pages of that hour) for one day, newest hour first."""
-        current_hour: int | None = None
-        refs: list[EventRef] = []
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": index_partition(namespace, day)},
-                ":lo": {"S": f"{min_hour:02d}#"},
-                ":hi": {"S": f"{max_hour:02d}#\U0010ffff"},
-            },
-            "ScanIndexForward": False,
-        }
-        while True:
-            response = self.client.query(**request)
-            for item in response.get("Items", []):
-                hour = int(item["sk"]["S"][:2])
-                if current_hour is not None and hour != current_hour:
-                    yield current_hour, refs
-                    refs = []
-                current_hour = hour
-                refs.extend(EventRef.from_row(row) for row in unpack(item["refs"]["B"]))
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                break
-            request["ExclusiveStartKey"] = last
-        if current_hour is not None:
-            yield current_hour, refs
-
     # --- counting ---
 
+    def put_raw_rows(self, groups: Mapping[tuple[str, str, int, int], list[list[Any]]], batch_id: str,
+                     now_ms: int) -> int:
+        """A batch's rows by (namespace, counter set, minute, subject bucket): each group of at least
+        `shared_page_below` bytes packed in a page of its own (in its counter set's raw partition), the
+        smaller ones together in one shared page per (namespace, quarter, bucket, minute), tagged with
+        their counter sets. Pages are keyed by the minute and the batch: a redelivered batch overwrites its
+        own pages (the same rows make the same choices), or, re-cut, writes rows again, perhaps in the
+        other kind of page, which readers de-duplicate. Returns the number of items."""
+        expires = {"N": str((now_ms + self.retention.minute_ms) // 1000)}
+        items: list[dict[str, Any]] = []
+        shared: dict[tuple[str, int], list[list[Any]]] = {}
+        for (namespace, counter_set, minute, bucket), rows in groups.items():
+            quarter = minute - minute % QUARTER_MS
+            text = orjson.dumps(rows)
+            # JSON text shorter than the threshold packs shorter than it too (give or take zlib's few bytes)
+            blob = None if len(text) < self.shared_page_below else zlib.compress(text, 1)
+            if blob is None or len(blob) < self.shared_page_below:
+                shared.setdefault((shared_raw_partition(namespace, quarter, bucket), minute), []).append(
+                    [counter_set, rows])
+            else:
+                items.extend(self._list_items(raw_partition(namespace, counter_set, quarter, bucket),
+                                              f"{minute:013d}#{batch_id}", "rows", rows, expires, blob))
+        for (partition, minute), entries in shared.items():
+            items.extend(self._list_items(partition, f"{minute:013d}#{batch_id}", "rows", entries, expires))
+        self.put_batch(items)
+        return len(items)
+
     def put_raw_pages(self, pages: dict[tuple[str, int], list[list[Any]]], batch_id: str, now_ms: int) -> int:
-        """One page per (raw partition, minute) of a batch, keyed by the batch: a redelivered batch
-        overwrites its own pages (or, re-cut, writes rows again, which readers de-duplicate)."""
+        """One page of its own per (raw partition, minute) of a batch, keyed by the batch (put_raw_rows
+        chooses between these and shared pages)."""
         expires = {"N": str((now_ms + self.retention.minute_ms) // 1000)}
         items = [item for (partition, minute), rows in pages.items()
                  for item in self._list_items(partition, f"{minute:013d}#{batch_id}", "rows", rows, expires)]
@@ -274,8 +321,22 @@ class UsageStore(TableAdapter):
 
     def iter_raw(self, partition: str, first_minute: int | None = None, last_minute: int | None = None
                  ) -> Iterator[list[Any]]:
-        """The rows of a raw partition (a quarter of one counter set and subject bucket), or of its
-        minutes first..last."""
+        """The rows of a raw partition's own pages (a quarter of one counter set and subject bucket), or of
+        its minutes first..last. The counter set's rows in shared pages: iter_shared_raw."""
+        for page in self._raw_pages(partition, first_minute, last_minute):
+            yield from page
+
+    def iter_shared_raw(self, partition: str, first_minute: int | None = None, last_minute: int | None = None
+                        ) -> Iterator[tuple[str, list[list[Any]]]]:
+        """(counter set, rows) of every entry of a shared raw partition's pages (shared_raw_partition: a
+        quarter of one namespace and subject bucket), or of its minutes first..last; a counter set may have
+        several entries (one per page)."""
+        for page in self._raw_pages(partition, first_minute, last_minute):
+            yield from ((counter_set, rows) for counter_set, rows in page)
+
+    def _raw_pages(self, partition: str, first_minute: int | None, last_minute: int | None
+                   ) -> Iterator[list[Any]]:
+        """The unpacked pages (and slices) of a raw partition, or of its minutes first..last, in key order."""
         request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
                                    "KeyConditionExpression": "pk = :pk",
                                    "ExpressionAttributeValues": {":pk": {"S": partition}}}
@@ -284,7 +345,7 @@ class UsageStore(TableAdapter):
             request["ExpressionAttributeValues"][":lo"] = {"S": f"{first_minute:013d}#"}
             request["ExpressionAttributeValues"][":hi"] = {"S": f"{last_minute:013d}#\U0010ffff"}
         for item in self.query_items(request):
-            yield from unpack(item["rows"]["B"])
+            yield unpack(item["rows"]["B"])
 
     def read_raw(self, partition: str) -> list[list[Any]]:
         return list(self.iter_raw(partition))
@@ -305,14 +366,14 @@ class UsageStore(TableAdapter):
         self.put_batch(items)
         return len(items)
 
-    def _list_items(self, pk: str, sk: str, attribute: str, values: list[Any], expires: dict[str, str]
-                    ) -> list[dict[str, Any]]:
-        """The item holding `values` packed, or, if it would be larger than `item_limit`, the items of
-        consecutive slices: the first under `sk`, slice k under "{sk}#{k}"."""
+    def _list_items(self, pk: str, sk: str, attribute: str, values: list[Any], expires: dict[str, str],
+                    packed: bytes | None = None) -> list[dict[str, Any]]:
+        """The item holding `values` packed (`packed`, if given), or, if it would be larger than
+        `item_limit`, the items of consecutive slices: the first under `sk`, slice k under "{sk}#{k}"."""
         room = self.item_limit - item_bytes({"pk": {"S": pk}, "sk": {"S": sk}, "expiresAt": expires}) - len(
             attribute) - _CHUNK_OVERHEAD
         return [{"pk": {"S": pk}, "sk": {"S": sk if k == 0 else f"{sk}#{k}"}, attribute: {"B": blob},
-                 "expiresAt": expires} for k, blob in enumerate(_packed_pieces(values, room))]
+                 "expiresAt": expires} for k, blob in enumerate(_packed_pieces(values, room, packed))]
 
     def read_manifests(self, quarter_ms: int, namespace: str | None = None) -> list[list[Any]]:
         """The parts listed for a quarter: every namespace's (the compactor) or one namespace's."""
@@ -359,7 +420,7 @@ class UsageStore(TableAdapter):
         period = level.period(start_ms)
         key = {"S": slot_key(subject, level, level.index(start_ms))}
         split = {cs for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
-        expires = {"N": str(self.retention.slot_expiry_s(level, start_ms))}
+        expires = {"N": str(self.retention.slot_expiry_s(level, start_ms, self.slots_written_at_ms))}
         writes = self._put_split(namespace, level, period, key, {cs: states[cs] for cs in split}, expires) + 1
         packed_key = {"pk": {"S": slot_partition(namespace, level, period)}, "sk": key}
         try:
@@ -484,6 +545,39 @@ class UsageStore(TableAdapter):
 
     def read_work(self, level: SlotLevel, period_ms: int) -> list[str]:
         return [item["sk"]["S"] for item in self.partition_items(f"work#{level.key}#{period_ms}", True)]
+
+    def put_recount_requests(self, hours: Iterable[tuple[str, int]], batch_id: str, now_ms: int) -> int:
+        """Ask for a recount of each (namespace, UTC hour): an overwrite, so asking again renews the request
+        (and keeps it past a recount already under way: drop_recount_request). Returns the number of items."""
+        expires = {"N": str(now_ms // 1000 + self._retention_s)}
+        items = [{"pk": {"S": RECOUNT_REQUESTS}, "sk": {"S": f"{namespace}#{hour:013d}"},
+                  "at": {"N": str(now_ms)}, "batch": {"S": batch_id}, "expiresAt": expires}
+                 for namespace, hour in sorted(set(hours))]
+        self.put_batch(items)
+        return len(items)
+
+    def recount_requests(self) -> list[RecountRequest]:
+        """Every pending recount request, by namespace and hour (one Query)."""
+        requests = []
+        for item in self.partition_items(RECOUNT_REQUESTS):
+            namespace, _, hour = item["sk"]["S"].rpartition("#")
+            requests.append(RecountRequest(namespace, int(hour), int(item["at"]["N"]), item["batch"]["S"]))
+        return requests
+
+    def drop_recount_request(self, request: RecountRequest) -> bool:
+        """Delete a served request, unless it was asked for again since it was read: then it stays and is
+        served again (a recount is idempotent), since the recount may have missed the newer event. Returns
+        whether it was deleted."""
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"pk": {"S": RECOUNT_REQUESTS}, "sk": {"S": f"{request.namespace}#{request.hour_ms:013d}"}},
+                ConditionExpression="#at = :at AND #batch = :batch",
+                ExpressionAttributeNames={"#at": "at", "#batch": "batch"},
+                ExpressionAttributeValues={":at": {"N": str(request.at_ms)}, ":batch": {"S": request.batch}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def get_compaction_state(self) -> Horizons | None:
         """The compactor's horizons (with its zone days, snapshot and settled horizons); None before its

@@ -63,10 +63,12 @@ def test_slots_and_raw_rows_carry_their_expiry(aws: Any) -> None:
     store = UsageStore(retention=Retention(days=400, minute_days=7, quarter_days=30))
     start = 1_704_067_200_000
     store.put_slot("default", QUARTER, start, "customer-1", {"abc": '{"[]": 1}'})
-    store.put_raw_pages({("raw#x", start // 60_000): [[1, 2]]}, "batch1", now_ms=start)
-    items = {i["pk"]["S"][:3]: i for i in aws.scan(TableName=os.environ["USAGE_TABLE"])["Items"]}
+    store.put_raw_rows({("default", "m.1", start, 0): [["src", "e1", "customer-1", [], 1, start]]}, "batch1",
+                       now_ms=start)
+    scanned = aws.scan(TableName=os.environ["USAGE_TABLE"])["Items"]
+    items = {"raw" if "#raw#" in item["pk"]["S"] else "slot": item for item in scanned}
     assert int(items["raw"]["expiresAt"]["N"]) == (start + 7 * DAY_MS) // 1000
-    [slot] = [i for i in items.values() if i["pk"]["S"] != "raw#x"]
+    slot = items["slot"]
     assert int(slot["expiresAt"]["N"]) == (start + 15 * 60_000 + 30 * DAY_MS) // 1000
 
 

@@ -232,7 +232,8 @@ def test_lists_too_large_for_one_item_are_written_in_slices_their_readers_join()
     minute = T + 60_000
     rows = [["src", f"e{i}", "alice", [], _incompressible(rng, 2_000), minute] for i in range(400)]  # ~600 KB
     small = [["src", "e-small", "bob", [], "v", minute]]
-    assert store.put_raw_pages({(partition, minute): rows, (partition, minute + 60_000): small}, "b1", T) == 3
+    store.shared_page_below = 0  # every group in a page of its own
+    assert store.put_raw_rows({("ns", "m", minute, 3): rows, ("ns", "m", minute + 60_000, 3): small}, "b1", T) == 3
     keys = list(store.client.tables["usage"][partition])
     assert keys[0] == f"{minute:013d}#b1" and keys[1] == f"{minute:013d}#b1#1"
     assert keys[-1] == f"{minute + 60_000:013d}#b1"  # a page that fits keeps its one item
@@ -272,7 +273,8 @@ def test_small_groups_of_raw_rows_share_a_page_and_large_ones_have_their_own() -
     assert dict(store.iter_shared_raw(shared_raw_partition("ns", T, 5))) == {"m0.00000000": groups[
         ("ns", "m0.00000000", minute, 5)]}
     own = _store()
-    own.put_raw_pages({(raw_partition("ns", "big.00000000", T, 3), minute): many}, "b1", T)
+    own.shared_page_below = 0
+    own.put_raw_rows({("ns", "big.00000000", minute, 3): many}, "b1", T)
     assert own.client.tables["usage"][raw_partition("ns", "big.00000000", T, 3)] == tables[
         raw_partition("ns", "big.00000000", T, 3)]  # the page of its own is what it always was
 

@@ -133,6 +133,7 @@ class Compactor:
         self.timing = timing
         self.zone_requests = zone_requests
         self._indexes: dict[int, ManifestIndex] = {}
+        self._now_ms: int | None = None  # the current run's
 
     def _counters(self, namespace: str) -> dict[str, MeterCounter]:
         """The namespace's counter sets in force. Rows of others (deleted or changed meters) are no
@@ -151,7 +152,7 @@ class Compactor:
         self._indexes = {}
         # Slots written in this run live at least a day from now, even a late pass's quarters older than their
         # retention (a recount request): the hour and day are folded from them afterwards.
-        self.store.slots_written_at_ms = now_ms
+        self._now_ms = now_ms
         horizons = self.store.get_compaction_state()
         if horizons is None:  # the first run
             start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
@@ -317,7 +318,8 @@ class Compactor:
             for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
                 per_subject[subject][counter_set] = orjson.dumps(by_group).decode()
         for subject in sorted(per_subject):
-            report.slot_writes += self.store.put_slot(namespace, QUARTER, quarter, subject, per_subject[subject])
+            report.slot_writes += self.store.put_slot(namespace, QUARTER, quarter, subject, per_subject[subject],
+                                                      written_ms=self._now_ms)
         report.units += 1
         return set(per_subject)
 
@@ -391,7 +393,8 @@ class Compactor:
             if merged:
                 report.slot_writes += self.store.put_slot(
                     namespace, level, start, item_subject,
-                    {cs: orjson.dumps(groups).decode() for cs, groups in sorted(merged.items())})
+                    {cs: orjson.dumps(groups).decode() for cs, groups in sorted(merged.items())},
+                    written_ms=self._now_ms)
 
     def _read_part(self, namespace: str, part: tuple[Resolution, int, int, int], counter_sets: list[str],
                    subjects: list[str] | None) -> Iterator[tuple[str, SlotStates]]:

@@ -262,10 +262,6 @@ class UsageStore(TableAdapter):
     # Raw rows smaller than this (packed) go to shared pages (tests vary it: 0, every group in a page of its own).
     shared_page_below = SHARED_PAGE_BELOW
 
-    # When the slots written now are written (the compactor sets its `now_ms` at the start of each run), so
-    # that none expires within SLOT_MIN_LIFE_MS of its write; None: by their level's retention alone.
-    slots_written_at_ms: int | None = None
-
     def __init__(self, client: Any = None, table: str | None = None, retention_days: int = 400,
                  retention: Retention | None = None) -> None:
         super().__init__(client, table)
@@ -307,15 +303,6 @@ class UsageStore(TableAdapter):
                                               f"{minute:013d}#{batch_id}", "rows", rows, expires, blob))
         for (partition, minute), entries in shared.items():
             items.extend(self._list_items(partition, f"{minute:013d}#{batch_id}", "rows", entries, expires))
-        self.put_batch(items)
-        return len(items)
-
-    def put_raw_pages(self, pages: dict[tuple[str, int], list[list[Any]]], batch_id: str, now_ms: int) -> int:
-        """One page of its own per (raw partition, minute) of a batch, keyed by the batch (put_raw_rows
-        chooses between these and shared pages)."""
-        expires = {"N": str((now_ms + self.retention.minute_ms) // 1000)}
-        items = [item for (partition, minute), rows in pages.items()
-                 for item in self._list_items(partition, f"{minute:013d}#{batch_id}", "rows", rows, expires)]
         self.put_batch(items)
         return len(items)
 
@@ -413,14 +400,16 @@ class UsageStore(TableAdapter):
             parts.extend(unpack(item["parts"]["B"]))
         return parts
 
-    def put_slot(self, namespace: str, level: SlotLevel, start_ms: int, subject: str, states: dict[str, str]) -> int:
+    def put_slot(self, namespace: str, level: SlotLevel, start_ms: int, subject: str, states: dict[str, str],
+                 written_ms: int | None = None) -> int:
         """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
         items of their own first (chunked if need be), then the packed item gets the small ones and
-        loses any stale copy of the large ones, in one write. Returns the number of writes."""
+        loses any stale copy of the large ones, in one write. Written at `written_ms` (the compactor's run),
+        a slot lives at least SLOT_MIN_LIFE_MS after it (Retention.slot_expiry_s). Returns the number of writes."""
         period = level.period(start_ms)
         key = {"S": slot_key(subject, level, level.index(start_ms))}
         split = {cs for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
-        expires = {"N": str(self.retention.slot_expiry_s(level, start_ms, self.slots_written_at_ms))}
+        expires = {"N": str(self.retention.slot_expiry_s(level, start_ms, written_ms))}
         writes = self._put_split(namespace, level, period, key, {cs: states[cs] for cs in split}, expires) + 1
         packed_key = {"pk": {"S": slot_partition(namespace, level, period)}, "sk": key}
         try:

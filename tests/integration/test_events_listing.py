@@ -167,3 +167,22 @@ def test_a_retried_request_lists_each_event_once_with_its_first_ingestion(aws) -
     post(batch)  # the client's retry: every event a duplicate, a second manifest naming them all
     assert list_events(**DAY).json() == first
     assert len(first) == 5
+
+
+def test_manifests_written_before_they_carried_subjects_and_times_are_read_through_the_events(aws) -> None:
+    import zlib
+
+    import orjson
+
+    from meterline.bootstrap import events_store
+    from meterline.domain.events import CloudEvent
+
+    store = events_store()
+    event = CloudEvent.model_validate(cloud_event(7, time="2024-01-01T10:20:00Z"))
+    aws.put_item(TableName=EVENTS, Item=store.item("default", event, 1_704_104_400_000))
+    [manifest] = store.manifests("default", [event], 1_704_104_400_000)
+    manifest["keys"] = {"B": zlib.compress(orjson.dumps({"prompt": [["chat-app", "evt-7"]]}))}  # the older shape
+    del manifest["ingestedAt"]
+    store.put_batch([manifest])
+    assert [(e["event"]["id"], e["event"]["time"]) for e in list_events(**DAY).json()] == [
+        ("evt-7", "2024-01-01T10:20:00.000Z")]

@@ -87,22 +87,35 @@ class EventsStore(TableAdapter):
         return item
 
     def manifests(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> list[dict[str, Any]]:
-        """The time index's manifests of one request: per UTC hour of event time, its events by type as
-        `[source, id, subject, ms into the hour]`, and the request's ingestion time (one small item per hour a
-        request touches, whatever its types): enough to list events by time without reading them. The key
-        ("{ns}#~m#{uuid}") cannot be an event's: an event key's second part is a number."""
-        entries: dict[int, dict[str, list[list[Any]]]] = defaultdict(lambda: defaultdict(list))
+        """The time index's manifests of one request: per UTC hour of event time, its events by type and
+        source as `[id, subject, ms since the previous one]` in time order (the first from the hour's start),
+        and the request's ingestion time (one small item per hour a request touches, whatever its types):
+        enough to list events by time without reading them. Sources and the small time steps are what zlib
+        compresses; ids rarely compress. The key ("{ns}#~m#{uuid}") cannot be an event's: an event key's
+        second part is a number."""
+        timed: dict[int, dict[str, dict[str, list[tuple[int, str, str]]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list)))
         for event in events:
             time_ms = ingested_ms if event.time is None else event.time
-            hour = floor_to(time_ms, HOUR_MS)
-            entries[hour][event.type].append([event.source, event.id, event.subject, time_ms - hour])
-        return [{"pk": {"S": f"{namespace}#~m#{uuid.uuid4().hex}"},
-                 EVENT_TIME_INDEX.partition_key: {"S": namespace},
-                 EVENT_TIME_INDEX.sort_key: {"N": str(hour)},
-                 "keys": {"B": zlib.compress(orjson.dumps(by_type))},
-                 "ingestedAt": {"N": str(ingested_ms)},
-                 "expiresAt": {"N": str(ingested_ms // 1000 + self._retention_s)}}
-                for hour, by_type in entries.items()]
+            timed[floor_to(time_ms, HOUR_MS)][event.type][event.source].append((time_ms, event.id, event.subject))
+        manifests = []
+        for hour, by_type in timed.items():
+            entries: dict[str, dict[str, list[list[Any]]]] = {}
+            for event_type, by_source in by_type.items():
+                entries[event_type] = {}
+                for source, listed in by_source.items():
+                    previous, rows = hour, []
+                    for time_ms, event_id, subject in sorted(listed):
+                        rows.append([event_id, subject, time_ms - previous])
+                        previous = time_ms
+                    entries[event_type][source] = rows
+            manifests.append({"pk": {"S": f"{namespace}#~m#{uuid.uuid4().hex}"},
+                              EVENT_TIME_INDEX.partition_key: {"S": namespace},
+                              EVENT_TIME_INDEX.sort_key: {"N": str(hour)},
+                              "keys": {"B": zlib.compress(orjson.dumps(entries))},
+                              "ingestedAt": {"N": str(ingested_ms)},
+                              "expiresAt": {"N": str(ingested_ms // 1000 + self._retention_s)}})
+        return manifests
 
     def put_new(self, namespace: str, events: Sequence[CloudEvent], ingested_ms: int) -> PutResult:
         """Store every event whose key is new; a duplicate changes nothing. The request's time-index
@@ -162,19 +175,29 @@ class EventsStore(TableAdapter):
         if current is not None:
             yield current, manifests
 
-    def _entries(self, manifests: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[Any], int | None]]:
-        """(event type, entry, ingestion time) of every event the manifests name."""
+    def _entries(self, manifests: Sequence[dict[str, Any]], hour_ms: int
+                 ) -> Iterator[tuple[str, str, str, EventRef | None]]:
+        """(event type, source, id, what the manifest says of the event) of every event the manifests name;
+        None for manifests written before they carried subjects and times (`{type: [[source, id], ...]}`)."""
         for item in self.get_items(list(manifests)):
             ingested = int(item["ingestedAt"]["N"]) if "ingestedAt" in item else None
             for event_type, listed in orjson.loads(zlib.decompress(item["keys"]["B"])).items():
-                for entry in listed:
-                    yield event_type, entry, ingested
+                if isinstance(listed, list):
+                    for source, event_id, *_ in listed:
+                        yield event_type, source, event_id, None
+                    continue
+                for source, rows in listed.items():
+                    time_ms = hour_ms
+                    for event_id, subject, step in rows:
+                        time_ms += step
+                        yield event_type, source, event_id, (
+                            EventRef(time_ms, ingested, source, event_id, subject) if ingested is not None else None)
 
     def events_of(self, namespace: str, manifests: Sequence[dict[str, Any]], event_types: Collection[str] | None,
                   hour_ms: int) -> list[StoredEvent]:
         """The stored events of `event_types` (None: every type) that an hour's manifests name, in time order
         (a manifest may name a duplicate or an event whose put failed: only what is stored comes back)."""
-        keys = {(entry[0], entry[1]): None for event_type, entry, _ in self._entries(manifests)
+        keys = {(source, event_id): None for event_type, source, event_id, _ in self._entries(manifests, hour_ms)
                 if event_types is None or event_type in event_types}
         found = self.get_many(namespace, list(keys))
         return sorted((event for event in found.values()
@@ -188,11 +211,11 @@ class EventsStore(TableAdapter):
         stored events. Manifests written before they carried subjects and times are read through the events."""
         refs: list[EventRef] = []
         older: list[tuple[str, str]] = []
-        for _, entry, ingested in self._entries(manifests):
-            if len(entry) == 4 and ingested is not None:
-                refs.append(EventRef(hour_ms + entry[3], ingested, entry[0], entry[1], entry[2]))
+        for _, source, event_id, ref in self._entries(manifests, hour_ms):
+            if ref is not None:
+                refs.append(ref)
             else:
-                older.append((entry[0], entry[1]))
+                older.append((source, event_id))
         if older:
             refs.extend(EventRef(event.time_ms, event.ingested_ms, event.source, event.id, event.subject)
                         for event in self.get_many(namespace, older).values()

@@ -759,17 +759,17 @@ FINE_CATEGORIES = ("raw_rows", "quarter_slots")  # minute rows, quarter-hour slo
 LEVERS = {
     "": {},
     "_usage_with_pitr": {"usage_pitr": True},
-    "_fine_rows_kept_as_events": {"fine_days": None},
-    "_before_storage_defaults": {"usage_pitr": True, "fine_days": None},
+    "_fine_rows_kept_as_events": {"fine_rows_as_events": True},
+    "_before_storage_defaults": {"usage_pitr": True, "fine_rows_as_events": True},
 }
 
 
 def dollars(result: RateResult, settings: Deployed, usage_pitr: bool | None = None,
-            fine_days: int | None | bool = False) -> dict[str, float]:
+            fine_rows_as_events: bool = False) -> dict[str, float]:
     """USD per million events: the all-in figure by component, and the floor. `usage_pitr` and
-    `fine_days` price other storage settings than the defaults (point-in-time recovery on the usage table or
-    not; minute rows and quarter slots kept `fine_days` instead of FINE_RETENTION_DAYS, None: as long as
-    events): TTL deletes are free, so only storage changes."""
+    `fine_rows_as_events` price other storage settings than the defaults (point-in-time recovery on the usage
+    table or not; minute rows and quarter slots kept as long as events instead of FINE_RETENTION_DAYS): TTL
+    deletes are free, so only storage changes."""
     per = 1e6 / result.events
     pitr = {TABLE_NAMES[name]: enabled for name, enabled in settings.pitr.items()}
     if usage_pitr is not None:
@@ -777,9 +777,8 @@ def dollars(result: RateResult, settings: Deployed, usage_pitr: bool | None = No
     delay_ms = TTL_DELETE_DELAY_DAYS * DAY_MS
     storage_gb_months = pitr_gb_months = 0.0
     for (table, name, index), (size_ms, size) in result.storage.items():
-        if fine_days is not False and table == USAGE_TABLE and name in FINE_CATEGORIES:
-            keep_days = settings.retention_days if fine_days is None else fine_days
-            size_ms += size * (keep_days - FINE_RETENTION_DAYS) * DAY_MS
+        if fine_rows_as_events and table == USAGE_TABLE and name in FINE_CATEGORIES:
+            size_ms += size * (settings.retention_days - FINE_RETENTION_DAYS) * DAY_MS
         gb_months = (size_ms + size * delay_ms) / MONTH_MS / GB
         storage_gb_months += gb_months
         if pitr[table] and not index:  # continuous backups cover the table's items, not its global indexes

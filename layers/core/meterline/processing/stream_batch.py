@@ -42,10 +42,13 @@ def process_stream_batch(records: list[dict[str, Any]], context: LambdaContext) 
         _processor.process()
     now = now_ms()
     refold_from = usage_store().retention.refold_from_ms(now)
-    too_old = [event for event in decoded if refold_from is not None and event.time_ms < refold_from]
-    countable = [event for event in decoded if refold_from is None or event.time_ms >= refold_from]
-    recounts = request_recounts(too_old, meter_catalog, usage_store(), batch_id(records), now) if too_old else 0
-    counted = (count_events(countable, meter_catalog, usage_store(), batch_id(records), now, compaction_timing())
+    too_old: list[StoredEvent] = []
+    countable: list[StoredEvent] = []
+    for event in decoded:
+        (too_old if refold_from is not None and event.time_ms < refold_from else countable).append(event)
+    batch = batch_id(records) if records else ""
+    recounts = request_recounts(too_old, meter_catalog, usage_store(), batch, now) if too_old else 0
+    counted = (count_events(countable, meter_catalog, usage_store(), batch, now, compaction_timing())
                if countable else None)
     response = _processor.response()
     logger.info("stream batch", extra={"records": len(records), "events": len(decoded),

@@ -21,7 +21,7 @@ from meterline.domain.slots import (
     ZoneDays,
     ZoneRange,
 )
-from meterline.domain.timeutil import DAY_MS, DAY_S, QUARTER_MS
+from meterline.domain.timeutil import DAY_MS, DAY_S, QUARTER_MS, floor_to
 from meterline.storage.dynamo import TableAdapter
 from meterline.storage.tables import USAGE_TABLE
 
@@ -247,6 +247,10 @@ class Retention:
 RECOUNT_REQUESTS = "recount"
 
 
+def _recount_request_key(namespace: str, hour_ms: int) -> dict[str, Any]:
+    return {"pk": {"S": RECOUNT_REQUESTS}, "sk": {"S": f"{namespace}#{hour_ms:013d}"}}
+
+
 @dataclass(frozen=True)
 class RecountRequest:
     namespace: str
@@ -291,7 +295,7 @@ class UsageStore(TableAdapter):
         items: list[dict[str, Any]] = []
         shared: dict[tuple[str, int], list[list[Any]]] = {}
         for (namespace, counter_set, minute, bucket), rows in groups.items():
-            quarter = minute - minute % QUARTER_MS
+            quarter = floor_to(minute, QUARTER_MS)
             text = orjson.dumps(rows)
             # JSON text shorter than the threshold packs shorter than it too (give or take zlib's few bytes)
             blob = None if len(text) < self.shared_page_below else zlib.compress(text, 1)
@@ -539,7 +543,7 @@ class UsageStore(TableAdapter):
         """Ask for a recount of each (namespace, UTC hour): an overwrite, so asking again renews the request
         (and keeps it past a recount already under way: drop_recount_request). Returns the number of items."""
         expires = {"N": str(now_ms // 1000 + self._retention_s)}
-        items = [{"pk": {"S": RECOUNT_REQUESTS}, "sk": {"S": f"{namespace}#{hour:013d}"},
+        items = [{**_recount_request_key(namespace, hour),
                   "at": {"N": str(now_ms)}, "batch": {"S": batch_id}, "expiresAt": expires}
                  for namespace, hour in sorted(set(hours))]
         self.put_batch(items)
@@ -560,7 +564,7 @@ class UsageStore(TableAdapter):
         try:
             self.client.delete_item(
                 TableName=self.table,
-                Key={"pk": {"S": RECOUNT_REQUESTS}, "sk": {"S": f"{request.namespace}#{request.hour_ms:013d}"}},
+                Key=_recount_request_key(request.namespace, request.hour_ms),
                 ConditionExpression="#at = :at AND #batch = :batch",
                 ExpressionAttributeNames={"#at": "at", "#batch": "batch"},
                 ExpressionAttributeValues={":at": {"N": str(request.at_ms)}, ":batch": {"S": request.batch}})

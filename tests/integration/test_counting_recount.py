@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from meterline.domain.events import StoredEvent
 from meterline.domain.meters import MeterCatalog, parse_meters, parse_number
 from meterline.domain.query_plan import UsageQuery, plan
-from meterline.domain.slots import Horizons
+from meterline.domain.slots import QUARTER, Horizons
 from meterline.domain.timeutil import QUARTER_MS, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize, plan_windows, resolve_time_zone
 from meterline.processing.counting import CountResult, count_events, counters_for
@@ -31,7 +31,15 @@ from meterline.services import compaction
 from meterline.services.compaction import Compactor
 from meterline.services.usage_query import UsageReader
 from meterline.settings import CompactionTiming
-from meterline.storage.usage_store import RAW, SHARED, SHARED_PAGE_BELOW, UsageStore, unpack
+from meterline.storage.usage_store import (
+    RAW,
+    SHARED,
+    SHARED_PAGE_BELOW,
+    UsageStore,
+    quarter_bundle_partition,
+    subject_prefix,
+    unpack,
+)
 from tests.conftest import scan_all
 from tests.fakes import CostModelDynamoDB
 
@@ -502,6 +510,23 @@ def test_queries_equal_a_recount_on_dynamodb_local(dynamodb_local) -> None:
         meter, query = random_query(rng, final_run)
         rows = UsageReader(store).query("default", meter, query, final_run)
         assert_same(as_result(rows), recount(meter, events, query))
+
+
+def test_quarter_bundles_read_one_subject_on_dynamodb_local(dynamodb_local) -> None:
+    """Bundles on the real engine: a quarter of 500 quiet subjects is cut into several items, and each
+    subject's states come back from its bundle (a Query from its key prefix, Limit 1), a missing subject's
+    as nothing, and all of them in key order."""
+    store = fresh_usage_table(dynamodb_local, "test-usage-bundles")
+    rng = random.Random(5)
+    states = {f"customer-{i}": {"m": f"[{rng.random()}]"} for i in range(500)}
+    states["ü"] = {"m": "[1]", "n": "[2]"}
+    store.put_quarter_slots("default", T0, states)
+    bundles = list(store.partition_items(quarter_bundle_partition("default", T0)))
+    assert 1 < len(bundles) < 50
+    for subject in ("customer-0", "customer-499", "customer-250", "ü", "customer-5000", "a"):
+        assert list(store.read_slots("default", QUARTER, T0, ["m", "n"], subject)) == (
+            [(subject, {0: states[subject]})] if subject in states else [])
+    assert [s for s, _ in store.read_slots("default", QUARTER, T0, ["m"])] == sorted(states, key=subject_prefix)
 
 
 # --- raw rows in shared pages and pages of their own -----------------------------------------------------

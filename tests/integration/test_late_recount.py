@@ -28,7 +28,7 @@ from meterline.processing import stream_batch
 from meterline.services import backfill
 from meterline.services.recount import Recounter
 from meterline.storage.tables import ALL_TABLES
-from meterline.storage.usage_store import RECOUNT_REQUESTS, UsageStore
+from meterline.storage.usage_store import RECOUNT_REQUESTS, UsageStore, unpack
 from tests.conftest import cloud_event, lambda_context, scan_all, stream_records
 from tests.integration.http import call
 from tests.integration.test_counting_recount import as_result, assert_same, recount
@@ -72,6 +72,15 @@ def expire(now_ms: int) -> int:
 
 def usage_items(prefix: str) -> list[dict[str, Any]]:
     return [item for item in scan_all(boto3.client("dynamodb"), USAGE) if item["pk"]["S"].startswith(prefix)]
+
+
+def quarter_slots_of_hour(hour_ms: int) -> list[tuple[str, int, int]]:
+    """(subject, quarter, expiry s) of every subject's small states in the hour's quarter bundles:
+    pk "{ns}#q#{quarter}#bundles"."""
+    return [(subject, int(item["pk"]["S"].split("#")[2]), int(item["expiresAt"]["N"]))
+            for item in usage_items("default#q#") if item["pk"]["S"].endswith("#bundles")
+            and hour_ms <= int(item["pk"]["S"].split("#")[2]) < hour_ms + HOUR_MS
+            for subject, _ in unpack(item["b"]["B"])]
 
 
 def raw_rows_of_hour(hour_ms: int) -> list[dict[str, Any]]:
@@ -139,7 +148,7 @@ def test_a_late_event_older_than_the_minute_retention_lands_through_a_recount_of
     clock[0] = OLD_HOUR + 10 * DAY_MS
     compactor.run_until_caught_up(clock[0])
     assert expire(clock[0]) > 0
-    assert raw_rows_of_hour(OLD_HOUR) == [] and usage_items(f"default#q#{OLD_HOUR}") == []
+    assert raw_rows_of_hour(OLD_HOUR) == [] and quarter_slots_of_hour(OLD_HOUR) == []
     assert_queries_equal_recount(meter, events)
 
     # late events of that hour: one (sent twice) for a subject with usage there, one for a new subject
@@ -176,28 +185,34 @@ def test_a_late_event_older_than_the_minute_retention_lands_through_a_recount_of
     # passed at any moment: here right after each write, so a quarter slot written with its quarter's own
     # expiry (long past) would be gone before the hour is folded from it.
     store = bootstrap.usage_store()
-    put_slot = store.put_slot
+    put_slot, put_quarter_slots = store.put_slot, store.put_quarter_slots
 
     def put_and_expire(*args: Any, **kwargs: Any) -> int:
         writes = put_slot(*args, **kwargs)
         expire(clock[0])
         return writes
 
+    def put_quarter_and_expire(*args: Any, **kwargs: Any) -> int:
+        writes = put_quarter_slots(*args, **kwargs)
+        expire(clock[0])
+        return writes
+
     store.put_slot = put_and_expire  # type: ignore[method-assign]
+    store.put_quarter_slots = put_quarter_and_expire  # type: ignore[method-assign]
     try:
         clock[0] += 20 * MINUTE_MS
         report = compactor.run_until_caught_up(clock[0])
     finally:
-        del store.put_slot
+        del store.put_slot, store.put_quarter_slots
     assert report.caught_up and report.late_quarters
-    quarters = usage_items(f"default#q#{OLD_HOUR}")
+    quarters = quarter_slots_of_hour(OLD_HOUR)
     assert len(quarters) == 7 and all(  # c0, c1: 3 quarters each, c9: 1; each kept a day from now
-        int(item["expiresAt"]["N"]) * 1000 >= clock[0] + DAY_MS - 1000 for item in quarters)
+        expires * 1000 >= clock[0] + DAY_MS - 1000 for _, _, expires in quarters)
     assert_queries_equal_recount(meter, everything)
 
     clock[0] += 2 * DAY_MS  # the re-folded quarters expire; the hour and day stay right
     compactor.run_until_caught_up(clock[0])
-    assert expire(clock[0]) > 0 and usage_items(f"default#q#{OLD_HOUR}") == []
+    assert expire(clock[0]) > 0 and quarter_slots_of_hour(OLD_HOUR) == []
     assert_queries_equal_recount(meter, everything)
 
 

@@ -218,11 +218,30 @@ def test_a_packed_item_that_would_outgrow_the_item_limit_takes_its_states_to_ite
     store.item_limit = 4_000
     small = {f"meter-{i:02d}.abcdef01": orjson.dumps({f'["model-{i}"]': [i] * 30}).decode() for i in range(40)}
     assert all(len(state) <= 256 for state in small.values())
-    assert store.put_slot(NAMESPACE, QUARTER, DAY_START, SUBJECT, small) == 41  # a split item each
+    assert store.put_slot(NAMESPACE, HOUR, DAY_START, SUBJECT, small) == 41  # a split item each
     assert store.client.refused == 1  # the packed update, once
-    assert store.put_slot(NAMESPACE, QUARTER, DAY_START, SUBJECT, {"other.1": "[1]"}) == 1  # fits: packed
-    assert list(store.read_slots(NAMESPACE, QUARTER, DAY_START, [*small, "other.1"])) == [
+    assert store.put_slot(NAMESPACE, HOUR, DAY_START, SUBJECT, {"other.1": "[1]"}) == 1  # fits: packed
+    assert list(store.read_slots(NAMESPACE, HOUR, HOUR.period(DAY_START), [*small, "other.1"])) == [
         (SUBJECT, {0: {**small, "other.1": "[1]"}})]
+    assert_every_item_fits(store.client, 4_000)
+
+
+def test_a_subject_too_large_for_a_quarter_bundle_takes_its_states_to_items_of_their_own() -> None:
+    """Bundles are compressed: 40 small states of random text do not fit one 4,000-byte item, so the
+    subject's states go to split items; a neighbour's stay bundled, and a later small state is bundled."""
+    store = limited_store(4_000)
+    store.item_limit = 4_000
+    rng = random.Random(2)
+    small = {f"meter-{i:02d}.abcdef01": orjson.dumps({"".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789",
+                                                                         k=240)): [i]}).decode() for i in range(40)}
+    assert all(len(state) <= 256 for state in small.values())
+    states = {SUBJECT: small, "customer-2": {"other.1": "[2]"}}
+    assert store.put_quarter_slots(NAMESPACE, DAY_START, states) == 41  # a split item each, one bundle
+    assert store.put_slot(NAMESPACE, QUARTER, DAY_START, SUBJECT, {"other.1": "[1]"}) == 1  # fits: bundled
+    assert list(store.read_slots(NAMESPACE, QUARTER, DAY_START, [*small, "other.1"])) == [
+        (SUBJECT, {0: {**small, "other.1": "[1]"}}), ("customer-2", {0: {"other.1": "[2]"}})]
+    assert list(store.read_slots(NAMESPACE, QUARTER, DAY_START, ["other.1"], "customer-2")) == [
+        ("customer-2", {0: {"other.1": "[2]"}})]
     assert_every_item_fits(store.client, 4_000)
 
 

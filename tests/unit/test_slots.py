@@ -23,14 +23,17 @@ from meterline.services.compaction import compaction_lag
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import (
     MAX_ITEM_BYTES,
+    QUARTER_BUNDLE_BYTES,
     SPLIT_STATE_BYTES,
     IncompleteSlot,
     UsageStore,
     item_bytes,
     parse_slot_key,
+    quarter_bundle_partition,
     raw_partition,
     shared_raw_partition,
     slot_key,
+    subject_prefix,
 )
 from tests.fakes import CostModelDynamoDB, item_size
 
@@ -73,8 +76,9 @@ def test_small_states_share_an_item_and_large_ones_are_split_out() -> None:
     assert len(small) <= SPLIT_STATE_BYTES < len(large)
     assert store.put_slot("ns", QUARTER, T, "alice", {"m1": small, "m2": large, "m3": small}) == 2
     tables = store.client.tables["usage"]
-    packed = tables[f"ns#q#{T}"][slot_key("alice", QUARTER, 0)]
-    assert {"cm1", "cm3"} <= set(packed) and "cm2" not in packed
+    bundle, = tables[quarter_bundle_partition("ns", T)].values()
+    assert bundle["sk"]["S"] == subject_prefix("alice")
+    assert orjson.loads(zlib.decompress(bundle["b"]["B"])) == [["alice", {"m1": small, "m3": small}]]
     assert tables[f"ns#q#{T}#m2"][slot_key("alice", QUARTER, 0)]["s"]["S"] == large
     assert list(store.read_slots("ns", QUARTER, T, ["m2"])) == [("alice", {0: {"m2": large}})]
     assert list(store.read_slots("ns", QUARTER, T, ["m1", "m2"], "alice", 0, 3)) == [
@@ -144,12 +148,12 @@ def test_a_state_just_over_the_item_limit_is_chunked_and_read_back_exactly() -> 
     overhead = item_bytes({"pk": {"S": f"ns#q#{T}#m"}, "sk": {"S": slot_key("alice", QUARTER, 0)}, "s": {"S": ""},
                            "expiresAt": {"N": str(store.retention.slot_expiry_s(QUARTER, T))}})
     fits, too_big = _padded_state(MAX_ITEM_BYTES - overhead), _padded_state(MAX_ITEM_BYTES - overhead + 1)
-    assert store.put_slot("ns", QUARTER, T, "alice", {"m": fits}) == 2  # one split item, the packed item
+    assert store.put_slot("ns", QUARTER, T, "alice", {"m": fits}) == 1  # one split item (no small state to bundle)
     partition = store.client.tables["usage"][f"ns#q#{T}#m"]
     assert list(partition) == [slot_key("alice", QUARTER, 0)] and "n" not in partition[slot_key("alice", QUARTER, 0)]
     assert item_bytes(partition[slot_key("alice", QUARTER, 0)]) == MAX_ITEM_BYTES
 
-    assert store.put_slot("ns", QUARTER, T, "alice", {"m": too_big}) == 3  # two chunks
+    assert store.put_slot("ns", QUARTER, T, "alice", {"m": too_big}) == 2  # two chunks
     assert sorted(partition) == [slot_key("alice", QUARTER, 0), slot_key("alice", QUARTER, 0) + "#1"]
     head = partition[slot_key("alice", QUARTER, 0)]
     assert head["n"] == {"N": "2"} and head["h"] == {"N": str(zlib.crc32(too_big.encode()))}
@@ -479,3 +483,61 @@ def test_the_compaction_state_keeps_zone_days_and_settled_horizons() -> None:
     horizons.zones = {}
     store.set_compaction_state(horizons, "zones", "settled")
     assert store.get_compaction_state() == horizons
+
+
+# --- quarter bundles ------------------------------------------------------------------------------------
+
+
+def _bundle_items(store: UsageStore, quarter: int = T) -> dict[str, dict]:
+    return dict(store.client.tables["usage"].get(quarter_bundle_partition("ns", quarter), {}))
+
+
+def test_a_quarter_of_many_quiet_subjects_is_a_few_bundles_each_subject_found_with_one_limited_query() -> None:
+    store = _store()
+    rng = random.Random(7)
+    subjects = [f"customer-{i}" for i in range(600)] + ["a", "a#1", "ab", "ü-1"]
+    states = {s: {"m1": orjson.dumps({'["g"]': [rng.random()]}).decode(), "m2": f"[{rng.randint(1, 99)}]"}
+              for s in subjects}
+    writes = store.put_quarter_slots("ns", T + QUARTER_MS, states)
+    bundles = _bundle_items(store, T + QUARTER_MS)
+    assert writes == len(bundles) and 2 <= len(bundles) < len(subjects) // 20
+    assert all(len(item["b"]["B"]) <= QUARTER_BUNDLE_BYTES for item in bundles.values())
+    # every subject in exactly one bundle, bundles in key order and disjoint
+    entries = [subject for key in sorted(bundles)
+               for subject, _ in orjson.loads(zlib.decompress(bundles[key]["b"]["B"]))]
+    assert entries == sorted(subjects, key=subject_prefix)
+    assert [subject for subject, _ in store.read_slots("ns", QUARTER, T, ["m1", "m2"])] == entries
+    store.client.calls.clear()
+    for subject in ("a", "a#1", "customer-599", "ü-1", "nobody", "zz"):
+        got = list(store.read_slots("ns", QUARTER, T, ["m2"], subject, 1, 1))
+        assert got == ([(subject, {1: {"m2": states[subject]["m2"]}})] if subject in states else [])
+    # per subject: the bundle (Limit 1) and the counter set's split items
+    assert sum(count for (_, operation, _), count in store.client.calls.items() if operation == "Query") == 6 * 2
+
+
+def test_a_quarter_bundle_rewrite_changes_only_what_moved_and_drops_bundles_no_longer_cut() -> None:
+    store = _store()
+    subjects = [f"customer-{i:03d}" for i in range(400)]
+    rng = random.Random(8)
+    store.put_quarter_slots("ns", T, {s: {"m": f"[{rng.random()}]"} for s in subjects})
+    before = _bundle_items(store)
+    # a late pass re-folds one counter set of the last subject: one bundle rewritten, the others untouched
+    assert store.put_quarter_slots("ns", T, {subjects[-1]: {"m": _state(3)}}) == 1
+    after = _bundle_items(store)
+    assert sorted(after) == sorted(before) and sum(after[k] != before[k] for k in after) == 1
+    # another counter set for one subject: its other states stay
+    store.put_quarter_slots("ns", T, {subjects[0]: {"n": "[5]"}})
+    [(_, read_first)] = store.read_slots("ns", QUARTER, T, ["m", "n"], subjects[0])
+    assert read_first[0]["n"] == "[5]" and read_first[0]["m"].startswith("[0.")
+    # a state that grows past SPLIT_STATE_BYTES leaves the bundle for a split item
+    store.put_quarter_slots("ns", T, {subjects[1]: {"m": _state(40)}})
+    assert list(store.read_slots("ns", QUARTER, T, ["m"], subjects[1])) == [(subjects[1], {0: {"m": _state(40)}})]
+    # a smaller cut (a shorter run of subjects in the first bundles) leaves no stale bundle behind
+    tiny = UsageStore(client=store.client, table="usage")
+    first_key = min(_bundle_items(store))
+    tiny.put_quarter_slots("ns", T, {s: {"m": "[1]"} for s in subjects})
+    remaining = _bundle_items(store)
+    assert first_key not in remaining or len(remaining) < len(after)
+    read = dict(store.read_slots("ns", QUARTER, T, ["m", "n"]))
+    assert len(read) == len(subjects) and all(read[s][0]["m"] == "[1]" for s in subjects)
+    assert read[subjects[0]][0]["n"] == "[5]"

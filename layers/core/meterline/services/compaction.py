@@ -49,7 +49,6 @@ from meterline.domain.meters import MeterCatalog
 from meterline.domain.slots import (
     DAY,
     HOUR,
-    QUARTER,
     SETTLE_MS,
     Horizons,
     Resolution,
@@ -115,6 +114,14 @@ def compaction_lag(now_ms: int, horizons: Horizons, timing: CompactionTiming) ->
     return max(0, now_ms - due)
 
 
+def _by_namespace(units: Mapping[tuple[str, int], set[str]]) -> dict[str, dict[int, set[str]]]:
+    """A quarter's manifest index, {(namespace, bucket): counter sets}, per namespace."""
+    by_namespace: dict[str, dict[int, set[str]]] = defaultdict(dict)
+    for (namespace, bucket), counter_sets in units.items():
+        by_namespace[namespace][bucket] = counter_sets
+    return by_namespace
+
+
 def index_manifest(parts: Iterable[list[Any]]) -> dict[int, ManifestIndex]:
     """Manifest parts [namespace, counter set, minute, bucket] by quarter, then (namespace, bucket)."""
     index: dict[int, ManifestIndex] = defaultdict(lambda: defaultdict(set))
@@ -175,8 +182,8 @@ class Compactor:
                and report.quarters < MAX_QUARTERS_PER_RUN):
             quarter = horizons.quarter
             index = self._index(quarter)
-            for (namespace, bucket), counter_sets in sorted(index.items()):
-                self._fold_quarter(namespace, quarter, bucket, counter_sets, report)
+            for namespace, units in sorted(_by_namespace(index).items()):
+                self._fold_quarter(namespace, quarter, units, report)
             for namespace in sorted({unit[0] for unit in index}):
                 self.store.put_work(HOUR, floor_to(quarter, HOUR_MS), namespace, now_ms)
             horizons.quarter += QUARTER_MS
@@ -297,30 +304,29 @@ class Compactor:
             index = self._indexes[quarter] = index_manifest(self.store.read_manifests(quarter)).get(quarter, {})
         return index
 
-    def _fold_quarter(self, namespace: str, quarter: int, bucket: int, counter_sets: set[str],
+    def _fold_quarter(self, namespace: str, quarter: int, units: Mapping[int, set[str]],
                       report: CompactionReport) -> set[str]:
-        """Recompute, from all their raw rows, the quarter slots of every subject of one subject bucket
-        for the given counter sets, one counter set's rows at a time (its own pages, then its entries in
-        the shared pages, read once for all of them), de-duplicated together; one packed write per subject
-        carries every small state. Returns the subjects written."""
+        """Recompute, from all their raw rows, the quarter slots of every subject of the given subject
+        buckets for each bucket's counter sets, one counter set's rows at a time (its own pages, then its
+        entries in the shared pages, read once per bucket), de-duplicated together; then one write of the
+        namespace's quarter (its bundles, and the split items of large states). Returns the subjects."""
         counters = self._counters(namespace)
-        shared: dict[str, list[list[Any]]] = defaultdict(list)
-        for counter_set, entry in self.store.iter_shared_raw(shared_raw_partition(namespace, quarter, bucket)):
-            if counter_set in counter_sets and counter_set in counters:
-                shared[counter_set].extend(entry)
         per_subject: dict[str, dict[str, str]] = defaultdict(dict)
-        for counter_set in sorted(counter_sets):
-            counter = counters.get(counter_set)
-            if counter is None:
-                continue
-            rows = (Row.from_list(raw) for raw in itertools.chain(self.store.iter_raw(
-                raw_partition(namespace, counter_set, quarter, bucket)), shared.pop(counter_set, ())))
-            for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
-                per_subject[subject][counter_set] = orjson.dumps(by_group).decode()
-        for subject in sorted(per_subject):
-            report.slot_writes += self.store.put_slot(namespace, QUARTER, quarter, subject, per_subject[subject],
-                                                      written_ms=self._now_ms)
-        report.units += 1
+        for bucket, counter_sets in sorted(units.items()):
+            shared: dict[str, list[list[Any]]] = defaultdict(list)
+            for counter_set, entry in self.store.iter_shared_raw(shared_raw_partition(namespace, quarter, bucket)):
+                if counter_set in counter_sets and counter_set in counters:
+                    shared[counter_set].extend(entry)
+            for counter_set in sorted(counter_sets):
+                counter = counters.get(counter_set)
+                if counter is None:
+                    continue
+                rows = (Row.from_list(raw) for raw in itertools.chain(self.store.iter_raw(
+                    raw_partition(namespace, counter_set, quarter, bucket)), shared.pop(counter_set, ())))
+                for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
+                    per_subject[subject][counter_set] = orjson.dumps(by_group).decode()
+            report.units += 1
+        report.slot_writes += self.store.put_quarter_slots(namespace, quarter, per_subject, written_ms=self._now_ms)
         return set(per_subject)
 
     def _fold_late(self, parts: list[list[Any]], horizons: Horizons, now_ms: int,
@@ -328,8 +334,9 @@ class Compactor:
         redo_hours: dict[tuple[str, int], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
         redo_zones: dict[tuple[int, int, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
         for quarter, units in sorted(index_manifest(parts).items()):
-            for (namespace, bucket), late in sorted(units.items()):
-                subjects = self._fold_quarter(namespace, quarter, bucket, late, report)
+            for namespace, by_bucket in sorted(_by_namespace(units).items()):
+                subjects = self._fold_quarter(namespace, quarter, by_bucket, report)
+                late = set().union(*by_bucket.values())
                 for phase, zone in horizons.zones.items():
                     start = ZoneDays(phase).containing(quarter)
                     if zone.holds(start):  # built: fold it again (after its hours, below)

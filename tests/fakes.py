@@ -531,6 +531,12 @@ class CostModelDynamoDB:
             raise NotImplementedError(f"transact_write_items parameters {sorted(rest)}")
         if len(TransactItems) > 100:
             raise ValueError("TransactWriteItems takes at most 100 items")
+        keys = [(op["TableName"], *(self._item_key(op["TableName"], op["Item"]) if kind == "Put"
+                                    else self._key(op["TableName"], op["Key"])))
+                for request in TransactItems for kind, op in request.items()]
+        if len(set(keys)) < len(keys):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": (
+                "Transaction request cannot include multiple operations on one item")}}, "TransactWriteItems")
         with self._lock:
             planned = []
             for position, request in enumerate(TransactItems):

@@ -62,5 +62,7 @@ def _from_dead_letter_queue(records: list[dict[str, Any]]) -> bool:
 @event_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     records = event.get("Records") or []
-    record_handler = _fail_dead_lettered if _from_dead_letter_queue(records) else _deliver
-    return process_partial_response({"Records": records}, record_handler, processor, context)
+    if _from_dead_letter_queue(records):
+        return process_partial_response({"Records": records}, _fail_dead_lettered, processor, context)
+    with webhook_sender().batch(now_ms):
+        return process_partial_response({"Records": records}, _deliver, processor, context)

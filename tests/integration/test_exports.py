@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -89,7 +90,7 @@ def create_report(ctx: reports.ReportsContext, receiver: Receiver, created_at_ms
 def fire(report: dict[str, Any], now_ms: int) -> list[str]:
     """What the report's schedule does: invoke the exporter with the schedule's input."""
     event = {"namespace": "default", "report": report["slug"], "reportId": report["id"]}
-    from unittest import mock
+
 
     with mock.patch("functions.exporter.handler.now_ms", return_value=now_ms):
         return exporter.handler(event, lambda_context())["runs"]
@@ -162,6 +163,54 @@ def test_scheduled_export_posts_one_signed_webhook_per_subject(exports_aws: Any,
     assert run["finishedAt"] is not None and run["startedAt"] is not None
     assert sorted(d["webhookId"] for d in run["deliveries"]) == sorted(d["id"] for d in receiver.received)
     assert {(d["status"], d["attempts"], d["lastResponseStatus"]) for d in run["deliveries"]} == {("succeeded", 1, 204)}
+
+
+def first_hour_messages(exports_aws: Any, ctx: Any, receiver: Receiver) -> tuple[list[dict[str, Any]], str]:
+    """The first hour's export fired: its three delivery messages, received, and the queue's URL."""
+    ingest_and_count(usage_events())
+    report = create_report(ctx, receiver, T0 + 5 * 60_000)
+    assert fire(report, T0 + HOUR + 60_000) != []
+    sqs, url = exports_aws["sqs"], exports_aws["queues"]["deliveries"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert len(messages) == 3
+    return messages, url
+
+
+def test_a_batch_ends_its_deliveries_in_one_transaction_and_a_message_twice_in_it_counts_once(
+        exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    messages, url = first_hour_messages(exports_aws, ctx, receiver)
+    transactions: list[int] = []
+    client = bootstrap.reports_store().client
+    client.meta.events.register("before-parameter-build.dynamodb.TransactWriteItems",
+                                lambda params, **_: transactions.append(len(params["TransactItems"])))
+    records = [lambda_record(m, url) for m in [*messages, messages[0]]]  # SQS delivered one twice
+    assert sender.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    assert transactions == [3 + 1]  # the three deliveries and their run's counters
+    assert len(receiver.received) == 3
+    [run] = runs()
+    assert (run["status"], run["subjects"], run["succeeded"], run["failed"]) == ("succeeded", 3, 3, 0)
+    # a redelivery of the whole batch later: every delivery has ended, nothing is posted or counted again
+    assert sender.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    assert transactions == [4] and len(receiver.received) == 3 and runs()[0]["succeeded"] == 3
+
+
+def test_a_batch_whose_successes_cannot_be_recorded_fails_and_is_delivered_again(
+        exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
+    messages, url = first_hour_messages(exports_aws, ctx, receiver)
+    records = [lambda_record(m, url) for m in messages]
+    store = bootstrap.reports_store()
+
+    def throttled(*_: Any, **__: Any) -> set[int]:
+        raise RuntimeError("throttled")
+
+    with mock.patch.object(store, "finish_deliveries", throttled), pytest.raises(RuntimeError, match="throttled"):
+        sender.handler({"Records": records}, lambda_context())
+    [run] = runs()
+    assert run["succeeded"] == 0 and {d["status"] for d in run["deliveries"]} == {"pending"}
+    assert sender.handler({"Records": records}, lambda_context()) == {"batchItemFailures": []}
+    [run] = runs()
+    assert (run["status"], run["succeeded"]) == ("succeeded", 3)
+    assert len(receiver.received) == 6 and len({d["id"] for d in receiver.received}) == 3  # the same webhook ids
 
 
 def test_filters_on_usage_and_subject(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
@@ -362,7 +411,7 @@ def test_manual_run_exports_the_requested_window_again(exports_aws: Any, ctx: An
 
 def test_rotation_signs_with_both_secrets_for_a_day_then_the_new_one(exports_aws: Any, ctx: Any,
                                                                      receiver: Receiver) -> None:
-    from unittest import mock
+
 
     from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -446,7 +495,7 @@ def test_exports_wait_for_the_meter_backfill(exports_aws: Any, ctx: Any, receive
 
 
 def test_a_scheduled_run_whose_exporter_died_is_taken_over(exports_aws: Any, ctx: Any, receiver: Receiver) -> None:
-    from unittest import mock
+
 
     ingest_and_count(usage_events())
     report = create_report(ctx, receiver, T0)
@@ -465,7 +514,7 @@ def test_a_scheduled_run_whose_exporter_died_is_taken_over(exports_aws: Any, ctx
 def process_late(records: list[dict[str, Any]], *, arrived_ms: int, now_ms: int, fails: bool = False) -> None:
     """The real processor handed `records` at `now_ms` as if they reached the stream at `arrived_ms`
     (a shard that fell behind); with `fails`, its counting writes fail (a throttled usage table)."""
-    from unittest import mock
+
 
     aged = [{**r, "dynamodb": {**r["dynamodb"], "ApproximateCreationDateTime": arrived_ms // 1000}} for r in records]
     with mock.patch("functions.processor.handler.now_ms", return_value=now_ms), \
@@ -489,7 +538,7 @@ def held(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ExportRequest, int]]:
 
 def answer_request(exports_aws: Any, request: ExportRequest, now_ms: int) -> None:
     """The exporter handed `request` by the export-request queue at `now_ms`."""
-    from unittest import mock
+
 
     body = request.body()
     message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": body,

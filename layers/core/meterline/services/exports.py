@@ -21,7 +21,9 @@ from the dead-letter queue, which ends its delivery as failed.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -48,7 +50,7 @@ from meterline.services.usage_query import UsageReader
 from meterline.settings import ExportSettings
 from meterline.storage.meters_store import MetersStore
 from meterline.storage.processing_store import ProcessingLagStore
-from meterline.storage.reports_store import ReportsStore, StoredReport
+from meterline.storage.reports_store import Finish, ReportsStore, StoredReport
 from meterline.storage.usage_store import UsageStore
 from meterline.webhooks import DEADLINE_MARGIN_SECONDS, EndpointPolicy, RetryPolicy, post_webhook
 
@@ -251,6 +253,30 @@ class WebhookSender:
     # Decrypted secrets (current, previous) per (report id, report version): a rotation bumps the version.
     _secrets: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Inside batch(): the successful deliveries to record at its end, and the reports read so far.
+    _succeeded: list[Finish] | None = None
+    _reports: dict[tuple[str, str], StoredReport | None] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def batch(self, clock: Callable[[], int]) -> Iterator[None]:
+        """One invocation's messages: each report is read once, and the successful deliveries are ended
+        and counted together when the batch is done (ReportsStore.finish_deliveries: 2(N + 1) write units
+        instead of 4N). Failures are recorded at once (a dead-lettered one must be ended before the dead-
+        letter queue's consumer sees it). If recording the successes fails, so does the invocation: SQS
+        delivers the messages again, and their receivers get the same webhook ids again."""
+        self._succeeded, self._reports = [], {}
+        try:
+            yield
+            self.reports.finish_deliveries(self._succeeded, clock())
+        finally:
+            self._succeeded, self._reports = None, {}
+
+    def _report(self, namespace: str, slug: str) -> StoredReport | None:
+        if self._succeeded is None:
+            return self.reports.get(namespace, slug)
+        if (namespace, slug) not in self._reports:
+            self._reports[(namespace, slug)] = self.reports.get(namespace, slug)
+        return self._reports[(namespace, slug)]
 
     @property
     def attempt_budget_ms(self) -> int:
@@ -266,10 +292,12 @@ class WebhookSender:
         if remaining_ms is not None and remaining_ms < self.attempt_budget_ms:
             raise NoTimeForAttempt(f"{remaining_ms} ms left, an attempt may take {self.attempt_budget_ms} ms")
         key = (message.namespace, message.report_id, message.run_id, message.subject)
+        if self._succeeded is not None and any(key == finish.key for finish in self._succeeded):
+            return "duplicate"  # twice in one batch: it succeeded a moment ago
         delivery = self.reports.get_delivery(*key)
         if delivery is None or delivery.status.terminal:
             return "duplicate"  # redelivered after it ended (or its run expired)
-        stored = self.reports.get(message.namespace, message.report)
+        stored = self._report(message.namespace, message.report)
         if stored is None or stored.report.id != message.report_id:
             self.reports.finish_delivery(*key, succeeded=False, attempt=message.attempt, status_code=None,
                                          error="the report was deleted", now_ms=now_ms)
@@ -281,8 +309,12 @@ class WebhookSender:
             policy=self.endpoint_policy, timeout_s=self.retry.timeout_seconds,
         )
         if attempt.ok:
-            self.reports.finish_delivery(*key, succeeded=True, attempt=message.attempt,
-                                         status_code=attempt.status_code, error=None, now_ms=now_ms)
+            if self._succeeded is not None:
+                self._succeeded.append(Finish(*key, succeeded=True, attempt=message.attempt,
+                                              status_code=attempt.status_code, error=None))
+            else:
+                self.reports.finish_delivery(*key, succeeded=True, attempt=message.attempt,
+                                             status_code=attempt.status_code, error=None, now_ms=now_ms)
             return "succeeded"
         if self.retry.gives_up_after(message.attempt):
             # Ended before it is dead-lettered: the sender, consuming the dead-letter queue too, must find it

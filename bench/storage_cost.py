@@ -86,7 +86,7 @@ from meterline.storage.events_store import EventsStore, is_manifest  # noqa: E40
 from meterline.storage.tables import EVENT_TIME_INDEX  # noqa: E402
 from meterline.storage.usage_store import (  # noqa: E402
     UsageStore,
-    quarter_bundle_partition,
+    bundle_partition,
     slot_key,
     slot_partition,
     subject_prefix,
@@ -330,7 +330,7 @@ def history(catalog: MeterCatalog, steady_client: CostModelDynamoDB, figures: di
                  if (pk == base or pk.startswith(base + "#")) and key in items}
         bundle = None
         if level is QUARTER:  # its small states are in the bundle of its bucket that holds it
-            bundles = usage[quarter_bundle_partition(NAMESPACE, start_ms)]
+            bundles = usage[bundle_partition(NAMESPACE, QUARTER, start_ms)]
             bundle = bundles[min(sk for sk in bundles if sk >= subject_prefix(TOP_SUBJECT))]
         else:
             assert "" in found, (level, key)
@@ -343,7 +343,12 @@ def history(catalog: MeterCatalog, steady_client: CostModelDynamoDB, figures: di
                                                          + suffix},
                                           "sk": {"S": slot_key(TOP_SUBJECT, level, level.index(start))}})
             if bundle is not None:
-                client.seed(USAGE_TABLE, {**bundle, "pk": {"S": quarter_bundle_partition(NAMESPACE, start)}})
+                client.seed(USAGE_TABLE, {**bundle, "pk": {"S": bundle_partition(NAMESPACE, QUARTER, start)}})
+        if level is HOUR:  # every folded day's hours are read from its bundles: TOP_SUBJECT's 24 hours
+            states = {name[1:]: value["S"] for name, value in found[""].items() if name.startswith("c")}
+            client.phase = "setup"
+            for day in range(first, DAY_END_MS, DAY_MS):
+                usage_store(client).put_bundled(NAMESPACE, HOUR, day, {TOP_SUBJECT: dict.fromkeys(range(24), states)})
     now = DAY_END_MS + 4 * 60_000
     zones = {phase: ZoneRange(ZoneDays(phase).containing(DAY_END_MS - 30 * DAY_MS),
                               ZoneDays(phase).containing(DAY_END_MS), 0, 0) for phase in ZONE_PHASES.values()}

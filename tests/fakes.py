@@ -229,7 +229,7 @@ def read_units(size: int, consistent: bool) -> float:
 
 _KEY_EQ = re.compile(r"^(\w+) = (:\w+)$")
 _KEY_BETWEEN = re.compile(r"^(\w+) = (:\w+) AND (\w+) BETWEEN (:\w+) AND (:\w+)$")
-_KEY_AFTER = re.compile(r"^(\w+) = (:\w+) AND (\w+) (>=?) (:\w+)$")
+_KEY_AFTER = re.compile(r"^(\w+) = (:\w+) AND (\w+) ([<>]=?) (:\w+)$")
 _KEY_BEGINS = re.compile(r"^(\w+) = (:\w+) AND begins_with\((\w+), (:\w+)\)$")
 _SET_CLAUSE = re.compile(r"^([#\w]+) = (:\w+|[#\w]+)(?: ([+-]) (:\w+|[#\w]+))?$")
 _ADD_CLAUSE = re.compile(r"^([#\w]+) (:\w+)$")
@@ -620,7 +620,7 @@ class CostModelDynamoDB:
         pk_name, sk_name = self.key_schemas[TableName]
         values = ExpressionAttributeValues
         lo = hi = prefix = after = None
-        inclusive = False
+        inclusive = below = False
         if match := _KEY_EQ.match(KeyConditionExpression):
             names = (match.group(1),)
             pk = values[match.group(2)]["S"]
@@ -630,7 +630,7 @@ class CostModelDynamoDB:
         elif match := _KEY_AFTER.match(KeyConditionExpression):
             names = (match.group(1), match.group(3))
             pk, after = values[match.group(2)]["S"], values[match.group(5)]["S"]
-            inclusive = match.group(4) == ">="
+            inclusive, below = match.group(4).endswith("="), match.group(4).startswith("<")
         elif match := _KEY_BEGINS.match(KeyConditionExpression):
             names = (match.group(1), match.group(3))
             pk, prefix = values[match.group(2)]["S"], values[match.group(4)]["S"]
@@ -642,6 +642,8 @@ class CostModelDynamoDB:
             keys = self._sort_keys.get((TableName, pk), [])
             if lo is not None:
                 keys = keys[bisect.bisect_left(keys, lo):bisect.bisect_right(keys, hi)]
+            elif after is not None and below:
+                keys = keys[:(bisect.bisect_right if inclusive else bisect.bisect_left)(keys, after)]
             elif after is not None:
                 keys = keys[(bisect.bisect_left if inclusive else bisect.bisect_right)(keys, after):]
             elif prefix is not None:

@@ -36,7 +36,7 @@ from meterline.storage.usage_store import (
     SHARED,
     SHARED_PAGE_BELOW,
     UsageStore,
-    quarter_bundle_partition,
+    bundle_partition,
     subject_prefix,
     unpack,
 )
@@ -521,7 +521,7 @@ def test_quarter_bundles_read_one_subject_on_dynamodb_local(dynamodb_local) -> N
     states = {f"customer-{i}": {"m": f"[{rng.random()}]"} for i in range(500)}
     states["ü"] = {"m": "[1]", "n": "[2]"}
     store.put_quarter_slots("default", T0, states)
-    bundles = list(store.partition_items(quarter_bundle_partition("default", T0)))
+    bundles = list(store.partition_items(bundle_partition("default", QUARTER, T0)))
     assert 1 < len(bundles) < 50
     for subject in ("customer-0", "customer-499", "customer-250", "ü", "customer-5000", "a"):
         assert list(store.read_slots("default", QUARTER, T0, ["m", "n"], subject)) == (

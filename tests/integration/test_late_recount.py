@@ -78,7 +78,7 @@ def quarter_slots_of_hour(hour_ms: int) -> list[tuple[str, int, int]]:
     """(subject, quarter, expiry s) of every subject's small states in the hour's quarter bundles:
     pk "{ns}#q#{quarter}#bundles"."""
     return [(subject, int(item["pk"]["S"].split("#")[2]), int(item["expiresAt"]["N"]))
-            for item in usage_items("default#q#") if item["pk"]["S"].endswith("#bundles")
+            for item in usage_items("default#q#") if item["pk"]["S"].endswith("#bundles") and "b" in item
             and hour_ms <= int(item["pk"]["S"].split("#")[2]) < hour_ms + HOUR_MS
             for subject, _ in unpack(item["b"]["B"])]
 

@@ -236,7 +236,7 @@ def test_a_subject_too_large_for_a_quarter_bundle_takes_its_states_to_items_of_t
                                                                          k=240)): [i]}).decode() for i in range(40)}
     assert all(len(state) <= 256 for state in small.values())
     states = {SUBJECT: small, "customer-2": {"other.1": "[2]"}}
-    assert store.put_quarter_slots(NAMESPACE, DAY_START, states) == 41  # a split item each, one bundle
+    assert store.put_quarter_slots(NAMESPACE, DAY_START, states) == 42  # a split item each, a bundle, the end
     assert store.put_slot(NAMESPACE, QUARTER, DAY_START, SUBJECT, {"other.1": "[1]"}) == 1  # fits: bundled
     assert list(store.read_slots(NAMESPACE, QUARTER, DAY_START, [*small, "other.1"])) == [
         (SUBJECT, {0: {**small, "other.1": "[1]"}}), ("customer-2", {0: {"other.1": "[2]"}})]

@@ -15,21 +15,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterline.domain.meters import MeterCatalog
 from meterline.domain.query_plan import UsageQuery, plan
-from meterline.domain.slots import DAY, HOUR, QUARTER, Horizons, ZoneDays, ZoneRange, lower_parts
+from meterline.domain.slots import BUNDLED_FROM_UNKNOWN, DAY, HOUR, QUARTER, Horizons, ZoneDays, ZoneRange, lower_parts
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, QUARTER_MS, floor_to, parse_rfc3339, to_epoch_ms
 from meterline.domain.windows import WindowSize
-from meterline.services.compaction import compaction_lag
+from meterline.services.compaction import Compactor, compaction_lag
 from meterline.settings import CompactionTiming
 from meterline.storage.usage_store import (
+    BUNDLE_BYTES,
+    BUNDLE_END,
     MAX_ITEM_BYTES,
-    QUARTER_BUNDLE_BYTES,
     SPLIT_STATE_BYTES,
     IncompleteSlot,
+    Retention,
     UsageStore,
+    bundle_partition,
     item_bytes,
     parse_slot_key,
-    quarter_bundle_partition,
     raw_partition,
     shared_raw_partition,
     slot_key,
@@ -74,11 +77,12 @@ def test_small_states_share_an_item_and_large_ones_are_split_out() -> None:
     store = _store()
     small, large = _state(1), _state(40)
     assert len(small) <= SPLIT_STATE_BYTES < len(large)
-    assert store.put_slot("ns", QUARTER, T, "alice", {"m1": small, "m2": large, "m3": small}) == 2
+    # the split item, the bundle and the partition's end item
+    assert store.put_slot("ns", QUARTER, T, "alice", {"m1": small, "m2": large, "m3": small}) == 3
     tables = store.client.tables["usage"]
-    bundle, = tables[quarter_bundle_partition("ns", T)].values()
-    assert bundle["sk"]["S"] == subject_prefix("alice")
-    assert orjson.loads(zlib.decompress(bundle["b"]["B"])) == [["alice", {"m1": small, "m3": small}]]
+    bundle, end = tables[bundle_partition("ns", QUARTER, T)].values()
+    assert (bundle["sk"]["S"], end["sk"]["S"]) == (subject_prefix("alice"), BUNDLE_END)
+    assert orjson.loads(zlib.decompress(bundle["b"]["B"])) == [["alice", [[0, {"m1": small, "m3": small}]]]]
     assert tables[f"ns#q#{T}#m2"][slot_key("alice", QUARTER, 0)]["s"]["S"] == large
     assert list(store.read_slots("ns", QUARTER, T, ["m2"])) == [("alice", {0: {"m2": large}})]
     assert list(store.read_slots("ns", QUARTER, T, ["m1", "m2"], "alice", 0, 3)) == [
@@ -148,7 +152,7 @@ def test_a_state_just_over_the_item_limit_is_chunked_and_read_back_exactly() -> 
     overhead = item_bytes({"pk": {"S": f"ns#q#{T}#m"}, "sk": {"S": slot_key("alice", QUARTER, 0)}, "s": {"S": ""},
                            "expiresAt": {"N": str(store.retention.slot_expiry_s(QUARTER, T))}})
     fits, too_big = _padded_state(MAX_ITEM_BYTES - overhead), _padded_state(MAX_ITEM_BYTES - overhead + 1)
-    assert store.put_slot("ns", QUARTER, T, "alice", {"m": fits}) == 1  # one split item (no small state to bundle)
+    assert store.put_slot("ns", QUARTER, T, "alice", {"m": fits}) == 2  # one split item, the end item (no bundle)
     partition = store.client.tables["usage"][f"ns#q#{T}#m"]
     assert list(partition) == [slot_key("alice", QUARTER, 0)] and "n" not in partition[slot_key("alice", QUARTER, 0)]
     assert item_bytes(partition[slot_key("alice", QUARTER, 0)]) == MAX_ITEM_BYTES
@@ -489,7 +493,7 @@ def test_the_compaction_state_keeps_zone_days_and_settled_horizons() -> None:
 
 
 def _bundle_items(store: UsageStore, quarter: int = T) -> dict[str, dict]:
-    return dict(store.client.tables["usage"].get(quarter_bundle_partition("ns", quarter), {}))
+    return dict(store.client.tables["usage"].get(bundle_partition("ns", QUARTER, quarter), {}))
 
 
 def test_a_quarter_of_many_quiet_subjects_is_a_few_bundles_each_subject_found_with_one_limited_query() -> None:
@@ -500,10 +504,10 @@ def test_a_quarter_of_many_quiet_subjects_is_a_few_bundles_each_subject_found_wi
               for s in subjects}
     writes = store.put_quarter_slots("ns", T + QUARTER_MS, states)
     bundles = _bundle_items(store, T + QUARTER_MS)
-    assert writes == len(bundles) and 2 <= len(bundles) < len(subjects) // 20
-    assert all(len(item["b"]["B"]) <= QUARTER_BUNDLE_BYTES for item in bundles.values())
+    assert writes == len(bundles) and 3 <= len(bundles) < len(subjects) // 20  # with the end item
+    assert all(len(item["b"]["B"]) <= BUNDLE_BYTES for key, item in bundles.items() if key != BUNDLE_END)
     # every subject in exactly one bundle, bundles in key order and disjoint
-    entries = [subject for key in sorted(bundles)
+    entries = [subject for key in sorted(bundles) if key != BUNDLE_END
                for subject, _ in orjson.loads(zlib.decompress(bundles[key]["b"]["B"]))]
     assert entries == sorted(subjects, key=subject_prefix)
     assert [subject for subject, _ in store.read_slots("ns", QUARTER, T, ["m1", "m2"])] == entries
@@ -517,27 +521,93 @@ def test_a_quarter_of_many_quiet_subjects_is_a_few_bundles_each_subject_found_wi
 
 def test_a_quarter_bundle_rewrite_changes_only_what_moved_and_drops_bundles_no_longer_cut() -> None:
     store = _store()
-    subjects = [f"customer-{i:03d}" for i in range(400)]
+    subjects = [f"customer-{i:04d}" for i in range(1500)]
     rng = random.Random(8)
-    store.put_quarter_slots("ns", T, {s: {"m": f"[{rng.random()}]"} for s in subjects})
+    store.put_quarter_slots("ns", T, {s: {"m": f"[{rng.random()},{rng.random()}]"} for s in subjects})
     before = _bundle_items(store)
-    # a late pass re-folds one counter set of the last subject: one bundle rewritten, the others untouched
-    assert store.put_quarter_slots("ns", T, {subjects[-1]: {"m": _state(3)}}) == 1
+    assert len(before) > 5
+    # a late pass re-folds one counter set of a subject: its bundle is cut again, the others untouched
+    middle = subjects[700]
+    assert store.put_quarter_slots("ns", T, {middle: {"m": _state(3)}}) <= 3  # up to 2 pieces, the end item
     after = _bundle_items(store)
-    assert sorted(after) == sorted(before) and sum(after[k] != before[k] for k in after) == 1
+    holder = min(key for key in before if key >= subject_prefix(middle))
+    assert all(after[key] == item for key, item in before.items() if key != holder)
     # another counter set for one subject: its other states stay
     store.put_quarter_slots("ns", T, {subjects[0]: {"n": "[5]"}})
     [(_, read_first)] = store.read_slots("ns", QUARTER, T, ["m", "n"], subjects[0])
     assert read_first[0]["n"] == "[5]" and read_first[0]["m"].startswith("[0.")
-    # a state that grows past SPLIT_STATE_BYTES leaves the bundle for a split item
-    store.put_quarter_slots("ns", T, {subjects[1]: {"m": _state(40)}})
-    assert list(store.read_slots("ns", QUARTER, T, ["m"], subjects[1])) == [(subjects[1], {0: {"m": _state(40)}})]
-    # a smaller cut (a shorter run of subjects in the first bundles) leaves no stale bundle behind
-    tiny = UsageStore(client=store.client, table="usage")
-    first_key = min(_bundle_items(store))
-    tiny.put_quarter_slots("ns", T, {s: {"m": "[1]"} for s in subjects})
-    remaining = _bundle_items(store)
-    assert first_key not in remaining or len(remaining) < len(after)
+    # a state that grows past SPLIT_STATE_BYTES leaves the bundle for a split item; when it was its bundle's
+    # last subject, the bundle's key moves to the one before and the old key is deleted
+    last = subjects[-1]
+    store.put_quarter_slots("ns", T, {last: {"m": _state(40)}})
+    assert list(store.read_slots("ns", QUARTER, T, ["m"], last)) == [(last, {0: {"m": _state(40)}})]
+    assert subject_prefix(last) not in _bundle_items(store) and subject_prefix(subjects[-2]) in _bundle_items(store)
+    # every subject rewritten at once: each in exactly one bundle, with its new states
+    store.put_quarter_slots("ns", T, {s: {"m": "[1]"} for s in subjects})
+    bundles = _bundle_items(store)
+    listed = [subject for key in sorted(bundles) if key != BUNDLE_END
+              for subject, _ in orjson.loads(zlib.decompress(bundles[key]["b"]["B"]))]
+    assert listed == subjects
     read = dict(store.read_slots("ns", QUARTER, T, ["m", "n"]))
     assert len(read) == len(subjects) and all(read[s][0]["m"] == "[1]" for s in subjects)
     assert read[subjects[0]][0]["n"] == "[5]"
+
+
+# --- a folded day's hours in bundles ------------------------------------------------------------------------
+
+
+def test_a_folded_days_hours_are_read_from_its_bundles_and_a_day_from_before_bundles_from_its_items() -> None:
+    store = _store()
+    store.retention = Retention(days=400, minute_days=35, quarter_days=35)
+    day = floor_to(T, DAY_MS)
+    for hour in range(3):
+        store.put_slot("ns", HOUR, day + hour * HOUR_MS, "alice", {"m": f"[{hour + 1}]"})
+    store.put_slot("ns", HOUR, day + 5 * HOUR_MS, "bob", {"m": "[9]", "big": _state(40)})
+    # in key order: the shorter subject first
+    want = [("bob", {5: {"m": "[9]"}}), ("alice", {0: {"m": "[1]"}, 1: {"m": "[2]"}, 2: {"m": "[3]"}})]
+    # packed hour items live as long as quarter slots, not as long as hours
+    item = store.client.tables["usage"][f"ns#h#{day}"][slot_key("alice", HOUR, 0)]
+    assert int(item["expiresAt"]["N"]) * 1000 == day + DAY_MS + store.retention.quarter_ms
+    # not bundled yet: read from the items where the period may be from before bundles, else nothing
+    assert list(store.read_slots("ns", HOUR, day, ["m"], archived=True)) == want
+    assert list(store.read_slots("ns", HOUR, day, ["m"], archived=True, legacy=False)) == []
+
+    assert store.write_hour_bundles("ns", day) == 2  # one bundle, the end item
+    del store.client.tables["usage"][f"ns#h#{day}"]  # the hour items expire
+    assert list(store.read_slots("ns", HOUR, day, ["m"], archived=True, legacy=False)) == want
+    assert list(store.read_slots("ns", HOUR, day, ["m", "big"], "bob", 0, 23, archived=True, legacy=False)) == [
+        ("bob", {5: {"m": "[9]", "big": _state(40)}})]  # the large state stays in its split item
+    assert list(store.read_slots("ns", HOUR, day, ["m"], "alice", 1, 1, archived=True, legacy=False)) == [
+        ("alice", {1: {"m": "[2]"}})]
+    # a late pass writes to the bundles
+    store.put_slot("ns", HOUR, day + 7 * HOUR_MS, "carol", {"m": "[4]"}, archived=True)
+    store.put_slot("ns", HOUR, day, "alice", {"m": "[10]"}, archived=True)
+    assert list(store.read_slots("ns", HOUR, day, ["m"], archived=True, legacy=False)) == [
+        ("bob", {5: {"m": "[9]"}}), ("alice", {0: {"m": "[10]"}, 1: {"m": "[2]"}, 2: {"m": "[3]"}}),
+        ("carol", {7: {"m": "[4]"}})]
+
+
+def test_a_late_hour_of_a_day_folded_before_bundles_bundles_the_day_from_its_items_first() -> None:
+    store = _store()
+    day = floor_to(T, DAY_MS) - DAY_MS
+    for subject in ("alice", "bob"):
+        store.put_slot("ns", HOUR, day + 3 * HOUR_MS, subject, {"m": "[1]", "n": "[2]"})
+    store.put_slot("ns", HOUR, day + 3 * HOUR_MS, "alice", {"m": "[5]"}, archived=True)
+    assert list(store.read_slots("ns", HOUR, day, ["m", "n"], archived=True, legacy=False)) == [
+        ("bob", {3: {"m": "[1]", "n": "[2]"}}), ("alice", {3: {"m": "[5]", "n": "[2]"}})]
+
+
+def test_the_compactor_notes_where_bundles_start_once_and_a_new_state_bundles_everything() -> None:
+    store = _store()
+    compactor = Compactor(store, lambda _: MeterCatalog([]), CompactionTiming(grace_ms=180_000,
+                                                                               write_margin_ms=90_000))
+    compactor.run(T)
+    assert store.get_compaction_state().bundled_from == 0  # a new state: nothing from before bundles
+    state = store.client.tables["usage"]["compaction"]["state"]
+    del state["bundledFrom"]  # a state from before bundles
+    before = store.get_compaction_state()
+    assert before.bundled_from == BUNDLED_FROM_UNKNOWN
+    compactor.run(T + HOUR_MS)  # quarters from its quarter horizon on are bundled from now on
+    assert store.get_compaction_state().bundled_from == before.quarter
+    compactor.run(T + 2 * HOUR_MS)
+    assert store.get_compaction_state().bundled_from == before.quarter

@@ -195,6 +195,10 @@ class Horizons:
     zones: dict[int, ZoneRange] = field(default_factory=dict)
     settled: Horizons | None = None
     snapshot: tuple[int, Horizons] | None = None
+    # Slots of periods from here on are written in bundles only (quarters, folded days' hours): the quarter
+    # horizon when the compactor first ran with bundles. Before it, a period without bundles may have
+    # per-subject items of the layout before them. BUNDLED_FROM_UNKNOWN until the compactor has noted it.
+    bundled_from: int = 0
 
     def named(self) -> dict[str, int]:
         """By the names the compaction item and the compactor's logs use."""
@@ -207,6 +211,7 @@ class Horizons:
                         {phase: replace(zone, requested_ms=0) for phase, zone in self.zones.items()})
 
 
+BUNDLED_FROM_UNKNOWN = 1 << 62
 HORIZON_NAMES = {"quarter": "quarterHorizon", "hour": "hourHorizon", "day": "dayHorizon",
                  "late_through": "lateThrough"}
 # How long a slot must have stayed unwritten before a reader may read it eventually consistently. DynamoDB's

@@ -47,6 +47,7 @@ import orjson
 from meterline.domain.counting import MeterCounter, Row, aggregate_rows, merge_group_states
 from meterline.domain.meters import MeterCatalog
 from meterline.domain.slots import (
+    BUNDLED_FROM_UNKNOWN,
     DAY,
     HOUR,
     SETTLE_MS,
@@ -141,6 +142,7 @@ class Compactor:
         self.zone_requests = zone_requests
         self._indexes: dict[int, ManifestIndex] = {}
         self._now_ms: int | None = None  # the current run's
+        self._horizons: Horizons | None = None  # the current run's
 
     def _counters(self, namespace: str) -> dict[str, MeterCounter]:
         """The namespace's counter sets in force. Rows of others (deleted or changed meters) are no
@@ -164,8 +166,13 @@ class Compactor:
         if horizons is None:  # the first run
             start = floor_to(now_ms - self.timing.grace_ms, QUARTER_MS) - INITIAL_QUARTER_LOOKBACK_MS
             horizons = Horizons(quarter=start, hour=floor_to(start, HOUR_MS), day=floor_to(start, DAY_MS),
-                                late_through=floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS)
+                                late_through=floor_to(now_ms, QUARTER_MS) - INITIAL_LATE_LOOKBACK_MS,
+                                bundled_from=0)  # nothing was compacted before: no per-subject items
             self.store.set_compaction_state(horizons)
+        if horizons.bundled_from == BUNDLED_FROM_UNKNOWN:  # first run since slots are bundled, or ever
+            horizons.bundled_from = horizons.quarter
+            self.store.set_compaction_state(horizons, "bundled_from")
+        self._horizons = horizons  # the same object as it moves: which days' hours are bundled (_archived)
         self._settle(horizons, now_ms)
         self._sync_zones(horizons, now_ms)
 
@@ -214,6 +221,8 @@ class Compactor:
             day = horizons.day
             for namespace in self.store.read_work(DAY, day):
                 self._fold_up(DAY, namespace, day, None, None, report)
+                # from now on the day's hours are read from bundles (its hour items expire)
+                report.slot_writes += self.store.write_hour_bundles(namespace, day, written_ms=self._now_ms)
             horizons.day += DAY_MS
             report.days += 1
             self.store.set_compaction_state(horizons, "day")
@@ -326,7 +335,8 @@ class Compactor:
                 for subject, by_group in aggregate_rows(counter.aggregation, rows).items():
                     per_subject[subject][counter_set] = orjson.dumps(by_group).decode()
             report.units += 1
-        report.slot_writes += self.store.put_quarter_slots(namespace, quarter, per_subject, written_ms=self._now_ms)
+        report.slot_writes += self.store.put_quarter_slots(namespace, quarter, per_subject, written_ms=self._now_ms,
+                                                           legacy=self._legacy(quarter))
         return set(per_subject)
 
     def _fold_late(self, parts: list[list[Any]], horizons: Horizons, now_ms: int,
@@ -386,6 +396,9 @@ class Compactor:
         wanted = sorted(cs for cs in counters if counter_sets is None or cs in counter_sets)
         by_subject = sorted(subjects, key=subject_prefix) if (
             subjects is not None and len(subjects) < WHOLE_PARTITION_SUBJECTS) else None
+        # an hour of a day whose hours are bundled (a late pass) is written to its bundles, all at once
+        bundled: dict[str, dict[int, dict[str, str]]] | None = (
+            {} if level is HOUR and self._archived(HOUR, floor_to(start, DAY_MS)) else None)
         streams = [self._read_part(namespace, part, wanted, by_subject) for part in lower_parts(level, start)]
         merged_streams = heapq.merge(*streams, key=lambda entry: subject_prefix(entry[0]))
         for item_subject, entries in itertools.groupby(merged_streams, key=lambda entry: entry[0]):
@@ -397,22 +410,39 @@ class Compactor:
                     for counter_set, state in states.items():
                         merge_group_states(counters[counter_set].aggregation, merged.setdefault(counter_set, {}),
                                            orjson.loads(state))
-            if merged:
-                report.slot_writes += self.store.put_slot(
-                    namespace, level, start, item_subject,
-                    {cs: orjson.dumps(groups).decode() for cs, groups in sorted(merged.items())},
-                    written_ms=self._now_ms)
+            if not merged:
+                continue
+            states = {cs: orjson.dumps(groups).decode() for cs, groups in sorted(merged.items())}
+            if bundled is not None:
+                bundled[item_subject] = {HOUR.index(start): states}
+            else:
+                report.slot_writes += self.store.put_slot(namespace, level, start, item_subject, states,
+                                                          written_ms=self._now_ms)
+        if bundled:
+            report.slot_writes += self.store.put_bundled(namespace, HOUR, floor_to(start, DAY_MS), bundled,
+                                                         written_ms=self._now_ms, legacy=True)
+
+    def _archived(self, level: SlotLevel, period: int) -> bool:
+        """Whether a partition's slots are a folded day's hours, read from and written to their bundles
+        (UsageStore.write_hour_bundles, before the day horizon passes the day)."""
+        return level is HOUR and self._horizons is not None and period + DAY_MS <= self._horizons.day
+
+    def _legacy(self, period: int) -> bool:
+        """Whether a period may have per-subject slot items from before bundles (Horizons.bundled_from)."""
+        return self._horizons is None or period < self._horizons.bundled_from
 
     def _read_part(self, namespace: str, part: tuple[Resolution, int, int, int], counter_sets: list[str],
                    subjects: list[str] | None) -> Iterator[tuple[str, SlotStates]]:
         """The slots first..last of one partition, per subject in key order: of the given subjects (one
         Query each), or of every subject (the whole partition)."""
         level, period, first, last = part
+        archived, legacy = self._archived(level, period), self._legacy(period)
         if subjects is None:
-            read = self.store.read_slots(namespace, level, period, counter_sets)
+            read = self.store.read_slots(namespace, level, period, counter_sets, archived=archived, legacy=legacy)
         else:
             read = itertools.chain.from_iterable(
-                self.store.read_slots(namespace, level, period, counter_sets, subject, first, last)
+                self.store.read_slots(namespace, level, period, counter_sets, subject, first, last, archived=archived,
+                                      legacy=legacy)
                 for subject in subjects)
         for subject, slots in read:
             yield subject, {index: states for index, states in slots.items() if first <= index <= last}

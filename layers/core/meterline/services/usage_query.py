@@ -31,7 +31,7 @@ from meterline.domain.counting import (
 )
 from meterline.domain.meters import Aggregation, Meter
 from meterline.domain.query_plan import Plan, UsageQuery, plan
-from meterline.domain.slots import QUARTER, ZONE_RENEW_MS, Horizons, SlotLevel, zone_days_kept_from
+from meterline.domain.slots import HOUR, QUARTER, ZONE_RENEW_MS, Horizons, SlotLevel, zone_days_kept_from
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, invalid
 from meterline.domain.windows import TooManyWindows, WindowSize, resolve_time_zone
@@ -166,7 +166,7 @@ class UsageReader:
             raise InvalidInput(str(exc), [FieldError("windowSize", str(exc))]) from None
         self._check_retention(query, the_plan, pending)
         self._request_zone_days(the_plan, state)
-        slot_reads = self._slot_reads(the_plan.slots, query.subjects, the_plan.eventual)
+        slot_reads = self._slot_reads(the_plan.slots, query.subjects, the_plan.eventual, state)
         raw_reads = self._raw_reads(namespace, counter_set, the_plan.raw_ranges, query.subjects)
         self._check_budget(len(slot_reads) + len(raw_reads))
         aggregation = meter.aggregation
@@ -272,27 +272,34 @@ class UsageReader:
 
     @staticmethod
     def _slot_reads(wanted: dict[tuple[SlotLevel, int], list[int]], subjects: Sequence[str] | None,
-                    eventual: set[tuple[SlotLevel, int]]) -> list[_SlotRead]:
+                    eventual: set[tuple[SlotLevel, int]], state: Horizons | None) -> list[_SlotRead]:
         """One read per (level, period) and subject (or all subjects): level, period, subject, the wanted
-        slots by index (their start), and whether it must be strongly consistent."""
+        slots by index (their start), whether it must be strongly consistent, whether it reads a folded
+        day's hours from their bundles (below the day horizon: bundled before it moved; eventually
+        consistent only below the settled one, so that the bundles are as old as SETTLE_MS), and whether
+        its period may have per-subject items from before bundles (Horizons.bundled_from)."""
         reads = []
         for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][0].key,
                                                                              kv[0][1])):
             by_index = {level.index(start): start for start in starts}
+            archived = level is HOUR and state is not None and period + DAY_MS <= state.day
+            consistent = (level, period) not in eventual or archived and not (
+                state is not None and state.settled is not None and period + DAY_MS <= state.settled.day)
+            legacy = state is None or period < state.bundled_from
             for subject in [None] if subjects is None else subjects:
-                reads.append((level, period, subject, by_index, (level, period) not in eventual))
+                reads.append((level, period, subject, by_index, consistent, archived, legacy))
         return reads
 
     def _read_slots(self, namespace: str, counter_set: str, reads: list[_SlotRead], add: Any) -> None:
         """The slots of every read, made concurrently and added in a fixed order (so floating-point sums
         come out the same whatever order the reads finish in)."""
         def read(one: _SlotRead) -> list[Any]:
-            level, period, subject, by_index, consistent = one
+            level, period, subject, by_index, consistent, archived, legacy = one
             first, last = (min(by_index), max(by_index)) if subject else (None, None)
             return list(self.store.read_slots(namespace, level, period, [counter_set], subject, first, last,
-                                              consistent))
+                                              consistent, archived, legacy))
 
-        for (_, _, _, by_index, _), slots in zip(reads, concurrently(read, reads), strict=True):
+        for (_, _, _, by_index, _, _, _), slots in zip(reads, concurrently(read, reads), strict=True):
             for subject, by_slot in slots:
                 for index, states in by_slot.items():
                     start = by_index.get(index)
@@ -362,6 +369,6 @@ class UsageReader:
 
 
 # level, period, subject (None: all), wanted slots by index (-> start), strongly consistent
-_SlotRead = tuple[SlotLevel, int, str | None, dict[int, int], bool]
+_SlotRead = tuple[SlotLevel, int, str | None, dict[int, int], bool, bool, bool]
 # raw partition, first and last minute, the counter set whose entries to keep (a shared partition) or None
 _RawRead = tuple[str, int, int, str | None]

@@ -3,7 +3,9 @@ quarter-hour, hour, day and zone day slots, and the compactor's state."""
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -13,7 +15,9 @@ from typing import Any
 import orjson
 
 from meterline.domain.slots import (
+    BUNDLED_FROM_UNKNOWN,
     HORIZON_NAMES,
+    HOUR,
     QUARTER,
     ZONE_DAYS_KEPT_MS,
     Horizons,
@@ -55,14 +59,20 @@ from meterline.storage.tables import USAGE_TABLE
 #           text); piece k (1..n-1) in "s" of sort key "{key}#{k}". Readers join the pieces of chunks
 #           0..n-1 and check the CRC; chunks from k = n on are left over from a larger state and ignored.
 #   A state lives in exactly one of them; if both exist (a state that shrank), the packed one is current.
-#   Quarter slots keep their split items (per UTC hour, as above) but not packed items of their own: the
-#   compactor writes a namespace's quarter at once, so its packed states are bundled, subjects in key
-#   order, into items of at most QUARTER_BUNDLE_BYTES:
-#   bundle: pk "{ns}#q#{quarter ms}#bundles"  sk subject_prefix(the bundle's last subject)
-#           b: zlib'd JSON [[subject, {counter set: state}], ...]
-#       ("bundles" is never a counter set id), so one subject's quarter is the first bundle at or after
-#       its prefix (a Query with Limit 1), and all subjects' one ordered Query.
-#   The length prefix keeps one subject's keys contiguous and its key ranges exact ("a" and "a#1").
+#   Bundles: several subjects' packed states in one item, where the per-subject items would cost a write
+#   unit and 100 bytes of storage each for a few dozen bytes of state:
+#   pk "{ns}#{level}#{start ms}#bundles"  sk subject_prefix(the bundle's last subject)
+#       b: zlib'd JSON [[subject, [[slot index, {counter set: state}], ...]], ...], subjects in key order
+#   plus one item sk BUNDLE_END ("~", after every subject's prefix), written last, so that a bundle
+#   partition is never empty: an empty one is from before bundles (read the per-subject items instead).
+#   A subject's states are in the first bundle at or after its prefix (a Query with Limit 1); a bundle
+#   holds the subjects after the previous bundle's key up to its own (entries outside that range are left
+#   over from a rewrite cut short, and ignored). Used for
+#     quarters ({start} = the quarter): written by the compactor for a namespace's quarter at once, instead
+#       of packed items; split items stay per UTC hour as above;
+#     hours of a folded day ({start} = the UTC day): written when the day is folded, from the hours'
+#       packed items, which are kept only as long as quarter slots; readers read a day's hours from its
+#       bundles once the day horizon has passed it (`archived`), and from the packed items before.
 # Compaction state:  pk "compaction"  sk "state"   the horizons (numbers), `zoneDays` (JSON: phase ->
 #       [from, through, requested, created]), `snapshot` (JSON: {at, horizons}) and `settled` (JSON horizons)
 #
@@ -115,9 +125,10 @@ def slot_partition(namespace: str, level: SlotLevel, period_ms: int, counter_set
     return base if counter_set is None else f"{base}#{counter_set}"
 
 
-def quarter_bundle_partition(namespace: str, quarter_ms: int) -> str:
-    """The partition of the bundles of a namespace's quarter: every subject's packed states."""
-    return f"{namespace}#{QUARTER.key}#{quarter_ms}#bundles"
+def bundle_partition(namespace: str, level: SlotLevel, start_ms: int) -> str:
+    """The bundles of a namespace's quarter (`start_ms` the quarter's start) or of the hours of a UTC day
+    (the day's)."""
+    return f"{namespace}#{level.key}#{start_ms}#{BUNDLES}"
 
 
 def slot_key(subject: str, level: SlotLevel, index: int) -> str:
@@ -187,25 +198,104 @@ def _text_pieces(text: str, room: int) -> list[str]:
     return pieces
 
 
+class _Bundled:
+    """A bundle partition being rewritten: the entries of the bundles read (by key; a new partition's
+    under BUNDLE_END), which of them changed, and their new cuts."""
+
+    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+        self.ended = any(item["sk"]["S"] == BUNDLE_END for item in items)
+        self.keys: list[str] = []
+        self.groups: list[dict[str, dict[int, dict[str, str]]]] = []
+        self.dirty: set[int] = set()
+        previous = ""
+        for item in items:  # in key order
+            key = item["sk"]["S"]
+            if key == BUNDLE_END:
+                continue
+            entries = _bundle_entries(item, previous)
+            if len(entries) < len(unpack(item["b"]["B"])):  # left over from a rewrite cut short
+                self.dirty.add(len(self.keys))
+            self.keys.append(key)
+            self.groups.append(dict(entries))
+            previous = key
+
+    def _group(self, subject: str) -> int:
+        if not self.groups:
+            self.keys.append(BUNDLE_END)
+            self.groups.append({})
+        return min(bisect.bisect_left(self.keys, subject_prefix(subject)), len(self.keys) - 1)
+
+    def seed(self, entries: Iterable[BundleEntry]) -> None:
+        """Add the states of `entries` the bundles do not have (those are newer)."""
+        for subject, slots in entries:
+            have = self.slots(subject)
+            missing = {index: {cs: state for cs, state in states.items() if cs not in have.get(index, {})}
+                       for index, states in slots.items()}
+            self.update(subject, {index: states for index, states in missing.items() if states})
+
+    def update(self, subject: str, slots: Mapping[int, Mapping[str, str | None]]) -> None:
+        """Set (or, for None, remove) the given states of `subject`."""
+        group = self._group(subject)
+        current = self.groups[group].setdefault(subject, {})
+        for index, states in slots.items():
+            slot = current.setdefault(index, {})
+            for counter_set, state in states.items():
+                if state is None:
+                    slot.pop(counter_set, None)
+                else:
+                    slot[counter_set] = state
+            if not slot:
+                del current[index]
+        if not current:
+            del self.groups[group][subject]
+        self.dirty.add(group)
+
+    def slots(self, subject: str) -> dict[int, dict[str, str]]:
+        return self.groups[self._group(subject)].get(subject, {})
+
+    def cut(self) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """The bundles to write (the changed ones, cut again) and the keys no longer cut."""
+        puts: list[tuple[str, bytes]] = []
+        deletes: list[str] = []
+        for group in sorted(self.dirty):
+            cuts = _bundles(sorted(self.groups[group].items(), key=lambda entry: subject_prefix(entry[0])),
+                            BUNDLE_BYTES)
+            puts.extend(cuts)
+            if self.keys[group] != BUNDLE_END and all(key != self.keys[group] for key, _ in cuts):
+                deletes.append(self.keys[group])
+        return puts, deletes
+
+
 class IncompleteSlot(RuntimeError):
     """A chunked state whose chunks are missing or do not add up (its CRC differs): never answered."""
 
 
-# A bundle of quarter slots holds subjects' packed states up to this many bytes (compressed): one
-# subject's read of it is then at most one read unit (4 KB), and a quiet bucket's quarter costs a few write
-# units instead of one per subject (at 4 events/s, about 1,300 subjects a quarter, 1 to 2 events each).
-QUARTER_BUNDLE_BYTES = 3800
+BUNDLES = "bundles"  # never a counter set id (those have a dot)
+BUNDLE_END = "~"
+# A bundle holds subjects' packed states up to this many bytes (compressed): one subject's read of it is
+# then at most one read unit (4 KB), and a quiet quarter costs a few write units instead of one per subject
+# (at 4 events/s, about 1,300 subjects a quarter, 1 to 2 events each).
+BUNDLE_BYTES = 3800
+# Bundling a day's hours cuts what it has read every this many bytes of states (its memory stays bounded).
+BUNDLE_FLUSH_BYTES = 1_000_000
+# Rewriting bundles for fewer subjects than this reads each one's bundle (a Query each), else all of them.
+FEW_SUBJECTS = 32
+# What one bundle partition spans: a quarter, or a UTC day of hours.
+BUNDLE_SPAN_MS: dict[SlotLevel, int] = {QUARTER: QUARTER_MS, HOUR: DAY_MS}
+
+BundleEntry = tuple[str, dict[int, dict[str, str]]]  # subject, {slot index: {counter set: state}}
 
 
-def _bundle_blob(entries: Sequence[tuple[str, dict[str, str]]]) -> bytes:
-    return zlib.compress(orjson.dumps(entries), 6)  # written once per quarter, read by every query of it
+def _bundle_blob(entries: Sequence[BundleEntry]) -> bytes:
+    # written once (a quarter, a day's hours) and read by every query of it: the better compression
+    return zlib.compress(orjson.dumps([[subject, sorted(slots.items())] for subject, slots in entries]), 6)
 
 
-def _bundles(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> list[tuple[str, bytes]]:
-    """`entries` (subject, states), in key order, cut into consecutive bundles of at most `limit` bytes
-    each, as (sort key: the last subject's prefix, blob); an entry larger than `limit` is a bundle of its
-    own. The same entries always give the same bundles. Each bundle is the longest run that fits: found by
-    doubling its length, then halving the step (a few compressions per bundle)."""
+def _bundles(entries: Sequence[BundleEntry], limit: int) -> list[tuple[str, bytes]]:
+    """`entries`, in key order, cut into consecutive bundles of at most `limit` bytes each, as (sort key:
+    the last subject's prefix, blob); an entry larger than `limit` is a bundle of its own. The same
+    entries always give the same bundles. Each bundle is the longest run that fits: found by doubling its
+    length, then halving the step (a few compressions per bundle)."""
     bundles: list[tuple[str, bytes]] = []
     start = 0
     while start < len(entries):
@@ -227,8 +317,12 @@ def _bundles(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> list[
     return bundles
 
 
-def _bundle_entries(item: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
-    return [(subject, states) for subject, states in unpack(item["b"]["B"])]
+def _bundle_entries(item: Mapping[str, Any], after: str = "") -> list[BundleEntry]:
+    """A bundle item's entries whose keys lie after `after` (the previous bundle's key, if known)."""
+    if item["sk"]["S"] == BUNDLE_END:
+        return []
+    return [(subject, {int(index): states for index, states in slots}) for subject, slots in unpack(item["b"]["B"])
+            if subject_prefix(subject) > after]
 
 
 # A state longer than this (JSON text) gets an item of its own. Most subjects' states are a few dozen
@@ -246,7 +340,8 @@ SLOT_MIN_LIFE_MS = DAY_MS
 
 @dataclass(frozen=True)
 class Retention:
-    """How long derived usage items live. Index pages, hour and day slots: `days` (as events). Raw
+    """How long derived usage items live. Hour and day slots: `days` (as events; an hour's packed item
+    only as long as quarter slots after its day, which is read from the day's bundles once folded). Raw
     counting rows (the minute resolution): `minute_days`, counted from when they are written, which is
     never before their events' time. Quarter-hour slots: `quarter_days` after the quarter. Zone days:
     `zone_day_ms` after their day. Queries that would need an expired resolution are refused
@@ -457,20 +552,28 @@ class UsageStore(TableAdapter):
         return parts
 
     def put_slot(self, namespace: str, level: SlotLevel, start_ms: int, subject: str, states: dict[str, str],
-                 written_ms: int | None = None) -> int:
+                 written_ms: int | None = None, archived: bool = False) -> int:
         """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
         items of their own first (chunked if need be), then the packed item gets the small ones and
         loses any stale copy of the large ones, in one write. Written at `written_ms` (the compactor's run),
         a slot lives at least SLOT_MIN_LIFE_MS after it (Retention.slot_expiry_s). Returns the number of writes.
-        A quarter slot's small states go to its subject bucket's bundles (put_quarter_slots)."""
+        The small states of a quarter, or of an hour of a day whose hours are bundled (`archived`), go to
+        its bundles instead (put_bundled); an hour's packed item is kept as long as quarter slots (the
+        compactor folds its day from it, or from quarters, however late it runs within that time)."""
         if level is QUARTER:
             return self.put_quarter_slots(namespace, start_ms, {subject: states}, written_ms)
+        if level is HOUR and archived:
+            return self.put_bundled(namespace, HOUR, HOUR.period(start_ms), {subject: {HOUR.index(start_ms): states}},
+                                    written_ms)
         period = level.period(start_ms)
         key = {"S": slot_key(subject, level, level.index(start_ms))}
         split = {cs for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
         expires = {"N": str(self.retention.slot_expiry_s(level, start_ms, written_ms))}
         writes = self._put_split(namespace, level, period, key, {cs: states[cs] for cs in split}, expires) + 1
         packed_key = {"pk": {"S": slot_partition(namespace, level, period)}, "sk": key}
+        if level is HOUR:  # read from the day's bundles once it is folded: kept as long as quarters
+            kept_ms = max(period + DAY_MS + self.retention.quarter_ms, (written_ms or 0) + SLOT_MIN_LIFE_MS)
+            expires = {"N": str(min(int(expires["N"]), kept_ms // 1000))}
         try:
             self._update_packed(packed_key, states, split, expires)
         except Exception as error:  # botocore's ClientError, from whichever client this store was given
@@ -484,51 +587,135 @@ class UsageStore(TableAdapter):
         return writes
 
     def put_quarter_slots(self, namespace: str, quarter_ms: int, states: Mapping[str, Mapping[str, str]],
-                          written_ms: int | None = None) -> int:
+                          written_ms: int | None = None, legacy: bool = True) -> int:
         """Overwrite some counter sets' states of some subjects in a namespace's quarter (idempotent; other
-        subjects and counter sets keep theirs). Large states go to split items, as in put_slot; the small
-        ones to the quarter's bundles, which are read, updated, cut again and written back: only the
-        bundles that changed, then the bundles no longer cut are deleted. Nothing reads the quarter
-        meanwhile (it is above the quarter horizon or pending). Returns the number of writes."""
-        hour, index = QUARTER.period(quarter_ms), QUARTER.index(quarter_ms)
-        expires = {"N": str(self.retention.slot_expiry_s(QUARTER, quarter_ms, written_ms))}
-        partition = quarter_bundle_partition(namespace, quarter_ms)
-        existing = {item["sk"]["S"]: item for item in self.partition_items(partition)}
-        current: dict[str, dict[str, str]] = {}
-        for item in existing.values():  # a subject in two bundles (a rewrite cut short): the same states
-            for subject, subject_states in _bundle_entries(item):
-                current.setdefault(subject, {}).update(subject_states)
+        subjects and counter sets keep theirs): put_bundled. Returns the number of writes."""
+        index = QUARTER.index(quarter_ms)
+        return self.put_bundled(namespace, QUARTER, quarter_ms,
+                                {subject: {index: given} for subject, given in states.items()}, written_ms, legacy)
+
+    def put_bundled(self, namespace: str, level: SlotLevel, start_ms: int,
+                    states: Mapping[str, Mapping[int, Mapping[str, str]]], written_ms: int | None = None,
+                    legacy: bool = True) -> int:
+        """Overwrite some counter sets' states of some subjects' slots in the bundles of a quarter or of a
+        day's hours (`start_ms`; other subjects and counter sets keep theirs). Large states go to split
+        items, as in put_slot; the rest into the bundles that hold those subjects (read first: all of them,
+        or, for a few subjects, each one's with a Query), which are cut again where they changed and written
+        back, then the bundles no longer cut are deleted and the end item written. A partition without
+        bundles starts from the per-subject items of the layout before them (`legacy`: there may be some;
+        always for a day's hours, which are those). Nothing reads the slots
+        meanwhile (above their horizon, or pending). Returns the number of writes."""
+        period = level.period(start_ms)
+        expires = {"N": str(self.retention.slot_expiry_s(
+            level, start_ms + BUNDLE_SPAN_MS[level] - level.length_ms, written_ms))}
+        partition = bundle_partition(namespace, level, start_ms)
         writes = 0
-        for subject, given in states.items():
-            split = {cs: state for cs, state in given.items() if len(state) > SPLIT_STATE_BYTES}
-            writes += self._put_split(namespace, QUARTER, hour, {"S": slot_key(subject, QUARTER, index)}, split,
-                                      expires)
-            kept = current.setdefault(subject, {})
-            for counter_set, state in given.items():
-                if counter_set in split:
-                    kept.pop(counter_set, None)
-                else:
-                    kept[counter_set] = state
-            if not kept:
-                del current[subject]
+        updates: dict[str, dict[int, dict[str, str | None]]] = {}
+        for subject, slots in states.items():
+            for index, given in slots.items():
+                split = {cs: state for cs, state in given.items() if len(state) > SPLIT_STATE_BYTES}
+                writes += self._put_split(namespace, level, period, {"S": slot_key(subject, level, index)}, split,
+                                          expires)
+                updates.setdefault(subject, {})[index] = {cs: None if cs in split else state
+                                                          for cs, state in given.items()}
+        bundled = _Bundled(self._covering_bundles(partition, sorted(updates, key=subject_prefix)))
+        if not bundled.ended and (legacy or level is HOUR):  # new, or its first writing cut short
+            bundled.seed(self._packed_entries(namespace, level, start_ms))
         while True:
-            entries = [(subject, dict(sorted(current[subject].items())))
-                       for subject in sorted(current, key=subject_prefix)]
-            bundles: list[dict[str, Any]] = [
-                {"pk": {"S": partition}, "sk": {"S": key}, "b": {"B": blob}, "expiresAt": expires}
-                for key, blob in _bundles(entries, QUARTER_BUNDLE_BYTES)]
-            too_large = [item["sk"]["S"] for item in bundles if item_bytes(item) > self.item_limit]
+            for subject, changes in updates.items():
+                bundled.update(subject, changes)
+            puts, deletes = bundled.cut()
+            items: list[dict[str, Any]] = [{"pk": {"S": partition}, "sk": {"S": key}, "b": {"B": blob},
+                                            "expiresAt": expires} for key, blob in puts]
+            too_large = [item["sk"]["S"] for item in items if item_bytes(item) > self.item_limit]
             if not too_large:
                 break
             for key in too_large:  # one subject's many small states (hundreds of meters): split items instead
                 subject = parse_slot_key(f"{key}0")[0]
-                writes += self._put_split(namespace, QUARTER, hour, {"S": slot_key(subject, QUARTER, index)},
-                                          current.pop(subject), expires)
-        changed = [item for item in bundles if existing.get(item["sk"]["S"]) != item]
-        self.put_batch(changed)
-        for key in existing.keys() - {item["sk"]["S"] for item in bundles}:
+                for index, slot in bundled.slots(subject).items():
+                    writes += self._put_split(namespace, level, period, {"S": slot_key(subject, level, index)},
+                                              slot, expires)
+                    updates.setdefault(subject, {})[index] = dict.fromkeys(slot)
+        self.put_batch(items)
+        for key in deletes:
             self.client.delete_item(TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": key}})
-        return writes + len(changed)
+        if not bundled.ended:
+            self.client.put_item(TableName=self.table, Item={"pk": {"S": partition}, "sk": {"S": BUNDLE_END},
+                                                             "expiresAt": expires})
+            writes += 1
+        return writes + len(items) + len(deletes)
+
+    def write_hour_bundles(self, namespace: str, day_ms: int, written_ms: int | None = None) -> int:
+        """Bundle the hours of a folded UTC day from their packed items, streamed subject by subject (a day
+        of a namespace's subjects need not fit in memory); bundles left by an attempt cut short that this one
+        does not write again are deleted, then the end item is written. Returns the number of writes."""
+        partition = bundle_partition(namespace, HOUR, day_ms)
+        expires = {"N": str(self.retention.slot_expiry_s(HOUR, day_ms + DAY_MS - HOUR_MS, written_ms))}
+        earlier = {item["sk"]["S"] for item in self.partition_items(partition)}
+        written: set[str] = set()
+        pending: list[BundleEntry] = []
+
+        def flush(final: bool) -> None:
+            cuts = _bundles(pending, BUNDLE_BYTES)
+            keep = cuts if final else cuts[:-1]  # the last run may go on with the next subjects
+            if not keep:
+                return
+            self.put_batch([{"pk": {"S": partition}, "sk": {"S": key}, "b": {"B": blob}, "expiresAt": expires}
+                            for key, blob in keep])
+            written.update(key for key, _ in keep)
+            del pending[:sum(1 for subject, _ in pending if subject_prefix(subject) <= keep[-1][0])]
+
+        raw = 0
+        for entry in self._packed_entries(namespace, HOUR, day_ms):
+            pending.append(entry)
+            raw += sum(len(state) for slot in entry[1].values() for state in slot.values())
+            if raw > BUNDLE_FLUSH_BYTES:
+                flush(final=False)
+                raw = sum(len(state) for _, slots in pending for slot in slots.values() for state in slot.values())
+        flush(final=True)
+        for key in earlier - written - {BUNDLE_END}:
+            self.client.delete_item(TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": key}})
+        self.client.put_item(TableName=self.table, Item={"pk": {"S": partition}, "sk": {"S": BUNDLE_END},
+                                                         "expiresAt": expires})
+        return len(written) + 1
+
+    def _covering_bundles(self, partition: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
+        """The bundle items that hold `subjects`, or would, in key order: for a few subjects of a complete
+        partition (its end item exists), the end item, the first bundle at or after each one's prefix and,
+        for a subject after every bundle, the last bundle (it joins it); else every item of the partition."""
+        end = self.client.get_item(TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": BUNDLE_END}},
+                                   ConsistentRead=True).get("Item") if 0 < len(subjects) < FEW_SUBJECTS else None
+        if end is None:
+            return list(self.partition_items(partition))
+        found: dict[str, dict[str, Any]] = {BUNDLE_END: end}
+        after_all = False
+        for subject in subjects:
+            page = self.client.query(
+                TableName=self.table, KeyConditionExpression="pk = :pk AND sk >= :sk", Limit=1, ConsistentRead=True,
+                ExpressionAttributeValues={":pk": {"S": partition}, ":sk": {"S": subject_prefix(subject)}},
+            ).get("Items", [])
+            found.update((item["sk"]["S"], item) for item in page)
+            after_all = after_all or any(item["sk"]["S"] == BUNDLE_END for item in page)
+        if after_all:
+            found.update((item["sk"]["S"], item) for item in self.client.query(
+                TableName=self.table, KeyConditionExpression="pk = :pk AND sk < :end", Limit=1, ConsistentRead=True,
+                ScanIndexForward=False, ExpressionAttributeValues={":pk": {"S": partition}, ":end": {"S": BUNDLE_END}},
+            ).get("Items", []))
+        return [found[key] for key in sorted(found)]
+
+    def _packed_entries(self, namespace: str, level: SlotLevel, start_ms: int) -> Iterator[BundleEntry]:
+        """The packed items of the slots a bundle partition spans, per subject in key order, as bundle
+        entries: the hours of a day before they are bundled, or a quarter written before bundles."""
+        first = level.index(start_ms)
+        last = first + BUNDLE_SPAN_MS[level] // level.length_ms - 1
+        items = self.partition_items(slot_partition(namespace, level, level.period(start_ms)))
+        for subject, group in itertools.groupby(
+                ((*parse_slot_key(item["sk"]["S"]), item) for item in items), key=lambda entry: entry[0]):
+            slots = {index: {name[1:]: value["S"] for name, value in item.items() if name.startswith("c")}
+                     for _, index, item in group if first <= index <= last}
+            slots = {index: states for index, states in slots.items() if states}
+            if slots:
+                yield subject, slots
 
     def _put_split(self, namespace: str, level: SlotLevel, period: int, key: dict[str, str],
                    states: dict[str, str], expires: dict[str, str]) -> int:
@@ -577,23 +764,38 @@ class UsageStore(TableAdapter):
 
     def read_slots(self, namespace: str, level: SlotLevel, period_ms: int, counter_sets: Sequence[str],
                    subject: str | None = None, first: int | None = None, last: int | None = None,
-                   consistent: bool = True) -> Iterator[tuple[str, SlotStates]]:
+                   consistent: bool = True, archived: bool = False, legacy: bool = True
+                   ) -> Iterator[tuple[str, SlotStates]]:
         """(subject, {slot index: {counter set: state}}) for every subject of a slot partition, or for one
         subject's slots first..last, one subject at a time in key order (streamed: a subject's slots
-        are complete when it is yielded). Reads the packed items and, per counter set, its split items,
-        joining a chunked state's pieces (the text written, exactly). `consistent=False` reads eventually
-        consistently (half the read units): only for slots nothing has written lately
-        (meterline.domain.query_plan.is_settled)."""
+        are complete when it is yielded). Reads the packed states (packed items, or bundles: quarters', and
+        with `archived` a folded day's hours') and, per counter set, its split items, joining a chunked
+        state's pieces (the text written, exactly). `consistent=False` reads eventually consistently (half
+        the read units): only for slots nothing has written lately (meterline.domain.query_plan.is_settled).
+        `legacy`: the period may have per-subject items from before bundles (Horizons.bundled_from), read
+        where it has no bundles; else a period without bundles has no packed states."""
         if not counter_sets:
             return
-        streams: list[Iterator[tuple[str, str, dict[str, Any]]]]
+        names = {f"#c{i}": f"c{cs}" for i, cs in enumerate(counter_sets)}
+
+        def packed(first_index: int | None, last_index: int | None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+            return _tagged(self._slot_items(slot_partition(namespace, level, period_ms), level, subject, first_index,
+                                            last_index, "sk, " + ", ".join(names), names, consistent), "")
+
+        streams: list[Iterator[tuple[str, str, dict[str, Any]]]] = []
         if level is QUARTER:
-            streams = self._bundled(namespace, period_ms, counter_sets, subject, first, last, consistent)
+            for index in range(first or 0, (HOUR_MS // QUARTER_MS - 1 if last is None else last) + 1):
+                bundled = self._bundle_stream(bundle_partition(namespace, level, level.start(period_ms, index)),
+                                              level, counter_sets, subject, index, index, consistent)
+                if bundled is not None or legacy:
+                    streams.append(packed(index, index) if bundled is None else bundled)
+        elif level is HOUR and archived:
+            bundled = self._bundle_stream(bundle_partition(namespace, level, period_ms), level, counter_sets,
+                                          subject, first, last, consistent)
+            if bundled is not None or legacy:
+                streams.append(packed(first, last) if bundled is None else bundled)
         else:
-            names = {f"#c{i}": f"c{cs}" for i, cs in enumerate(counter_sets)}
-            packed = self._slot_items(slot_partition(namespace, level, period_ms), level, subject, first, last,
-                                      "sk, " + ", ".join(names), names, consistent)
-            streams = [_tagged(packed, "")]
+            streams.append(packed(first, last))
         for counter_set in counter_sets:
             items = self._slot_items(slot_partition(namespace, level, period_ms, counter_set), level, subject,
                                      first, last, None, None, consistent)
@@ -616,33 +818,46 @@ class UsageStore(TableAdapter):
         if current is not None:
             yield current, _combine(inline, split)
 
-    def _bundled(self, namespace: str, hour_ms: int, counter_sets: Sequence[str], subject: str | None,
-                 first: int | None, last: int | None, consistent: bool
-                 ) -> list[Iterator[tuple[str, str, dict[str, Any]]]]:
-        """The packed states of quarters first..last of an hour, from their bundles, as read_slots merges
-        packed items: (slot key, "", {"c{counter set}": state}), one stream per quarter in key order. Every
-        bundle, or the one bundle that holds `subject` (Limit 1)."""
+    def _bundle_stream(self, partition: str, level: SlotLevel, counter_sets: Sequence[str], subject: str | None,
+                       first: int | None, last: int | None, consistent: bool
+                       ) -> Iterator[tuple[str, str, dict[str, Any]]] | None:
+        """The packed states of slots first..last in a bundle partition, as read_slots merges packed items:
+        (slot key, "", {"c{counter set}": state}) in key order; every subject's, or `subject`'s (the first
+        bundle at or after its prefix, Limit 1). None if the partition is empty: its slots are in per-
+        subject items (written before bundles)."""
+        request: dict[str, Any] = {"KeyConditionExpression": "pk = :pk", "ConsistentRead": consistent,
+                                   "ExpressionAttributeValues": {":pk": {"S": partition}}}
+        items: Iterator[dict[str, Any]]
+        if subject is None:
+            items = self.query_items(request)
+            head = next(items, None)
+            if head is None:
+                return None
+            items = itertools.chain([head], items)
+        else:
+            request["KeyConditionExpression"] += " AND sk >= :sk"
+            request["ExpressionAttributeValues"][":sk"] = {"S": subject_prefix(subject)}
+            page = self.client.query(TableName=self.table, Limit=1, **request).get("Items", [])
+            if not page:
+                return None
+            items = iter(page)
+        low, high = first or 0, 10**level.width if last is None else last
         wanted = set(counter_sets)
 
-        def entries(index: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
-            partition = quarter_bundle_partition(namespace, QUARTER.start(hour_ms, index))
-            request: dict[str, Any] = {"KeyConditionExpression": "pk = :pk", "ConsistentRead": consistent,
-                                       "ExpressionAttributeValues": {":pk": {"S": partition}}}
-            if subject is None:
-                items: Iterable[dict[str, Any]] = self.query_items(request)
-            else:
-                request["KeyConditionExpression"] += " AND sk >= :sk"
-                request["ExpressionAttributeValues"][":sk"] = {"S": subject_prefix(subject)}
-                items = self.client.query(TableName=self.table, Limit=1, **request).get("Items", [])
+        def entries() -> Iterator[tuple[str, str, dict[str, Any]]]:
+            previous = ""
             for item in items:
-                for entry_subject, states in _bundle_entries(item):
-                    picked = {f"c{cs}": {"S": state} for cs, state in states.items() if cs in wanted}
-                    if picked and subject in (None, entry_subject):
-                        key = slot_key(entry_subject, QUARTER, index)
-                        yield key, "", {"sk": {"S": key}, **picked}
+                for entry_subject, slots in _bundle_entries(item, previous):
+                    if subject not in (None, entry_subject):
+                        continue
+                    for index in sorted(slots):
+                        picked = {f"c{cs}": {"S": state} for cs, state in slots[index].items() if cs in wanted}
+                        if picked and low <= index <= high:
+                            key = slot_key(entry_subject, level, index)
+                            yield key, "", {"sk": {"S": key}, **picked}
+                previous = item["sk"]["S"]
 
-        last_index = HOUR_MS // QUARTER_MS - 1 if last is None else last
-        return [entries(index) for index in range(first or 0, last_index + 1)]
+        return entries()
 
     def _slot_items(self, partition: str, level: SlotLevel, subject: str | None, first: int | None,
                     last: int | None, projection: str | None, names: dict[str, str] | None, consistent: bool
@@ -665,10 +880,13 @@ class UsageStore(TableAdapter):
         return self.query_items(request)
 
     def put_work(self, level: SlotLevel, period_ms: int, namespace: str, now_ms: int) -> None:
-        """Note that a namespace has quarters to roll into the hour or day starting at period_ms."""
+        """Note that a namespace has quarters to roll into the hour or day starting at period_ms. Kept at
+        least as long as the quarters and hour items it is folded from (a compactor that lags that long
+        still folds, and bundles, the day), and at least 31 days (zone days are built 30 days back)."""
+        kept_s = max(31 * DAY_S, self.retention.quarter_ms // 1000 + DAY_S)
         self.client.put_item(TableName=self.table, Item={
             "pk": {"S": f"work#{level.key}#{period_ms}"}, "sk": {"S": namespace},
-            "expiresAt": {"N": str(now_ms // 1000 + 31 * DAY_S)}})
+            "expiresAt": {"N": str(now_ms // 1000 + kept_s)}})
 
     def read_work(self, level: SlotLevel, period_ms: int) -> list[str]:
         return [item["sk"]["S"] for item in self.partition_items(f"work#{level.key}#{period_ms}", True)]
@@ -720,17 +938,20 @@ class UsageStore(TableAdapter):
         if "snapshot" in item:
             snapshot = orjson.loads(item["snapshot"]["S"])
             horizons.snapshot = (int(snapshot["at"]), _horizons_from_json(snapshot["horizons"]))
+        horizons.bundled_from = int(item["bundledFrom"]["N"]) if "bundledFrom" in item else BUNDLED_FROM_UNKNOWN
         return horizons
 
     def set_compaction_state(self, horizons: Horizons, *fields: str) -> None:
         """Store the named fields of `horizons` (every field when none is named): its four horizons by
         name, "zones" (the zone days), "settled" (the settled horizons and the snapshot, or their removal
-        when None)."""
+        when None), "bundled_from"."""
         sets: dict[str, dict[str, str]] = {}
         removes: list[str] = []
-        for field in fields or (*HORIZON_NAMES, "zones", "settled"):
+        for field in fields or (*HORIZON_NAMES, "zones", "settled", "bundled_from"):
             if field in HORIZON_NAMES:
                 sets[HORIZON_NAMES[field]] = {"N": str(getattr(horizons, field))}
+            elif field == "bundled_from":
+                sets["bundledFrom"] = {"N": str(horizons.bundled_from)}
             elif field == "zones":
                 sets["zoneDays"] = {"S": orjson.dumps(_zones_json(horizons.zones)).decode()}
             elif field == "settled":

@@ -580,8 +580,8 @@ def test_a_folded_days_hours_are_read_from_its_bundles_and_a_day_from_before_bun
     assert list(store.read_slots("ns", HOUR, day, ["m"], "alice", 1, 1, archived=True, legacy=False)) == [
         ("alice", {1: {"m": "[2]"}})]
     # a late pass writes to the bundles
-    store.put_slot("ns", HOUR, day + 7 * HOUR_MS, "carol", {"m": "[4]"}, archived=True)
-    store.put_slot("ns", HOUR, day, "alice", {"m": "[10]"}, archived=True)
+    store.put_bundled("ns", HOUR, day, {"carol": {7: {"m": "[4]"}}})
+    store.put_bundled("ns", HOUR, day, {"alice": {0: {"m": "[10]"}}})
     assert list(store.read_slots("ns", HOUR, day, ["m"], archived=True, legacy=False)) == [
         ("bob", {5: {"m": "[9]"}}), ("alice", {0: {"m": "[10]"}, 1: {"m": "[2]"}, 2: {"m": "[3]"}}),
         ("carol", {7: {"m": "[4]"}})]
@@ -592,7 +592,7 @@ def test_a_late_hour_of_a_day_folded_before_bundles_bundles_the_day_from_its_ite
     day = floor_to(T, DAY_MS) - DAY_MS
     for subject in ("alice", "bob"):
         store.put_slot("ns", HOUR, day + 3 * HOUR_MS, subject, {"m": "[1]", "n": "[2]"})
-    store.put_slot("ns", HOUR, day + 3 * HOUR_MS, "alice", {"m": "[5]"}, archived=True)
+    store.put_bundled("ns", HOUR, day, {"alice": {3: {"m": "[5]"}}})
     assert list(store.read_slots("ns", HOUR, day, ["m", "n"], archived=True, legacy=False)) == [
         ("bob", {3: {"m": "[1]", "n": "[2]"}}), ("alice", {3: {"m": "[5]", "n": "[2]"}})]
 

@@ -200,6 +200,15 @@ class Horizons:
     # per-subject items of the layout before them. BUNDLED_FROM_UNKNOWN until the compactor has noted it.
     bundled_from: int = 0
 
+    def hours_bundled(self, level: SlotLevel, period_ms: int) -> bool:
+        """Whether a slot partition is a folded day's hours, read from (and written to) the day's bundles:
+        they are written before the day horizon passes the day."""
+        return level is HOUR and period_ms + DAY_MS <= self.day
+
+    def before_bundles(self, period_ms: int) -> bool:
+        """Whether a period may have per-subject slot items from before bundles (`bundled_from`)."""
+        return period_ms < self.bundled_from
+
     def named(self) -> dict[str, int]:
         """By the names the compaction item and the compactor's logs use."""
         return {name: getattr(self, field) for field, name in HORIZON_NAMES.items()}

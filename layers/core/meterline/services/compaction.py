@@ -423,13 +423,10 @@ class Compactor:
                                                          written_ms=self._now_ms, legacy=True)
 
     def _archived(self, level: SlotLevel, period: int) -> bool:
-        """Whether a partition's slots are a folded day's hours, read from and written to their bundles
-        (UsageStore.write_hour_bundles, before the day horizon passes the day)."""
-        return level is HOUR and self._horizons is not None and period + DAY_MS <= self._horizons.day
+        return self._horizons is not None and self._horizons.hours_bundled(level, period)
 
     def _legacy(self, period: int) -> bool:
-        """Whether a period may have per-subject slot items from before bundles (Horizons.bundled_from)."""
-        return self._horizons is None or period < self._horizons.bundled_from
+        return self._horizons is None or self._horizons.before_bundles(period)
 
     def _read_part(self, namespace: str, part: tuple[Resolution, int, int, int], counter_sets: list[str],
                    subjects: list[str] | None) -> Iterator[tuple[str, SlotStates]]:

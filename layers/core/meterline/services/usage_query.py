@@ -31,7 +31,7 @@ from meterline.domain.counting import (
 )
 from meterline.domain.meters import Aggregation, Meter
 from meterline.domain.query_plan import Plan, UsageQuery, plan
-from meterline.domain.slots import HOUR, QUARTER, ZONE_RENEW_MS, Horizons, SlotLevel, zone_days_kept_from
+from meterline.domain.slots import QUARTER, ZONE_RENEW_MS, Horizons, SlotLevel, zone_days_kept_from
 from meterline.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, floor_to, format_ms
 from meterline.domain.validation import EpochMs, QueryParameters, invalid
 from meterline.domain.windows import TooManyWindows, WindowSize, resolve_time_zone
@@ -282,10 +282,10 @@ class UsageReader:
         for (level, period), starts in sorted(wanted.items(), key=lambda kv: (kv[0][0].length_ms, kv[0][0].key,
                                                                              kv[0][1])):
             by_index = {level.index(start): start for start in starts}
-            archived = level is HOUR and state is not None and period + DAY_MS <= state.day
+            archived = state is not None and state.hours_bundled(level, period)
             consistent = (level, period) not in eventual or archived and not (
-                state is not None and state.settled is not None and period + DAY_MS <= state.settled.day)
-            legacy = state is None or period < state.bundled_from
+                state is not None and state.settled is not None and state.settled.hours_bundled(level, period))
+            legacy = state is None or state.before_bundles(period)
             for subject in [None] if subjects is None else subjects:
                 reads.append((level, period, subject, by_index, consistent, archived, legacy))
         return reads

@@ -46,8 +46,12 @@ class Finish:
     error: str | None
 
     @property
+    def run(self) -> tuple[str, str, str]:
+        return self.namespace, self.report_id, self.run_id
+
+    @property
     def key(self) -> tuple[str, str, str, str]:
-        return self.namespace, self.report_id, self.run_id, self.subject
+        return *self.run, self.subject
 
 
 def reports_partition(namespace: str) -> str:
@@ -266,10 +270,10 @@ class ReportsStore(TableAdapter):
             "runId": {"S": run.id},
             "expiresAt": self._expires(run.requested_ms),
         }
-        return self._transact_if_first_holds([
+        return not self._transact_refused([
             {"Put": {"TableName": self.table, "Item": claim, "ConditionExpression": "attribute_not_exists(pk)"}},
             {"Put": {"TableName": self.table, "Item": self._run_item(namespace, run)}},
-        ])
+        ], 1)
 
     def last_claim(self, namespace: str, report_id: str) -> tuple[int, str] | None:
         """(window start, run id) of the latest window a scheduled run has claimed."""
@@ -412,8 +416,7 @@ class ReportsStore(TableAdapter):
             chunk: builtins.list[int] = []
             runs: set[tuple[str, str, str]] = set()
             for position in pending:
-                finish = finishes[position]
-                run = (finish.namespace, finish.report_id, finish.run_id)
+                run = finishes[position].run
                 if len(chunk) + 1 + len(runs | {run}) > MAX_TRANSACTION_ITEMS:
                     break
                 chunk.append(position)
@@ -423,12 +426,11 @@ class ReportsStore(TableAdapter):
                 items = [{"Update": self._finish_update(finishes[position], now_ms)} for position in chunk]
                 counts: dict[tuple[str, str, str], list[int]] = {}
                 for position in chunk:
-                    finish = finishes[position]
-                    tally = counts.setdefault((finish.namespace, finish.report_id, finish.run_id), [0, 0])
-                    tally[0 if finish.succeeded else 1] += 1
+                    tally = counts.setdefault(finishes[position].run, [0, 0])
+                    tally[0 if finishes[position].succeeded else 1] += 1
                 items.extend({"Update": self._count_update(run, succeeded, failed)}
                              for run, (succeeded, failed) in counts.items())
-                refused = self._transact_unless_ended(items, len(chunk))
+                refused = self._transact_refused(items, len(chunk))
                 if not refused:
                     ended.update(chunk)
                     break
@@ -441,7 +443,7 @@ class ReportsStore(TableAdapter):
         values[":outcome"] = {"S": outcome.value}
         return {
             "TableName": self.table,
-            "Key": delivery_key(finish.namespace, finish.report_id, finish.run_id, finish.subject),
+            "Key": delivery_key(*finish.key),
             "UpdateExpression": update + ", #status = :outcome, finishedAt = :now",
             "ConditionExpression": "attribute_exists(pk) AND NOT #status IN (:succeeded, :failed)",
             "ExpressionAttributeNames": names,
@@ -449,13 +451,12 @@ class ReportsStore(TableAdapter):
         }
 
     def _count_update(self, run: tuple[str, str, str], succeeded: int, failed: int) -> dict[str, Any]:
-        adds = [f"{name} :{name}" for name, count in (("succeeded", succeeded), ("failed", failed)) if count]
+        counts = {name: count for name, count in (("succeeded", succeeded), ("failed", failed)) if count}
         return {
             "TableName": self.table,
             "Key": run_key(*run),
-            "UpdateExpression": "ADD " + ", ".join(adds),
-            "ExpressionAttributeValues": {f":{name}": {"N": str(count)} for name, count in
-                                          (("succeeded", succeeded), ("failed", failed)) if count},
+            "UpdateExpression": "ADD " + ", ".join(f"{name} :{name}" for name in counts),
+            "ExpressionAttributeValues": {f":{name}": {"N": str(count)} for name, count in counts.items()},
         }
 
     @staticmethod
@@ -486,27 +487,17 @@ class ReportsStore(TableAdapter):
 
     # --- plumbing --------------------------------------------------------------------------------------
 
-    def _transact_unless_ended(self, items: builtins.list[dict[str, Any]], deliveries: int) -> set[int]:
-        """Write `items` (the first `deliveries` of them delivery updates) in one transaction. Returns the
-        positions of the deliveries whose condition failed (nothing was written then), or an empty set."""
+    def _transact_refused(self, items: builtins.list[dict[str, Any]], conditioned: int) -> set[int]:
+        """Write `items` in one transaction. Returns the positions, among its first `conditioned` items,
+        of those whose condition failed (nothing was written then), or an empty set (all written); any
+        other cancellation is raised."""
         try:
             self.client.transact_write_items(TransactItems=items)
         except self.client.exceptions.TransactionCanceledException as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            refused = {i for i, code in enumerate(reasons[:deliveries]) if code == "ConditionalCheckFailed"}
+            refused = {i for i, code in enumerate(reasons[:conditioned]) if code == "ConditionalCheckFailed"}
             if refused:
                 return refused
             raise
         return set()
-
-    def _transact_if_first_holds(self, items: builtins.list[dict[str, Any]]) -> bool:
-        """Write `items` in one transaction; False (nothing written) if the first item's condition failed."""
-        try:
-            self.client.transact_write_items(TransactItems=items)
-        except self.client.exceptions.TransactionCanceledException as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                return False
-            raise
-        return True
 

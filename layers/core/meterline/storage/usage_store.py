@@ -317,6 +317,14 @@ def _bundles(entries: Sequence[BundleEntry], limit: int) -> list[tuple[str, byte
     return bundles
 
 
+def _bundle_item(partition: str, key: str, blob: bytes, expires: dict[str, str]) -> dict[str, Any]:
+    return {"pk": {"S": partition}, "sk": {"S": key}, "b": {"B": blob}, "expiresAt": expires}
+
+
+def _state_bytes(entry: BundleEntry) -> int:
+    return sum(len(state) for slot in entry[1].values() for state in slot.values())
+
+
 def _bundle_entries(item: Mapping[str, Any], after: str = "") -> list[BundleEntry]:
     """A bundle item's entries whose keys lie after `after` (the previous bundle's key, if known)."""
     if item["sk"]["S"] == BUNDLE_END:
@@ -552,19 +560,16 @@ class UsageStore(TableAdapter):
         return parts
 
     def put_slot(self, namespace: str, level: SlotLevel, start_ms: int, subject: str, states: dict[str, str],
-                 written_ms: int | None = None, archived: bool = False) -> int:
+                 written_ms: int | None = None) -> int:
         """Overwrite some counter sets' states in one subject's slot (idempotent). Large states go to
         items of their own first (chunked if need be), then the packed item gets the small ones and
         loses any stale copy of the large ones, in one write. Written at `written_ms` (the compactor's run),
         a slot lives at least SLOT_MIN_LIFE_MS after it (Retention.slot_expiry_s). Returns the number of writes.
-        The small states of a quarter, or of an hour of a day whose hours are bundled (`archived`), go to
-        its bundles instead (put_bundled); an hour's packed item is kept as long as quarter slots (the
-        compactor folds its day from it, or from quarters, however late it runs within that time)."""
+        A quarter's small states go to its bundles instead (put_quarter_slots; so do a folded day's hours,
+        through put_bundled); an hour's packed item is kept as long as quarter slots (the compactor folds
+        its day from it, or from quarters, however late it runs within that time)."""
         if level is QUARTER:
             return self.put_quarter_slots(namespace, start_ms, {subject: states}, written_ms)
-        if level is HOUR and archived:
-            return self.put_bundled(namespace, HOUR, HOUR.period(start_ms), {subject: {HOUR.index(start_ms): states}},
-                                    written_ms)
         period = level.period(start_ms)
         key = {"S": slot_key(subject, level, level.index(start_ms))}
         split = {cs for cs, state in states.items() if len(state) > SPLIT_STATE_BYTES}
@@ -606,8 +611,7 @@ class UsageStore(TableAdapter):
         always for a day's hours, which are those). Nothing reads the slots
         meanwhile (above their horizon, or pending). Returns the number of writes."""
         period = level.period(start_ms)
-        expires = {"N": str(self.retention.slot_expiry_s(
-            level, start_ms + BUNDLE_SPAN_MS[level] - level.length_ms, written_ms))}
+        expires = self._bundle_expiry(level, start_ms, written_ms)
         partition = bundle_partition(namespace, level, start_ms)
         writes = 0
         updates: dict[str, dict[int, dict[str, str | None]]] = {}
@@ -625,8 +629,7 @@ class UsageStore(TableAdapter):
             for subject, changes in updates.items():
                 bundled.update(subject, changes)
             puts, deletes = bundled.cut()
-            items: list[dict[str, Any]] = [{"pk": {"S": partition}, "sk": {"S": key}, "b": {"B": blob},
-                                            "expiresAt": expires} for key, blob in puts]
+            items = [_bundle_item(partition, key, blob, expires) for key, blob in puts]
             too_large = [item["sk"]["S"] for item in items if item_bytes(item) > self.item_limit]
             if not too_large:
                 break
@@ -637,20 +640,15 @@ class UsageStore(TableAdapter):
                                               slot, expires)
                     updates.setdefault(subject, {})[index] = dict.fromkeys(slot)
         self.put_batch(items)
-        for key in deletes:
-            self.client.delete_item(TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": key}})
-        if not bundled.ended:
-            self.client.put_item(TableName=self.table, Item={"pk": {"S": partition}, "sk": {"S": BUNDLE_END},
-                                                             "expiresAt": expires})
-            writes += 1
-        return writes + len(items) + len(deletes)
+        self._end_bundles(partition, deletes, expires if not bundled.ended else None)
+        return writes + len(items) + len(deletes) + (not bundled.ended)
 
     def write_hour_bundles(self, namespace: str, day_ms: int, written_ms: int | None = None) -> int:
         """Bundle the hours of a folded UTC day from their packed items, streamed subject by subject (a day
         of a namespace's subjects need not fit in memory); bundles left by an attempt cut short that this one
         does not write again are deleted, then the end item is written. Returns the number of writes."""
         partition = bundle_partition(namespace, HOUR, day_ms)
-        expires = {"N": str(self.retention.slot_expiry_s(HOUR, day_ms + DAY_MS - HOUR_MS, written_ms))}
+        expires = self._bundle_expiry(HOUR, day_ms, written_ms)
         earlier = {item["sk"]["S"] for item in self.partition_items(partition)}
         written: set[str] = set()
         pending: list[BundleEntry] = []
@@ -660,24 +658,34 @@ class UsageStore(TableAdapter):
             keep = cuts if final else cuts[:-1]  # the last run may go on with the next subjects
             if not keep:
                 return
-            self.put_batch([{"pk": {"S": partition}, "sk": {"S": key}, "b": {"B": blob}, "expiresAt": expires}
-                            for key, blob in keep])
+            self.put_batch([_bundle_item(partition, key, blob, expires) for key, blob in keep])
             written.update(key for key, _ in keep)
             del pending[:sum(1 for subject, _ in pending if subject_prefix(subject) <= keep[-1][0])]
 
-        raw = 0
+        held = 0  # bytes of states in `pending`
         for entry in self._packed_entries(namespace, HOUR, day_ms):
             pending.append(entry)
-            raw += sum(len(state) for slot in entry[1].values() for state in slot.values())
-            if raw > BUNDLE_FLUSH_BYTES:
+            held += _state_bytes(entry)
+            if held > BUNDLE_FLUSH_BYTES:
                 flush(final=False)
-                raw = sum(len(state) for _, slots in pending for slot in slots.values() for state in slot.values())
+                held = sum(map(_state_bytes, pending))
         flush(final=True)
-        for key in earlier - written - {BUNDLE_END}:
-            self.client.delete_item(TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": key}})
-        self.client.put_item(TableName=self.table, Item={"pk": {"S": partition}, "sk": {"S": BUNDLE_END},
-                                                         "expiresAt": expires})
+        self._end_bundles(partition, earlier - written - {BUNDLE_END}, expires)
         return len(written) + 1
+
+    def _bundle_expiry(self, level: SlotLevel, start_ms: int, written_ms: int | None) -> dict[str, str]:
+        """A bundle partition's expiry: its last slot's (Retention.slot_expiry_s)."""
+        last_slot = start_ms + BUNDLE_SPAN_MS[level] - level.length_ms
+        return {"N": str(self.retention.slot_expiry_s(level, last_slot, written_ms))}
+
+    def _end_bundles(self, partition: str, stale: Iterable[str], expires: dict[str, str] | None) -> None:
+        """After a bundle partition's bundles are written: delete the `stale` keys, then write the end
+        item (unless `expires` is None: it exists)."""
+        for key in stale:
+            self.client.delete_item(TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": key}})
+        if expires is not None:
+            self.client.put_item(TableName=self.table, Item={"pk": {"S": partition}, "sk": {"S": BUNDLE_END},
+                                                             "expiresAt": expires})
 
     def _covering_bundles(self, partition: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
         """The bundle items that hold `subjects`, or would, in key order: for a few subjects of a complete
@@ -783,17 +791,20 @@ class UsageStore(TableAdapter):
                                             last_index, "sk, " + ", ".join(names), names, consistent), "")
 
         streams: list[Iterator[tuple[str, str, dict[str, Any]]]] = []
+
+        def bundled(start_ms: int, first_index: int | None, last_index: int | None) -> None:
+            stream = self._bundle_stream(bundle_partition(namespace, level, start_ms), level, counter_sets, subject,
+                                         first_index, last_index, consistent)
+            if stream is not None:
+                streams.append(stream)
+            elif legacy:  # no bundles: the period's per-subject items, if it has any from before them
+                streams.append(packed(first_index, last_index))
+
         if level is QUARTER:
             for index in range(first or 0, (HOUR_MS // QUARTER_MS - 1 if last is None else last) + 1):
-                bundled = self._bundle_stream(bundle_partition(namespace, level, level.start(period_ms, index)),
-                                              level, counter_sets, subject, index, index, consistent)
-                if bundled is not None or legacy:
-                    streams.append(packed(index, index) if bundled is None else bundled)
+                bundled(level.start(period_ms, index), index, index)
         elif level is HOUR and archived:
-            bundled = self._bundle_stream(bundle_partition(namespace, level, period_ms), level, counter_sets,
-                                          subject, first, last, consistent)
-            if bundled is not None or legacy:
-                streams.append(packed(first, last) if bundled is None else bundled)
+            bundled(period_ms, first, last)
         else:
             streams.append(packed(first, last))
         for counter_set in counter_sets:
